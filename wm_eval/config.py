@@ -1,0 +1,236 @@
+"""Structured configs of the ``wm-eval`` commands: dataclass schemas, YAML files, ``key=value`` overrides.
+
+Only the CLI reads configs; library functions take plain typed arguments. A
+config is built in one place, in this order: the schema's defaults, the
+``debug`` preset when asked, each ``--config FILE`` in turn, then the
+``key=value`` overrides. Unknown keys, wrong types and missing files raise
+:class:`~wm_eval.errors.ConfigError` with one line naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from wm_eval.errors import ConfigError
+
+__all__ = [
+    "CollectConfig",
+    "TrainConfig",
+    "EvaluateConfig",
+    "ViewConfig",
+    "RegressConfig",
+    "BenchConfig",
+    "SCHEMAS",
+    "PRESETS",
+    "load_config",
+    "save_config",
+    "to_dict",
+    "describe",
+]
+
+T = TypeVar("T")
+
+
+def _doc(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field whose help text is shown by ``wm-eval <command> --help``."""
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class CollectConfig:
+    """``wm-eval collect``: roll out behaviour policies in a MuJoCo task and write a Minari-layout dataset."""
+
+    task: str = _doc("ground-truth task id", "HalfCheetah-v5")
+    episodes: int = _doc("number of episodes", 100)
+    max_steps: int = _doc("steps per episode at most", 1000)
+    seed: int = _doc("seed of the resets, behaviour mix and action noise", 0)
+    out: str = _doc("output dataset folder", "datasets/data/${task}-seed${seed}")
+    behaviour: list[str] = _doc("behaviour policies: random, zoo, an SB3 zip, a manifest or module:callable",
+                                factory=lambda: ["random", "zoo"])
+    noise_scales: list[float] = _doc("Gaussian action-noise std levels mixed over episodes",
+                                     factory=lambda: [0.0, 0.1, 0.3])
+    overwrite: bool = _doc("replace an existing dataset at out", False)
+
+
+@dataclass
+class TrainConfig:
+    """``wm-eval train``: fit a probabilistic ensemble world model on collected datasets."""
+
+    dataset: list[str] = _doc("dataset folders written by wm-eval collect (one or more)", factory=list)
+    out: str = _doc("output checkpoint folder", "runs/model")
+    epochs: int = _doc("maximum training epochs", 100)
+    seed: int = _doc("seed of the split, bootstraps, initialisation and batches", 0)
+    device: str = _doc("torch device: cpu, cuda, cuda:1, ...", "cpu")
+    ensemble_size: int = _doc("ensemble members trained", 7)
+    elites: int = _doc("members kept, chosen on validation loss", 5)
+    hidden: int = _doc("hidden units per layer", 200)
+    layers: int = _doc("hidden layers", 4)
+    lr: float = _doc("Adam learning rate", 1e-3)
+    weight_decay: float = _doc("Adam weight decay", 5e-5)
+    batch_size: int = _doc("minibatch size", 256)
+    patience: int = _doc("epochs without validation improvement before stopping", 8)
+    val_fraction: float = _doc("fraction of episodes held out", 0.1)
+    max_train_seconds: float | None = _doc("stop training after this many seconds", None)
+    overwrite: bool = _doc("replace an existing checkpoint at out", False)
+
+
+@dataclass
+class EvaluateConfig:
+    """``wm-eval evaluate``: paired imagined and MuJoCo rollouts of policies, metrics and report."""
+
+    task: str = _doc("ground-truth task id", "HalfCheetah-v5")
+    model: str | None = _doc("world model: checkpoint folder or embedded task name (default: embedded)", None)
+    policies: list[str] = _doc("SB3 zips, zoo manifests (zoo = the task's zoo) or module:callable",
+                               factory=lambda: ["zoo"])
+    episodes: int = _doc("paired episodes per policy", 10)
+    horizon: int = _doc("steps per episode at most", 1000)
+    seed: int = _doc("seed of the start states and model sampling", 0)
+    out: str | None = _doc("output folder (default: runs/evaluate-<time>)", None)
+    mode: str = _doc("closed_loop (policy acts in the model) or open_loop (replay true actions)", "closed_loop")
+    propagation: str = _doc("ensemble propagation: mean, ts1 or ts_inf", "mean")
+    device: str = _doc("torch device for the model and policies", "cpu")
+    gamma: float = _doc("discount of the discounted returns", 0.995)
+    bootstrap: int = _doc("bootstrap resamples for the intervals", 1000)
+    workers: int = _doc("processes for ground-truth rollouts (0 = all cores)", 0)
+    rerun: bool = _doc("write rollouts.rrd for the selected episodes", True)
+    overwrite: bool = _doc("write into an existing out folder", False)
+
+
+@dataclass
+class ViewConfig:
+    """``wm-eval view``: show paired rollouts in Rerun."""
+
+    path: str | None = _doc("an evaluation folder or its trajectories.h5", None)
+    save: str | None = _doc("write a .rrd file instead of opening the viewer", None)
+    web: bool = _doc("serve the web viewer on localhost", False)
+    policies: list[str] = _doc("policy names to show (default: all)", factory=list)
+    episodes: list[int] = _doc("episode indices to show (default: worst and a typical one)", factory=list)
+
+
+@dataclass
+class RegressConfig:
+    """``wm-eval regress``: fail CI when a policy got worse than its stored baseline."""
+
+    baseline: str | None = _doc("baseline file (JSON)", None)
+    update_baseline: bool = _doc("record a new baseline instead of checking", False)
+    task: str = _doc("ground-truth task id (with update_baseline)", "HalfCheetah-v5")
+    model: str | None = _doc("world model (default: embedded)", None)
+    policies: list[str] = _doc("policy files of the suite (with update_baseline)", factory=list)
+    episodes: int = _doc("episodes per policy", 32)
+    horizon: int = _doc("steps per episode at most", 1000)
+    seed: int = _doc("seed of the common random numbers", 0)
+    tolerance: float = _doc("relative drop in estimated return that counts as a regression", 0.05)
+    allow_model_change: bool = _doc("accept a world model that differs from the baseline's", False)
+    confirm: bool = _doc("re-run flagged policies in MuJoCo", False)
+    junit: str | None = _doc("write JUnit XML here", None)
+    device: str = _doc("torch device", "cpu")
+
+
+@dataclass
+class BenchConfig:
+    """``wm-eval bench``: imagined vs simulated steps per second, model GFLOP/s, evaluate wall time."""
+
+    task: str = _doc("ground-truth task id", "HalfCheetah-v5")
+    batch_sizes: list[int] = _doc("vector env batch sizes", factory=lambda: [1, 64, 1024, 8192])
+    seconds: float = _doc("seconds of measurement per figure", 1.0)
+    repeats: int = _doc("repeats per figure (the median is reported)", 3)
+    out: str | None = _doc("folder for the JSON and table (default: runs/bench-<time>)", None)
+    json: str | None = _doc("also write the JSON here", None)
+    device: str = _doc("torch device", "cpu")
+    evaluate: bool = _doc("also time the default wm-eval evaluate", True)
+
+
+SCHEMAS: dict[str, type] = {
+    "collect": CollectConfig,
+    "train": TrainConfig,
+    "evaluate": EvaluateConfig,
+    "view": ViewConfig,
+    "regress": RegressConfig,
+    "bench": BenchConfig,
+}
+
+#: ``--preset debug`` shrinks every size so the whole pipeline runs in seconds.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "debug": {
+        "collect": {"episodes": 4, "max_steps": 50, "behaviour": ["random"], "noise_scales": [0.0]},
+        "train": {"epochs": 3, "ensemble_size": 3, "elites": 2, "hidden": 32, "layers": 2, "batch_size": 64},
+        "evaluate": {"episodes": 3, "horizon": 30, "bootstrap": 100, "workers": 1},
+        "view": {},
+        "regress": {"episodes": 8, "horizon": 30},
+        "bench": {"batch_sizes": [1, 64], "seconds": 0.05, "repeats": 1, "evaluate": False},
+    }
+}
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split("\n")[0].split())
+
+
+def load_config(command: str, *, files: list[str] | None = None, overrides: list[str] | None = None,
+                preset: str | None = None) -> Any:
+    """Build the typed config of ``command`` (a dataclass instance) from defaults, preset, files and overrides."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    schema = SCHEMAS[command]
+    cfg = OmegaConf.structured(schema)
+    try:
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ConfigError(f"unknown preset '{preset}': known presets are {', '.join(PRESETS)}")
+            cfg = OmegaConf.merge(cfg, PRESETS[preset][command])
+        for path in files or []:
+            if not Path(path).is_file():
+                raise ConfigError(f"config file '{path}' does not exist")
+            loaded = OmegaConf.load(path)
+            if not isinstance(loaded, type(cfg)) and loaded is not None and not OmegaConf.is_dict(loaded):
+                raise ConfigError(f"config file '{path}' must hold a mapping of keys to values")
+            cfg = OmegaConf.merge(cfg, loaded or {})
+        for item in overrides or []:
+            if "=" not in item:
+                raise ConfigError(f"'{item}' is not a key=value override (for example episodes=20)")
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides or [])))
+        return OmegaConf.to_object(cfg)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or getattr(exc, "key", None)
+        known = ", ".join(f.name for f in dataclasses.fields(schema))
+        message = _one_line(exc)
+        if "not in struct" in message or "Key '" in message and "not in" in message:
+            raise ConfigError(f"unknown key '{key}' for {command}: known keys are {known}") from None
+        raise ConfigError(f"bad value for '{key}' in {command} config: {message}") from None
+    except Exception as exc:  # YAML syntax errors and the like
+        raise ConfigError(f"could not read the {command} config: {_one_line(exc)}") from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain dict of a config dataclass (paths kept as strings)."""
+    return {k: (os.fspath(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def save_config(cfg: Any, folder: str | os.PathLike[str], name: str = "config.yaml") -> Path:
+    """Write the resolved config as YAML into ``folder`` (atomically) and return the file."""
+    from omegaconf import OmegaConf
+
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg))))
+    os.replace(tmp, path)
+    return path
+
+
+def describe(command: str) -> str:
+    """The keys of ``command`` with defaults and help, for ``--help``."""
+    lines = []
+    for f in dataclasses.fields(SCHEMAS[command]):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        lines.append(f"  {f.name}={default!s:<28} {f.metadata.get('help', '')}")
+    return "\n".join(lines)

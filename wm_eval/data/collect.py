@@ -1,0 +1,192 @@
+"""Collect a dataset: a D4RL-style mix of behaviour policies and action-noise levels in a MuJoCo task.
+
+Seeding (everything follows from ``seed``; the dataset records it): episode ``i``
+gets the child ``np.random.SeedSequence(seed).spawn(episodes)[i]``, which spawns
+two streams: the first gives the episode's reset seed (a uint32, stored as the
+episode's ``seed``), the second seeds the episode's own generator for uniform
+random actions and Gaussian action noise. An episode's start state, behaviour and
+noise therefore do not depend on how many episodes are collected or on the batch
+size, and the first ``n`` episodes of a larger dataset with the same seed are the
+same episodes.
+
+Behaviours: ``"random"`` (uniform actions; always with noise 0, since noise on
+uniform actions only piles them up at the bounds), ``"zoo"`` (every policy of the
+task's zoo manifest) and any other spec that :func:`wm_eval.policy.load_policies`
+accepts (an SB3 ``.zip``, a manifest, ``module:callable``). Episode ``i`` uses
+combination ``i mod K`` of the ``K`` (policy, noise scale) pairs, in the order
+given. Noisy actions are ``clip(a + N(0, scale^2), low, high)``.
+
+Speed: episodes run in lockstep batches, one per behaviour policy, so a policy is
+called once per step for the whole batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from wm_eval.data.hdf5 import DatasetWriter
+from wm_eval.errors import ConfigError, DatasetError, PolicyError, WmEvalError
+from wm_eval.tasks import get_state, get_task, make_env
+from wm_eval.types import Trajectory
+
+__all__ = ["collect"]
+
+
+@dataclass(frozen=True)
+class _Behaviour:
+    """A behaviour policy: ``act`` maps observations ``[B, obs_dim]`` to actions; ``None`` is uniform random."""
+
+    name: str
+    act: Any
+
+
+@dataclass(frozen=True)
+class _EpisodePlan:
+    index: int
+    behaviour: int
+    noise_scale: float
+    reset_seed: int
+    noise_seed: np.random.SeedSequence
+
+
+def _load_behaviours(specs: Sequence[str], task: str, env: Any) -> list[_Behaviour]:
+    behaviours = []
+    for spec in specs:
+        if spec == "random":
+            behaviours.append(_Behaviour("random", None))
+            continue
+        from wm_eval.policy import load_policies, zoo_manifest
+
+        if spec == "zoo":
+            try:
+                manifest = zoo_manifest(task)
+            except WmEvalError:
+                manifest = None
+            if manifest is None or not Path(manifest).exists():
+                raise DatasetError(f"task {task} has no policy zoo; use behaviour=[random] or pass policy files")
+            spec = str(manifest)
+        loaded = load_policies(spec, observation_space=env.observation_space, action_space=env.action_space, task=task)
+        behaviours.extend(_Behaviour(p.name, p.act) for p in loaded)
+    return behaviours
+
+
+def _plan(episodes: int, seed: int, behaviours: list[_Behaviour], noise_scales: Sequence[float]) -> list[_EpisodePlan]:
+    combos = [(b, 0.0 if behaviour.act is None else float(scale))
+              for b, behaviour in enumerate(behaviours)
+              for scale in ([0.0] if behaviour.act is None else noise_scales)]
+    plans = []
+    for i, child in enumerate(np.random.SeedSequence(seed).spawn(episodes)):
+        reset_ss, noise_ss = child.spawn(2)
+        b, scale = combos[i % len(combos)]
+        plans.append(_EpisodePlan(i, b, scale, int(reset_ss.generate_state(1)[0]), noise_ss))
+    return plans
+
+
+def _rollout(envs: list[Any], behaviour: _Behaviour, plans: list[_EpisodePlan], max_steps: int) -> list[Trajectory]:
+    """Run the episodes of ``plans`` in lockstep, one env each; the policy sees the whole batch every step."""
+    space = envs[0].action_space
+    low, high = space.low.astype(np.float64), space.high.astype(np.float64)
+    rngs = [np.random.default_rng(p.noise_seed) for p in plans]
+    obs = np.stack([env.reset(seed=p.reset_seed)[0] for env, p in zip(envs, plans)]).astype(np.float64)
+    record: list[dict[str, list[Any]]] = [
+        {"obs": [obs[i].copy()], "state": [get_state(env)], "action": [], "reward": [], "term": [], "trunc": []}
+        for i, env in enumerate(envs)
+    ]
+    active = np.ones(len(plans), dtype=bool)
+    for t in range(max_steps):
+        if behaviour.act is None:
+            base = np.stack([rng.uniform(low, high) if on else low for rng, on in zip(rngs, active)])
+        else:
+            base = np.asarray(behaviour.act(obs), dtype=np.float64)
+            if base.shape != (len(plans), *space.shape):
+                raise PolicyError(f"policy {behaviour.name} returned actions of shape {base.shape} for "
+                                  f"{len(plans)} observations; expected {(len(plans), *space.shape)}")
+        for i in np.flatnonzero(active):
+            action = base[i]
+            if plans[i].noise_scale > 0:
+                action = action + rngs[i].normal(0.0, plans[i].noise_scale, size=action.shape)
+            action = np.clip(action, low, high).astype(space.dtype)
+            next_obs, reward, terminated, truncated, _ = envs[i].step(action)
+            truncated = bool(truncated) or t + 1 == max_steps
+            rec = record[i]
+            rec["obs"].append(next_obs)
+            rec["state"].append(get_state(envs[i]))
+            rec["action"].append(action)
+            rec["reward"].append(float(reward))
+            rec["term"].append(bool(terminated))
+            rec["trunc"].append(truncated)
+            obs[i] = next_obs
+            active[i] = not (terminated or truncated)
+        if not active.any():
+            break
+    return [
+        Trajectory(observations=np.asarray(rec["obs"], dtype=np.float64), actions=np.asarray(rec["action"]),
+                   rewards=np.asarray(rec["reward"], dtype=np.float64), terminations=np.asarray(rec["term"]),
+                   truncations=np.asarray(rec["trunc"]), sim_states=np.asarray(rec["state"]),
+                   seed=plan.reset_seed, infos={"policy": behaviour.name, "noise_scale": plan.noise_scale})
+        for rec, plan in zip(record, plans)
+    ]
+
+
+def collect(*, task: str, episodes: int, max_steps: int, seed: int, out: str | os.PathLike[str],
+            behaviour: Sequence[str] = ("random", "zoo"), noise_scales: Sequence[float] = (0.0, 0.1, 0.3),
+            overwrite: bool = False, config: dict[str, Any] | None = None, progress: bool = True,
+            batch_size: int = 32) -> Path:
+    """Roll out behaviour policies in ``task`` and write a dataset folder at ``out`` (see :mod:`wm_eval.data.hdf5`).
+
+    Args:
+        task: ground-truth task id, e.g. ``"Hopper-v5"``.
+        episodes: number of episodes (>= 1).
+        max_steps: steps per episode at most (>= 1); the env's own time limit also truncates.
+        seed: seed of the resets, the behaviour mix and the action noise (see the module docstring).
+        out: dataset folder to write.
+        behaviour: behaviour policy specs: ``"random"``, ``"zoo"``, a policy path or ``module:callable``.
+        noise_scales: Gaussian action-noise standard deviations mixed over episodes.
+        overwrite: replace an existing dataset at ``out``.
+        config: resolved configuration recorded in the dataset metadata.
+        progress: show a progress bar over episodes.
+        batch_size: episodes run in lockstep per behaviour policy; does not change the data's seeds.
+
+    Returns:
+        The dataset folder. Finished episodes are committed as they complete, so an interrupted
+        run leaves a readable dataset of the episodes finished so far.
+    """
+    get_task(task)
+    for name, value in (("episodes", episodes), ("max_steps", max_steps), ("batch_size", batch_size)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if not behaviour:
+        raise ConfigError("behaviour is empty; pass at least one of random, zoo, a policy path or module:callable")
+    if not noise_scales or any(not np.isfinite(s) or s < 0 for s in noise_scales):
+        raise ConfigError(f"noise_scales must be a non-empty list of finite values >= 0, got {list(noise_scales)}")
+
+    envs = [make_env(task)]
+    try:
+        behaviours = _load_behaviours(behaviour, task, envs[0])
+        plans = _plan(episodes, seed, behaviours, noise_scales)
+        chunk = batch_size * len(behaviours)
+        with DatasetWriter(out, task=task, observation_space=envs[0].observation_space,
+                           action_space=envs[0].action_space, config=config, seed=seed,
+                           overwrite=overwrite) as writer, \
+                tqdm(total=episodes, desc=f"collect {task}", unit="episode", disable=not progress) as bar:
+            for begin in range(0, episodes, chunk):
+                finished: dict[int, Trajectory] = {}
+                for b, beh in enumerate(behaviours):
+                    group = [p for p in plans[begin : begin + chunk] if p.behaviour == b]
+                    if not group:
+                        continue
+                    envs += [make_env(task) for _ in range(len(group) - len(envs))]
+                    finished.update(zip((p.index for p in group), _rollout(envs[: len(group)], beh, group, max_steps)))
+                writer.extend(finished[i] for i in sorted(finished))
+                bar.update(len(finished))
+        return writer.path
+    finally:
+        for env in envs:
+            env.close()

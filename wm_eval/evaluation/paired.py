@@ -1,0 +1,183 @@
+"""Paired evaluation: every policy's episodes rolled out in the world model and in MuJoCo from
+the identical simulator states.
+
+All policies share the same ``episodes`` seeded start states (common random
+numbers), so differences between policies are not differences between starts.
+The imagined side runs every episode of every policy in one batched world;
+the ground truth runs in worker processes across the cores, overlapping with it.
+In ``open_loop`` mode the model replays the ground-truth actions instead, which
+separates model error from policy feedback.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from wm_eval import tasks
+from wm_eval.errors import WmEvalError
+from wm_eval.evaluation.rollout import BatchRollout, MujocoBatch, run_episodes
+
+__all__ = ["PolicyRollouts", "Evaluation", "start_states", "evaluate_policies", "MODES"]
+
+MODES = ("closed_loop", "open_loop")
+
+
+@dataclass(frozen=True)
+class PolicyRollouts:
+    """One policy's paired episodes: ``true[i]`` and ``imagined[i]`` start from the same state."""
+
+    name: str
+    source: str | None
+    true: BatchRollout
+    imagined: BatchRollout
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything a paired evaluation produced; reporting only reads this."""
+
+    task: str
+    model: str
+    model_fingerprint: str
+    seed: int
+    mode: str
+    horizon: int
+    propagation: str
+    start_seeds: np.ndarray  # [N]
+    start_states: np.ndarray  # [N, state_dim]
+    obs_scale: np.ndarray  # [obs_dim], the model's per-dimension observation std
+    policies: list[PolicyRollouts]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def start_states(task: str, episodes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The seeds and simulator states of ``episodes`` seeded MuJoCo resets, derived from ``seed``."""
+    seeds = np.random.SeedSequence(seed).generate_state(episodes) % (2**31 - 1)
+    return seeds.astype(np.int64), tasks.reset_states(task, seeds.tolist())[1]
+
+
+def _ground_truth_job(task: str, source: str, states: np.ndarray, horizon: int, device: str) -> BatchRollout:
+    """Worker-process job: reload one policy from its source and roll it out in MuJoCo."""
+    import torch
+
+    from wm_eval.policy import load_policies
+
+    torch.set_num_threads(1)
+    env = tasks.make_env(task)
+    (policy,) = load_policies(source, observation_space=env.observation_space, action_space=env.action_space,
+                              task=task, device=device)
+    return _ground_truth(task, policy, states, horizon)
+
+
+def _ground_truth(task: str, policy: Any, states: np.ndarray, horizon: int,
+                  actions: np.ndarray | None = None) -> BatchRollout:
+    world = MujocoBatch(task, len(states))
+    try:
+        return run_episodes(world, states, horizon, policies=[(policy, slice(None))], actions=actions)
+    finally:
+        world.close()
+
+
+def _workers(requested: int) -> int:
+    return max(1, requested or (os.cpu_count() or 1))
+
+
+def evaluate_policies(*, task: str, model: Any, model_name: str, model_fingerprint: str, policies: Sequence[Any],
+                      episodes: int, horizon: int, seed: int, mode: str = "closed_loop", propagation: str = "mean",
+                      device: str = "cpu", workers: int = 0, progress: bool = True) -> Evaluation:
+    """Roll every policy out in imagination and in MuJoCo from the same seeded start states.
+
+    Args:
+        task: ground-truth task id.
+        model: a loaded :class:`~wm_eval.models.base.WorldModel` for ``task``.
+        model_name, model_fingerprint: recorded in the result.
+        policies: loaded policies (``.name``, ``.source``, ``.act``); a policy with a ``source``
+            is re-loaded in worker processes for the ground truth, others run in this process.
+        episodes: paired episodes per policy; horizon: steps per episode at most.
+        seed: seed of the start states and of the model's randomness.
+        mode: ``"closed_loop"`` (policies act in the model) or ``"open_loop"`` (the model replays
+            the ground-truth actions).
+        workers: processes for the ground truth (0: one per core).
+    """
+    from tqdm.auto import tqdm
+
+    from wm_eval.world_model_env import ImaginedBatch
+
+    if mode not in MODES:
+        raise WmEvalError(f"unknown mode '{mode}': use closed_loop or open_loop")
+    if episodes < 1 or horizon < 1:
+        raise WmEvalError(f"episodes and horizon must be at least 1 (got {episodes} and {horizon})")
+    if not policies:
+        raise WmEvalError("no policies to evaluate")
+    names = [p.name for p in policies]
+    if len(set(names)) != len(names):
+        raise WmEvalError(f"policy names must be unique, got {names}")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    seeds, states = start_states(task, episodes, seed)
+    n_pol = len(policies)
+    bar = tqdm(total=n_pol * episodes, desc="ground truth episodes", unit="ep", disable=not progress)
+
+    pool = None
+    truth: list[Any] = [None] * n_pol
+    parallel = _workers(workers) > 1 and all(p.source for p in policies)
+    if parallel:
+        pool = cf.ProcessPoolExecutor(max_workers=min(_workers(workers), n_pol), mp_context=mp.get_context("spawn"))
+        futures = {pool.submit(_ground_truth_job, task, p.source, states, horizon, "cpu"): i
+                   for i, p in enumerate(policies)}
+    elif mode == "closed_loop":
+        for i, p in enumerate(policies):
+            truth[i] = _ground_truth(task, p, states, horizon)
+            bar.update(episodes)
+    if mode == "open_loop" and parallel:
+        for fut in cf.as_completed(futures):
+            truth[futures[fut]] = fut.result()
+            bar.update(episodes)
+    if mode == "open_loop" and not parallel:
+        for i, p in enumerate(policies):
+            truth[i] = _ground_truth(task, p, states, horizon)
+            bar.update(episodes)
+    t_truth = time.perf_counter()
+
+    world = ImaginedBatch(n_pol * episodes, task=task, model=model, device=device, propagation=propagation,
+                          max_episode_steps=horizon)
+    all_states = np.concatenate([states] * n_pol)
+    with tqdm(total=horizon, desc="imagined steps (all policies at once)", unit="step",
+              disable=not progress) as steps_bar:
+        if mode == "closed_loop":
+            rows = [(p, slice(i * episodes, (i + 1) * episodes)) for i, p in enumerate(policies)]
+            imagined = run_episodes(world, all_states, horizon, policies=rows, seed=seed, progress=steps_bar)
+        else:
+            actions = np.concatenate([t.actions for t in truth])
+            lengths = np.concatenate([t.lengths for t in truth])
+            imagined = run_episodes(world, all_states, horizon, actions=actions, lengths=lengths, seed=seed,
+                                    progress=steps_bar)
+    timings["model_rollouts"] = time.perf_counter() - (t_truth if mode == "open_loop" else t0)
+    if parallel and mode == "closed_loop":
+        for fut in cf.as_completed(futures):
+            truth[futures[fut]] = fut.result()
+            bar.update(episodes)
+    if pool is not None:
+        pool.shutdown()
+    bar.close()
+    timings["ground_truth_rollouts"] = time.perf_counter() - t0 - (timings["model_rollouts"]
+                                                                    if not parallel else 0.0)
+    results = []
+    for i, p in enumerate(policies):
+        rows = slice(i * episodes, (i + 1) * episodes)
+        part = BatchRollout(*(None if a is None else a[rows] for a in (
+            imagined.observations, imagined.actions, imagined.rewards, imagined.terminations,
+            imagined.truncations, imagined.lengths, imagined.uncertainty, imagined.sim_states)))
+        results.append(PolicyRollouts(p.name, p.source, truth[i], part))
+    return Evaluation(task=task, model=model_name, model_fingerprint=model_fingerprint, seed=seed, mode=mode,
+                      horizon=horizon, propagation=propagation, start_seeds=seeds, start_states=states,
+                      obs_scale=model.obs_scale.detach().cpu().numpy().astype(np.float64), policies=results,
+                      timings=timings)

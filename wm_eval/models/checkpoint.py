@@ -1,0 +1,281 @@
+"""Self-describing world-model checkpoints: a directory with ``weights.pt`` and ``spec.json``.
+
+``weights.pt`` is a plain state_dict written with ``torch.save`` and read with
+``torch.load(..., weights_only=True)``, so loading never runs code from the file.
+``spec.json`` holds::
+
+    format              "wm_eval.model/1"       format_version  1
+    wm_eval_version     version that wrote it   task            "HalfCheetah-v5"
+    observation_space   {"type": "Box", "shape": [...], "low": [...], "high": [...], "dtype": "float32"}
+    action_space        the same for actions    model_class     "module:Class" from MODEL_CLASSES
+    hyperparameters     model.spec()            data_fingerprint  of the training data
+    metrics, config     dicts                   seed            int
+    versions            {"torch", "numpy", "python"}
+
+Infinite bounds are written as the strings ``"inf"`` and ``"-inf"``. Normalisation
+statistics live in the state_dict. Only classes listed in :data:`MODEL_CLASSES` load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.resources
+import json
+import os
+import pickle
+import platform
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+import wm_eval
+from wm_eval.errors import CheckpointError, SpaceMismatchError
+from wm_eval.models.base import WorldModel
+
+__all__ = [
+    "DEFAULT_TASK",
+    "EMBEDDED_TASKS",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MODEL_CLASSES",
+    "box_from_json",
+    "box_to_json",
+    "embedded_model_path",
+    "load_checkpoint",
+    "model_fingerprint",
+    "read_spec",
+    "resolve_model",
+    "save_checkpoint",
+]
+
+FORMAT_VERSION = 1
+FORMAT = f"wm_eval.model/{FORMAT_VERSION}"
+MODEL_CLASSES = {"GaussianMLPEnsemble": "wm_eval.models.ensemble:GaussianMLPEnsemble"}
+EMBEDDED_TASKS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5")
+DEFAULT_TASK = "HalfCheetah-v5"
+WEIGHTS_FILE = "weights.pt"
+SPEC_FILE = "spec.json"
+_REQUIRED_KEYS = ("task", "model_class", "hyperparameters", "observation_space", "action_space")
+
+
+def box_to_json(space: spaces.Box) -> dict[str, Any]:
+    """A JSON-able description of a ``Box`` (infinite bounds as ``"inf"``/``"-inf"``)."""
+    if not isinstance(space, spaces.Box):
+        raise SpaceMismatchError(f"only Box spaces can be saved with a world model, got {type(space).__name__}")
+
+    def bounds(values: np.ndarray) -> list[float | str]:
+        return [float(v) if np.isfinite(v) else ("inf" if v > 0 else "-inf") for v in values.ravel()]
+
+    return {"type": "Box", "shape": list(space.shape), "low": bounds(space.low), "high": bounds(space.high), "dtype": str(space.dtype)}
+
+
+def box_from_json(data: dict[str, Any]) -> spaces.Box:
+    """The ``Box`` that :func:`box_to_json` described."""
+    if data.get("type") != "Box":
+        raise SpaceMismatchError(f"expected a Box space description, got type {data.get('type')!r}")
+    shape = tuple(int(s) for s in data["shape"])
+    dtype = np.dtype(data["dtype"])
+    low = np.array([float(v) for v in data["low"]], dtype=dtype).reshape(shape)
+    high = np.array([float(v) for v in data["high"]], dtype=dtype).reshape(shape)
+    return spaces.Box(low=low, high=high, shape=shape, dtype=dtype)
+
+
+def save_checkpoint(
+    model: WorldModel,
+    path: str | os.PathLike[str],
+    *,
+    observation_space: spaces.Box,
+    action_space: spaces.Box,
+    data_fingerprint: str,
+    metrics: dict[str, Any],
+    config: dict[str, Any],
+    seed: int,
+) -> Path:
+    """Write ``model`` as a checkpoint directory at ``path`` atomically and return the path.
+
+    An existing checkpoint at ``path`` is replaced; any other existing file or non-empty
+    directory there is an error (so a typo never deletes user data).
+    """
+    path = Path(path)
+    class_ref = _class_ref(type(model))
+    if observation_space.shape != (model.obs_dim,) or action_space.shape != (model.act_dim,):
+        raise SpaceMismatchError(
+            f"spaces {observation_space.shape}/{action_space.shape} do not match the model's "
+            f"({model.obs_dim},)/({model.act_dim},) observation/action sizes"
+        )
+    spec = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "wm_eval_version": wm_eval.__version__,
+        "task": model.task,
+        "observation_space": box_to_json(observation_space),
+        "action_space": box_to_json(action_space),
+        "model_class": class_ref,
+        "hyperparameters": model.spec(),
+        "data_fingerprint": data_fingerprint,
+        "metrics": metrics,
+        "config": config,
+        "seed": int(seed),
+        "versions": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
+    }
+    text = json.dumps(spec, indent=2, allow_nan=False)
+    if path.exists() and not (path.is_dir() and ((path / SPEC_FILE).is_file() or not any(path.iterdir()))):
+        raise CheckpointError(f"'{path}' exists and is not a wm_eval checkpoint; choose another output path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        torch.save({key: value.detach().cpu().clone() for key, value in model.state_dict().items()}, tmp / WEIGHTS_FILE)
+        (tmp / SPEC_FILE).write_text(text + "\n", encoding="utf-8")
+        if path.exists():
+            old = tmp.with_suffix(".old")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return path
+
+
+def read_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The validated ``spec.json`` of the checkpoint at ``path``."""
+    path = Path(path)
+    spec_file = path / SPEC_FILE
+    if not path.is_dir():
+        raise CheckpointError(f"no checkpoint directory at '{path}'; give a directory holding {SPEC_FILE} and {WEIGHTS_FILE}")
+    if not spec_file.is_file():
+        raise CheckpointError(f"checkpoint '{path}' has no {SPEC_FILE}; re-train or re-download it")
+    try:
+        spec = json.loads(spec_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{spec_file} is truncated or corrupt; re-train or re-download ({exc})") from None
+    if not isinstance(spec, dict) or not str(spec.get("format", "")).startswith("wm_eval.model/"):
+        raise CheckpointError(f"{spec_file} is not a wm_eval model spec (no 'format': 'wm_eval.model/N'); re-train or re-download")
+    version = spec.get("format_version")
+    if not isinstance(version, int):
+        raise CheckpointError(f"{spec_file} is truncated or corrupt (format_version is {version!r}); re-train or re-download")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint '{path}' has format version {version}, newer than wm_eval {wm_eval.__version__} "
+            f"reads ({FORMAT_VERSION}); upgrade wm_eval"
+        )
+    missing = [key for key in _REQUIRED_KEYS if key not in spec]
+    if missing:
+        raise CheckpointError(f"{spec_file} is truncated or corrupt (missing {', '.join(missing)}); re-train or re-download")
+    return spec
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, task: str | None = None, device: str = "cpu") -> WorldModel:
+    """Load the checkpoint at ``path`` in eval mode on ``device``, checking it was trained for ``task`` if given."""
+    path = Path(path)
+    spec = read_spec(path)
+    if task is not None and spec["task"] != task:
+        raise CheckpointError(f"checkpoint '{path}' was trained for {spec['task']}, not {task}; pass a {task} checkpoint")
+    model_class = _import_model_class(spec["model_class"], path)
+    weights_file = path / WEIGHTS_FILE
+    if not weights_file.is_file():
+        raise CheckpointError(f"checkpoint '{path}' has no {WEIGHTS_FILE}; re-train or re-download it")
+    try:
+        state = torch.load(weights_file, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{weights_file} is truncated or corrupt; re-train or re-download ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{weights_file} is not a state_dict of tensors; re-train or re-download")
+    try:
+        model = model_class(**spec["hyperparameters"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path / SPEC_FILE} has hyperparameters that {spec['model_class']} does not accept ({exc})") from None
+    _check_state(model, state, weights_file)
+    obs_shape = tuple(spec["observation_space"]["shape"])
+    if obs_shape != (model.obs_dim,):
+        raise CheckpointError(f"{path / SPEC_FILE} has observation shape {list(obs_shape)} but a model of size {model.obs_dim}")
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def model_fingerprint(path: str | os.PathLike[str]) -> str:
+    """Short sha256 hex digest of the checkpoint's ``weights.pt`` and ``spec.json`` bytes."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    for name in (WEIGHTS_FILE, SPEC_FILE):
+        file = path / name
+        if not file.is_file():
+            raise CheckpointError(f"checkpoint '{path}' has no {name}; re-train or re-download it")
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def embedded_model_path(task: str) -> Path:
+    """Directory of the default model of ``task`` shipped inside the package (it may not exist)."""
+    return Path(str(importlib.resources.files("wm_eval") / "assets" / "models" / task))
+
+
+def resolve_model(ref: str | os.PathLike[str] | None, *, task: str | None, device: str = "cpu") -> WorldModel:
+    """The model a user means by ``ref``.
+
+    ``None`` or ``"default"``: the embedded model of ``task`` (of HalfCheetah-v5 if ``task``
+    is ``None``); an existing path: that checkpoint; an embedded task name: its embedded
+    model. The model must have been trained for ``task`` when ``task`` is given.
+    """
+    if ref is None or str(ref) == "default":
+        return _load_embedded(task or DEFAULT_TASK, task=task, device=device)
+    if Path(ref).exists():
+        return load_checkpoint(ref, task=task, device=device)
+    if str(ref) in EMBEDDED_TASKS:
+        return _load_embedded(str(ref), task=task, device=device)
+    choices = ", ".join(("default",) + EMBEDDED_TASKS)
+    raise CheckpointError(f"no model at '{ref}': give a checkpoint directory or one of {choices}")
+
+
+def _load_embedded(name: str, *, task: str | None, device: str) -> WorldModel:
+    if name not in EMBEDDED_TASKS:
+        raise CheckpointError(
+            f"there is no embedded model for {name} (only {', '.join(EMBEDDED_TASKS)}); pass a checkpoint directory as model"
+        )
+    path = embedded_model_path(name)
+    if not (path / SPEC_FILE).is_file():
+        raise CheckpointError(
+            f"the embedded {name} model is missing from this install (not trained yet); "
+            "train one with `wm-eval train` and pass its directory as model"
+        )
+    return load_checkpoint(path, task=task, device=device)
+
+
+def _class_ref(model_class: type) -> str:
+    ref = f"{model_class.__module__}:{model_class.__qualname__}"
+    if ref not in MODEL_CLASSES.values():
+        raise CheckpointError(f"model class {ref} is not registered in MODEL_CLASSES; add it there to save it")
+    return ref
+
+
+def _import_model_class(ref: Any, path: Path) -> type[WorldModel]:
+    if ref not in MODEL_CLASSES.values():
+        known = ", ".join(MODEL_CLASSES.values())
+        raise CheckpointError(f"checkpoint '{path}' needs model class {ref!r}, which this wm_eval does not know (known: {known})")
+    module_name, class_name = ref.split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def _check_state(model: WorldModel, state: dict[str, torch.Tensor], weights_file: Path) -> None:
+    expected = model.state_dict()
+    missing, extra = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
+    if missing or extra:
+        raise CheckpointError(
+            f"{weights_file} does not match its spec.json (missing {missing or 'nothing'}, unexpected {extra or 'nothing'}); "
+            "re-train or re-download"
+        )
+    for key, tensor in expected.items():
+        if state[key].shape != tensor.shape:
+            raise CheckpointError(
+                f"{weights_file} does not match its spec.json: {key} has shape {list(state[key].shape)}, "
+                f"the spec implies {list(tensor.shape)}; re-train or re-download"
+            )

@@ -1,0 +1,216 @@
+"""A probabilistic ensemble of Gaussian MLPs (PETS, Chua et al. 2018), after mbrl-lib's ``GaussianMLP``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import pairwise
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from wm_eval.models.base import Prediction, WorldModel
+from wm_eval.models.normalization import Normalizer
+
+__all__ = ["GaussianMLPEnsemble"]
+
+INFERENCE_DTYPES = (torch.float32, torch.bfloat16)
+
+
+class GaussianMLPEnsemble(WorldModel):
+    """``ensemble_size`` MLPs, each predicting a Gaussian over the next observation change and the reward.
+
+    Member ``e`` maps the normalised input ``(obs, action)`` through ``layers`` hidden
+    layers of ``hidden`` SiLU units to the mean and log-variance of the normalised
+    target ``(next_obs - obs, reward)`` and to a termination logit. The log-variance
+    is bounded softly by learned per-member ``max_logvar`` and ``min_logvar``, as in
+    PETS (Appendix A.1) and mbrl-lib. Weights are stored as ``[E, in, out]`` tensors,
+    so every layer evaluates all members in one ``torch.baddbmm``. The input and target
+    normalisers are buffers fitted on the training data (:meth:`fit_normalizers`).
+
+    Prediction follows the :class:`~wm_eval.models.base.WorldModel` contract. Inference
+    runs in float32 unless :meth:`set_inference_dtype` selects bfloat16, in which case
+    the matrix products run under ``torch.autocast`` and everything else stays float32.
+    Tensors returned by :meth:`step` are made under ``torch.inference_mode``: clone them
+    before modifying them in place outside it.
+
+    Args:
+        task: Gymnasium id of the task.
+        obs_dim: observation size.
+        act_dim: action size.
+        ensemble_size: number of members ``E``.
+        hidden: units per hidden layer.
+        layers: number of hidden layers.
+        generator: random generator for the initial weights (for reproducible training).
+    """
+
+    def __init__(
+        self,
+        *,
+        task: str,
+        obs_dim: int,
+        act_dim: int,
+        ensemble_size: int = 7,
+        hidden: int = 200,
+        layers: int = 4,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(task=task, obs_dim=obs_dim, act_dim=act_dim, num_members=ensemble_size)
+        self.hidden = int(hidden)
+        self.layers = int(layers)
+        self.target_dim = self.obs_dim + 1
+        sizes = [self.obs_dim + self.act_dim] + [self.hidden] * self.layers + [2 * self.target_dim + 1]
+        self.weights = nn.ParameterList(nn.Parameter(torch.empty(ensemble_size, n_in, n_out)) for n_in, n_out in pairwise(sizes))
+        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(ensemble_size, 1, n_out)) for n_out in sizes[1:])
+        self.min_logvar = nn.Parameter(torch.full((ensemble_size, 1, self.target_dim), -10.0))
+        self.max_logvar = nn.Parameter(torch.full((ensemble_size, 1, self.target_dim), 0.5))
+        self.input_norm = Normalizer(self.obs_dim + self.act_dim)
+        self.target_norm = Normalizer(self.target_dim)
+        self.inference_dtype = torch.float32
+        self.reset_parameters(generator)
+
+    def spec(self) -> dict[str, Any]:
+        """Constructor arguments (task, sizes); ``GaussianMLPEnsemble(**spec)`` rebuilds the architecture."""
+        return {
+            "task": self.task,
+            "obs_dim": self.obs_dim,
+            "act_dim": self.act_dim,
+            "ensemble_size": self.num_members,
+            "hidden": self.hidden,
+            "layers": self.layers,
+        }
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Truncated-normal weights with std ``1 / (2 sqrt(fan_in))`` (as mbrl-lib), zero biases."""
+        for weight, bias in zip(self.weights, self.biases):
+            std = 1.0 / (2.0 * math.sqrt(weight.shape[1]))
+            nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std, generator=generator)
+            bias.zero_()
+
+    @torch.no_grad()
+    def fit_normalizers(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor, reward: torch.Tensor) -> None:
+        """Fit the input and target normalisers and ``obs_scale`` on training transitions (``[N, ...]``)."""
+        self.input_norm.fit(torch.cat([obs, action], dim=-1))
+        self.target_norm.fit(self.targets(obs, next_obs, reward))
+        self.obs_scale.copy_(self.input_norm.std[: self.obs_dim])
+
+    def targets(self, obs: torch.Tensor, next_obs: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
+        """``[..., obs_dim + 1]`` unnormalised regression targets ``(next_obs - obs, reward)``."""
+        return torch.cat([next_obs - obs, reward.unsqueeze(-1)], dim=-1)
+
+    def set_inference_dtype(self, dtype: torch.dtype) -> None:
+        """Run the matrix products of :meth:`step` in ``dtype`` (``torch.float32`` or ``torch.bfloat16``)."""
+        if dtype not in INFERENCE_DTYPES:
+            raise ValueError(f"inference dtype must be torch.float32 or torch.bfloat16, got {dtype}")
+        self.inference_dtype = dtype
+
+    def select_members(self, indices: Sequence[int]) -> GaussianMLPEnsemble:
+        """A new ensemble made of copies of the members ``indices`` (for keeping the elites)."""
+        index = torch.as_tensor(list(indices), dtype=torch.long, device=self.device)
+        model = type(self)(**{**self.spec(), "ensemble_size": len(index)}).to(self.device)
+        member_keys = {name for name, _ in self.named_parameters()}
+        state = {key: value[index] if key in member_keys else value for key, value in self.state_dict().items()}
+        model.load_state_dict(state)
+        model.inference_dtype = self.inference_dtype
+        return model.train(self.training)
+
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Raw outputs of all members for normalised inputs ``[B, in]`` (shared) or ``[E, B, in]``.
+
+        Returns:
+            ``(mean, logvar, termination_logit)`` of shapes ``[E, B, obs_dim + 1]``,
+            ``[E, B, obs_dim + 1]`` and ``[E, B]``, in normalised target units.
+        """
+        hidden = inputs.expand(self.num_members, -1, -1) if inputs.ndim == 2 else inputs
+        last = len(self.weights) - 1
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            hidden = torch.baddbmm(bias, hidden, weight)
+            if i < last:
+                hidden = F.silu(hidden, inplace=not torch.is_grad_enabled())
+        hidden = hidden.float()
+        mean, raw_logvar = hidden[..., : self.target_dim], hidden[..., self.target_dim : 2 * self.target_dim]
+        return mean, self._bound_logvar(raw_logvar), hidden[..., -1]
+
+    def member_losses(
+        self, inputs: torch.Tensor, targets: torch.Tensor, terminated: torch.Tensor, *, pos_weight: float = 1.0
+    ) -> torch.Tensor:
+        """``[E]`` training loss per member on normalised ``inputs`` and ``targets``.
+
+        The Gaussian negative log-likelihood (without its constant) averaged over batch
+        and target dimensions, plus the binary cross-entropy of the termination logit
+        (``pos_weight`` up-weights the rare terminal transitions). ``inputs`` is
+        ``[B, in]`` or ``[E, B, in]``; ``targets`` and ``terminated`` match its batch axes.
+        """
+        mean, logvar, logit = self(inputs)
+        targets, terminated = targets.expand_as(mean), terminated.to(logit.dtype).expand_as(logit)
+        nll = 0.5 * ((mean - targets).square() * torch.exp(-logvar) + logvar)
+        weight = torch.tensor(pos_weight, dtype=logit.dtype, device=logit.device)
+        bce = F.binary_cross_entropy_with_logits(logit, terminated, pos_weight=weight, reduction="none")
+        return nll.mean(dim=(1, 2)) + bce.mean(dim=1)
+
+    def logvar_bound_penalty(self) -> torch.Tensor:
+        """``0.01 * (sum(max_logvar) - sum(min_logvar))``: keeps the learned bounds tight (PETS)."""
+        return 0.01 * (self.max_logvar.sum() - self.min_logvar.sum())
+
+    def nll(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
+        """``[B]`` negative log-likelihood of ``(next_obs - obs, reward)`` under the equal-weight mixture of
+        the members, in normalised target units, divided by ``obs_dim + 1``."""
+        with torch.inference_mode():
+            inputs = self.input_norm.normalize(torch.cat([obs, action], dim=-1))
+            targets = self.target_norm.normalize(self.targets(obs, next_obs, reward))
+            mean, logvar, _ = self(inputs)
+            log_prob = -0.5 * ((mean - targets).square() * torch.exp(-logvar) + logvar + math.log(2 * math.pi)).sum(-1)
+            mixture = torch.logsumexp(log_prob, dim=0) - math.log(self.num_members)
+            return -mixture / self.target_dim
+
+    def _bound_logvar(self, logvar: torch.Tensor) -> torch.Tensor:
+        logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
+        return self.min_logvar + F.softplus(logvar - self.min_logvar)
+
+    def _step(
+        self,
+        state: torch.Tensor,
+        action: torch.Tensor,
+        *,
+        propagation: str,
+        members: torch.Tensor | None,
+        generator: torch.Generator | None,
+        sample: bool,
+    ) -> tuple[torch.Tensor, Prediction]:
+        with torch.inference_mode():
+            inputs = self.input_norm.normalize(torch.cat([state, action], dim=-1))
+            use_bf16 = self.inference_dtype == torch.bfloat16
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                mean, logvar, logit = self(inputs)
+            batch = len(state)
+            uncertainty = mean[..., : self.obs_dim].std(dim=0, correction=0).mean(dim=-1)
+            probs = torch.sigmoid(logit)
+            if propagation == "mean":
+                member = torch.full((batch,), -1, dtype=torch.long, device=self.device)
+                chosen_mean, termination_prob = mean.mean(dim=0), probs.mean(dim=0)
+                chosen_logvar = torch.logsumexp(logvar, dim=0) - math.log(self.num_members) if sample else None
+            else:
+                if propagation == "ts1":
+                    member = torch.randint(self.num_members, (batch,), generator=generator, device=self.device)
+                else:
+                    member = members
+                rows = torch.arange(batch, device=self.device)
+                chosen_mean, termination_prob = mean[member, rows], probs[member, rows]
+                chosen_logvar = logvar[member, rows] if sample else None
+            if chosen_logvar is not None:
+                noise = torch.randn(chosen_mean.shape, generator=generator, device=self.device)
+                chosen_mean = torch.addcmul(chosen_mean, noise, torch.exp(0.5 * chosen_logvar))
+            target = self.target_norm.denormalize(chosen_mean)
+            next_obs = state + target[:, : self.obs_dim]
+            prediction = Prediction(
+                next_obs=next_obs,
+                reward=target[:, self.obs_dim],
+                terminated=termination_prob > 0.5,
+                termination_prob=termination_prob,
+                uncertainty=uncertainty,
+                member=member,
+            )
+            return next_obs, prediction

@@ -1,0 +1,250 @@
+"""Ground-truth MuJoCo tasks: one registry, full simulator state, termination, reward and pose.
+
+Each task is one :class:`TaskSpec` entry in :data:`TASKS`. A spec knows how to
+make the Gymnasium MuJoCo env, which parts of the observation decide
+termination (the rule Gymnasium applies, written on observations so it also
+works on imagined ones), the reward when it is a function of what is observed,
+and how to turn an observation back into a drawable ``qpos``.
+
+Simulator state is the state of ``mujoco.mj_getState`` with the
+``mjSTATE_INTEGRATION`` spec: the full physics (time, qpos, qvel, actuator
+activations, plugin state) plus the solver warm start, controls, applied forces
+and mocap, not just qpos/qvel. The full-physics spec alone is not enough for
+exact replay: without the warm start, contact-rich tasks (Hopper, Walker2d)
+drift by ~1e-15 from the first step. With it, a state restored with
+:func:`set_state` reproduces the following steps bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from wm_eval.errors import TaskError
+
+__all__ = [
+    "TaskSpec",
+    "TASKS",
+    "get_task",
+    "task_ids",
+    "quiet_mujoco",
+    "make_env",
+    "get_state",
+    "set_state",
+    "frozen",
+    "reset_states",
+    "state_dim",
+    "qpos_from_states",
+    "qpos_from_observations",
+]
+
+ObsFn = Callable[[np.ndarray], np.ndarray]
+RewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def _hopper_terminated(next_obs: np.ndarray) -> np.ndarray:
+    """Gymnasium Hopper-v5 ``not is_healthy`` on observations ``[..., 11]``.
+
+    Healthy: every element of ``obs[1:]`` in (-100, 100), height ``obs[0] > 0.7``,
+    torso angle ``obs[1]`` in (-0.2, 0.2). Gymnasium checks the unclipped
+    velocities; the observation clips them to +-10, which never leaves the range.
+    """
+    z, angle = next_obs[..., 0], next_obs[..., 1]
+    state_ok = np.all((next_obs[..., 1:] > -100.0) & (next_obs[..., 1:] < 100.0), axis=-1)
+    return ~(state_ok & (z > 0.7) & (angle > -0.2) & (angle < 0.2))
+
+
+def _walker_terminated(next_obs: np.ndarray) -> np.ndarray:
+    """Gymnasium Walker2d-v5 ``not is_healthy``: height in (0.8, 2.0), angle in (-1, 1)."""
+    z, angle = next_obs[..., 0], next_obs[..., 1]
+    return ~((z > 0.8) & (z < 2.0) & (angle > -1.0) & (angle < 1.0))
+
+
+def _pusher_reward(obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
+    """Gymnasium Pusher-v5 reward (default weights) from the next observation and the action."""
+    tips, obj, goal = next_obs[..., 14:17], next_obs[..., 17:20], next_obs[..., 20:23]
+    near = -np.linalg.norm(obj - tips, axis=-1) * 0.5
+    dist = -np.linalg.norm(obj - goal, axis=-1) * 1.0
+    ctrl = -np.square(action).sum(axis=-1) * 0.1
+    return dist + ctrl + near
+
+
+def _planar_pose(n_obs_qpos: int) -> Callable[[np.ndarray, np.ndarray, Any], np.ndarray]:
+    """Pose of a planar walker: ``qpos = [root_x, obs[:n_obs_qpos]]``."""
+
+    def pose(obs: np.ndarray, root_x: np.ndarray, model: Any) -> np.ndarray:
+        return np.concatenate([np.asarray(root_x)[..., None], obs[..., :n_obs_qpos]], axis=-1)
+
+    return pose
+
+
+def _pusher_pose(obs: np.ndarray, root_x: np.ndarray, model: Any) -> np.ndarray:
+    """Pusher qpos: 7 arm joints from the observation; object and goal slides from their positions."""
+    obj0, goal0 = model.body("object").pos, model.body("goal").pos
+    obj, goal = obs[..., 17:20], obs[..., 20:23]
+    slides = [obj[..., 1] - obj0[1], obj[..., 0] - obj0[0], goal[..., 1] - goal0[1], goal[..., 0] - goal0[0]]
+    return np.concatenate([obs[..., :7], np.stack(slides, axis=-1)], axis=-1)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One ground-truth task.
+
+    Attributes:
+        id: versioned id, e.g. ``"Hopper-v5"``.
+        gym_id: the id passed to ``gymnasium.make`` (our own tasks in ``envs/`` register one).
+        terminated: batched termination rule on next observations, ``[..., obs_dim] -> [...] bool``;
+            ``None`` when the task never terminates.
+        reward: batched reward ``(obs, action, next_obs) -> [...]`` when it is a function of
+            observations, else ``None`` (it then needs unobserved state, e.g. the root x).
+        pose: ``(obs [..., obs_dim], root_x [...], mjModel) -> qpos [..., nq]`` for drawing.
+        root_velocity_index: observation index of the root's forward velocity, integrated over
+            time to place imagined walkers along x; ``None`` for fixed-base robots.
+        make_kwargs: extra keyword arguments for ``gymnasium.make``.
+    """
+
+    id: str
+    gym_id: str
+    terminated: ObsFn | None
+    reward: RewardFn | None
+    pose: Callable[[np.ndarray, np.ndarray, Any], np.ndarray]
+    root_velocity_index: int | None = None
+    make_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+TASKS: dict[str, TaskSpec] = {
+    spec.id: spec
+    for spec in (
+        TaskSpec("HalfCheetah-v5", "HalfCheetah-v5", None, None, _planar_pose(8), root_velocity_index=8),
+        TaskSpec("Hopper-v5", "Hopper-v5", _hopper_terminated, None, _planar_pose(5), root_velocity_index=5),
+        TaskSpec("Walker2d-v5", "Walker2d-v5", _walker_terminated, None, _planar_pose(8), root_velocity_index=8),
+        TaskSpec("Pusher-v5", "Pusher-v5", None, _pusher_reward, _pusher_pose),
+    )
+}
+
+
+def task_ids() -> list[str]:
+    """All registered task ids."""
+    return sorted(TASKS)
+
+
+def get_task(task_id: str) -> TaskSpec:
+    """The spec of ``task_id``; an unknown id raises :class:`TaskError` with a "did you mean" hint."""
+    try:
+        return TASKS[task_id]
+    except (KeyError, TypeError):
+        close = difflib.get_close_matches(str(task_id), TASKS, n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise TaskError(f"unknown task '{task_id}': {hint}known tasks are {', '.join(task_ids())}") from None
+
+
+def _mujoco_warning(message: str) -> None:
+    if "settotalmass" not in message:
+        warnings.warn(f"MuJoCo: {message.strip()}", RuntimeWarning, stacklevel=2)
+
+
+def quiet_mujoco() -> None:
+    """Route MuJoCo's warnings through Python (so no ``MUJOCO_LOG.TXT`` is written) and drop the
+    ``settotalmass`` deprecation that Gymnasium's MuJoCo v5 models trigger."""
+    import mujoco
+
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    mujoco.set_mju_user_warning(_mujoco_warning)
+
+
+def make_env(task_id: str, **kwargs: Any) -> Any:
+    """``gymnasium.make`` the ground-truth env of ``task_id`` (with its TimeLimit), MuJoCo quietened."""
+    import gymnasium as gym
+
+    spec = get_task(task_id)
+    quiet_mujoco()
+    return gym.make(spec.gym_id, **{**spec.make_kwargs, **kwargs})
+
+
+def _state_spec() -> int:
+    import mujoco
+
+    return int(mujoco.mjtState.mjSTATE_INTEGRATION)
+
+
+def state_dim(env: Any) -> int:
+    """Length of the simulator state vector of ``env``'s model."""
+    import mujoco
+
+    return int(mujoco.mj_stateSize(env.unwrapped.model, _state_spec()))
+
+
+def get_state(env: Any) -> np.ndarray:
+    """The simulator state of ``env`` (float64 vector, ``mjSTATE_INTEGRATION`` layout)."""
+    import mujoco
+
+    u = env.unwrapped
+    state = np.empty(state_dim(env), dtype=np.float64)
+    mujoco.mj_getState(u.model, u.data, state, _state_spec())
+    return state
+
+
+def set_state(env: Any, state: np.ndarray) -> np.ndarray:
+    """Restore a simulator state into ``env`` and return the task observation there."""
+    import mujoco
+
+    u = env.unwrapped
+    state = np.asarray(state, dtype=np.float64)
+    if state.shape != (state_dim(env),):
+        raise TaskError(f"simulator state has shape {state.shape}; {env.spec.id if env.spec else 'this task'} "
+                        f"expects ({state_dim(env)},): was it recorded for another task?")
+    mujoco.mj_setState(u.model, u.data, state, _state_spec())
+    mujoco.mj_forward(u.model, u.data)
+    return u._get_obs().astype(np.float64)
+
+
+@contextlib.contextmanager
+def frozen(env: Any) -> Iterator[Any]:
+    """Context in which ``env`` may be stepped freely; its simulator state is restored on exit."""
+    saved = get_state(env)
+    try:
+        yield env
+    finally:
+        set_state(env, saved)
+
+
+def reset_states(task_id: str, seeds: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded MuJoCo resets: observations ``[N, obs_dim]`` (float64) and full states ``[N, state_dim]``."""
+    env = make_env(task_id)
+    try:
+        obs, states = [], []
+        for seed in seeds:
+            o, _ = env.reset(seed=int(seed))
+            obs.append(o)
+            states.append(get_state(env))
+        return np.asarray(obs, dtype=np.float64), np.asarray(states)
+    finally:
+        env.close()
+
+
+def qpos_from_states(env: Any, states: np.ndarray) -> np.ndarray:
+    """``qpos`` rows ``[..., nq]`` of simulator states ``[..., state_dim]`` (time comes first)."""
+    nq = env.unwrapped.model.nq
+    return np.asarray(states)[..., 1 : 1 + nq]
+
+
+def qpos_from_observations(task_id: str, env: Any, observations: np.ndarray, *, root_x0: float = 0.0) -> np.ndarray:
+    """Drawable ``qpos [T, nq]`` for an observation sequence ``[T, obs_dim]`` (e.g. an imagined one).
+
+    Walkers do not observe their root x; it is integrated from the observed root velocity,
+    starting at ``root_x0`` (the true start position, so both robots start together).
+    """
+    spec = get_task(task_id)
+    observations = np.asarray(observations, dtype=np.float64)
+    root_x = np.zeros(len(observations))
+    if spec.root_velocity_index is not None:
+        velocity = observations[:, spec.root_velocity_index]
+        root_x = root_x0 + np.concatenate([[0.0], np.cumsum(velocity[1:]) * env.unwrapped.dt])
+    return spec.pose(observations, root_x, env.unwrapped.model)
