@@ -25,6 +25,8 @@ import torch
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.callbacks import BaseCallback
 
+from wm_eval.tasks import quiet_mujoco
+
 os.environ.setdefault("MUJOCO_GL", "egl")
 HERE = Path(__file__).resolve().parent
 
@@ -88,6 +90,7 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    quiet_mujoco()
     out = HERE / args.task
     out.mkdir(parents=True, exist_ok=True)
     entries = []

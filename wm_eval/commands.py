@@ -74,11 +74,89 @@ def train(cfg: Any) -> int:
     return 0
 
 
+def _out_folder(cfg: Any, kind: str) -> Path:
+    """The output folder of a run: ``cfg.out`` or a new ``runs/<kind>-<time>``; refuses to mix runs."""
+    from wm_eval.errors import ConfigError
+
+    out = Path(cfg.out) if cfg.out else default_out(kind)
+    if out.exists() and any(out.iterdir()) and not getattr(cfg, "overwrite", False):
+        raise ConfigError(f"{out} exists and is not empty; choose another out= or pass overwrite=true")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def load_model(ref: str | None, *, task: str, device: str) -> tuple[Any, str, str]:
+    """The world model of ``ref`` (default: embedded for ``task``), its display name and fingerprint."""
+    from wm_eval.models.checkpoint import embedded_model_path, model_fingerprint, resolve_model
+
+    model = resolve_model(ref, task=task, device=device)
+    path = Path(ref) if ref is not None and Path(ref).exists() else embedded_model_path(model.task)
+    name = str(ref) if ref is not None and Path(ref).exists() else f"embedded:{model.task}"
+    return model, name, model_fingerprint(path)
+
+
+def load_policy_list(specs: list[str], *, task: str, device: str) -> list[Any]:
+    """Every policy named by ``specs`` (``zoo`` is the task's zoo), checked against the task's spaces."""
+    from wm_eval.policy import load_policies
+    from wm_eval.tasks import make_env
+
+    env = make_env(task)
+    policies = []
+    for spec in specs:
+        policies += load_policies(f"zoo:{task}" if spec == "zoo" else spec, observation_space=env.observation_space,
+                                  action_space=env.action_space, task=task, device=device)
+    env.close()
+    return policies
+
+
+def run_evaluation(cfg: Any, out: Path, *, progress: bool = True) -> dict[str, Any]:
+    """Evaluate, then write the trajectories, plots, recording and report into ``out``; returns the report.
+
+    ``report.json`` is written last, so a folder without it holds no finished evaluation.
+    """
+    import time
+
+    from wm_eval.config import save_config
+    from wm_eval.evaluation.paired import evaluate_policies
+    from wm_eval.evaluation.summary import summarize
+    from wm_eval.reporting.plots import write_plots
+    from wm_eval.reporting.report import build_report, write_report
+    from wm_eval.reporting.trajectories import write_trajectories
+    from wm_eval.tasks import get_task
+
+    get_task(cfg.task)
+    model, name, fingerprint = load_model(cfg.model, task=cfg.task, device=cfg.device)
+    policies = load_policy_list(list(cfg.policies), task=cfg.task, device=cfg.device)
+    save_config(cfg, out)
+    ev = evaluate_policies(task=cfg.task, model=model, model_name=name, model_fingerprint=fingerprint,
+                           policies=policies, episodes=cfg.episodes, horizon=cfg.horizon, seed=cfg.seed,
+                           mode=cfg.mode, propagation=cfg.propagation, device=cfg.device, workers=cfg.workers,
+                           progress=progress)
+    t0 = time.perf_counter()
+    summary = summarize(ev, gamma=cfg.gamma, n_resamples=cfg.bootstrap)
+    ev.timings["metrics"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    trajectories = write_trajectories(out / "trajectories.h5", ev, config=to_dict(cfg))
+    if cfg.rerun:
+        from wm_eval.reporting.rerun_log import write_recording
+
+        write_recording(out / "rollouts.rrd", trajectories, task=cfg.task)
+    ev.timings["logging"] = time.perf_counter() - t0
+    report = build_report(ev, summary, config=to_dict(cfg))
+    write_plots(out, report)
+    write_report(out, report)
+    return report
+
+
 def evaluate(cfg: Any) -> int:
     """``wm-eval evaluate``."""
-    from wm_eval.errors import WmEvalError
+    from wm_eval.reporting.report import summary_table
 
-    raise WmEvalError("evaluate is not implemented yet")
+    out = _out_folder(cfg, "evaluate")
+    report = run_evaluation(cfg, out)
+    print(summary_table(report))
+    print(f"report: {out / 'report.md'}")
+    return 0
 
 
 def view(cfg: Any) -> int:

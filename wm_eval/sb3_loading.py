@@ -84,7 +84,7 @@ _CONSTANTS = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
 _EMPTY = {"EMPTY_LIST": list, "EMPTY_DICT": dict, "EMPTY_TUPLE": tuple, "EMPTY_SET": set}
 _FROM_MARK = {"TUPLE": tuple, "LIST": list, "FROZENSET": frozenset,
               "DICT": lambda items: dict(zip(items[::2], items[1::2]))}
-_CALLS = {"REDUCE": 1, "NEWOBJ": 1, "NEWOBJ_EX": 2, "OBJ": 0}  # opcodes that call code: arguments popped first
+_CALLS = {"REDUCE": 1, "NEWOBJ": 1, "NEWOBJ_EX": 2, "OBJ": 0}  # opcodes that call code: how many arguments
 _IGNORED_OPS = {"PROTO", "FRAME"}
 
 
@@ -119,7 +119,8 @@ def read_pickle_literal(data: bytes) -> Any:
             elif name in _EMPTY:
                 stack.append(_EMPTY[name]())
             elif name in _FROM_MARK:
-                stack.append(_FROM_MARK[name](pop_mark()))
+                value = _FROM_MARK[name](pop_mark())  # pop_mark() rebinds ``stack``: call it first
+                stack.append(value)
             elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
                 n = int(name[-1])
                 items, stack[-n:] = stack[-n:], []
@@ -212,8 +213,8 @@ def _read_data(path: Path) -> dict[str, Any]:
             names = set(archive.namelist())
             missing = [n for n in ("data", "policy.pth") if n not in names]
             if missing:
-                raise PolicyError(f"'{path}' is not a Stable-Baselines3 model zip (no {' or '.join(missing)} "
-                                  "entry); save policies with model.save()")
+                raise PolicyError(f"'{path}' is truncated or corrupt, or not a Stable-Baselines3 model zip (no "
+                                  f"{' or '.join(missing)} entry); save policies with model.save()")
             raw = json.loads(archive.read("data").decode("utf-8"))
     except (zipfile.BadZipFile, zlib.error, EOFError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PolicyError(f"'{path}' is not a readable zip file ({type(e).__name__}: {e}); "
@@ -354,11 +355,12 @@ def load_sb3_zip(path: str | Path, *, name: str, observation_space: spaces.Box, 
         SpaceMismatchError: the zip's recorded spaces differ from ``observation_space``/``action_space``.
     """
     from stable_baselines3.common.save_util import load_from_zip_file
+    from stable_baselines3.common.utils import get_device
 
     path = Path(path)
     where = f"policy '{name}' ({path})"
     if not path.is_file():
-        raise PolicyError(f"policy file '{path}' does not exist")
+        raise PolicyError(f"policy file '{path}' " + ("is not a file" if path.exists() else "does not exist"))
     raw = _read_data(path)
     family, algorithm = _detect(raw, where)
     _check_spaces(raw, name, where, observation_space, action_space)
@@ -367,8 +369,9 @@ def load_sb3_zip(path: str | Path, *, name: str, observation_space: spaces.Box, 
     try:
         _, params, _ = load_from_zip_file(path, custom_objects=safe, device=device)
     except (ValueError, RuntimeError, EOFError, zipfile.BadZipFile, zlib.error, pickle.UnpicklingError) as e:
-        raise PolicyError(f"{where}: cannot read its weights ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                          "the file may be truncated or corrupt") from e
+        cause = e.__cause__ or e  # SB3 re-raises a bad CRC as "wasn't a zip-file"
+        raise PolicyError(f"{where}: cannot read its weights ({type(cause).__name__}: "
+                          f"{' '.join(str(cause).split())[:200]}); the file may be truncated or corrupt") from e
     state = params.get("policy")
     if not isinstance(state, dict):
         raise PolicyError(f"{where}: policy.pth holds no state_dict")
@@ -378,6 +381,6 @@ def load_sb3_zip(path: str | Path, *, name: str, observation_space: spaces.Box, 
     except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as e:
         raise PolicyError(f"{where}: its weights do not fit an {algorithm} MlpPolicy "
                           f"({' '.join(str(e).split())[:300]})") from e
-    policy.to(device)
+    policy.to(get_device(device))  # as SB3 does: "auto" or an unavailable CUDA means the CPU
     policy.set_training_mode(False)
     return SB3Actor(policy, algorithm)

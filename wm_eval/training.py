@@ -28,6 +28,8 @@ class EnsembleHParams:
     """Architecture and optimisation settings of :func:`fit`.
 
     ``max_train_seconds`` stops training after the epoch that crosses it (``None``: no limit).
+    ``bf16_autocast`` runs the training matrix products in bfloat16 under ``torch.autocast``
+    (weights, optimiser and validation stay float32); about 2.5x faster on CPUs with AMX.
     """
 
     ensemble_size: int = 7
@@ -41,6 +43,7 @@ class EnsembleHParams:
     patience: int = 8
     val_fraction: float = 0.1
     max_train_seconds: float | None = None
+    bf16_autocast: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.elites <= self.ensemble_size:
@@ -116,7 +119,8 @@ def fit(
         total = 0.0
         for begin in range(0, n, hparams.batch_size):
             index = order[:, begin : begin + hparams.batch_size]
-            losses = model.member_losses(train_x[index], train_y[index], train["terminated"][index], pos_weight=pos_weight)
+            with torch.autocast(train_x.device.type, dtype=torch.bfloat16, enabled=hparams.bf16_autocast):
+                losses = model.member_losses(train_x[index], train_y[index], train["terminated"][index], pos_weight=pos_weight)
             loss = losses.sum() + model.logvar_bound_penalty()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -31,7 +31,8 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from wm_eval import tasks
-from wm_eval.errors import InvalidActionError, SpaceMismatchError, TaskError, WmEvalError
+from wm_eval.errors import CheckpointError, InvalidActionError, SpaceMismatchError, TaskError, WmEvalError
+from wm_eval.models.base import WorldModel
 from wm_eval.models.checkpoint import resolve_model
 
 __all__ = ["ImaginedBatch", "WorldModelEnv", "WorldModelVectorEnv"]
@@ -45,7 +46,8 @@ class ImaginedBatch:
     Args:
         num_envs: number of rollouts ``N``.
         task: ground-truth task id; default: the model's task (HalfCheetah-v5 for the default model).
-        model: checkpoint folder or embedded task name; default: the embedded model of ``task``.
+        model: checkpoint folder, embedded task name or a loaded ``WorldModel``; default: the
+            embedded model of ``task``.
         device: torch device of the model and the rollout tensors.
         propagation: ``"mean"`` (ensemble mean), ``"ts1"`` (random member each step) or
             ``"ts_inf"`` (one member per rollout, drawn at its reset).
@@ -69,7 +71,12 @@ class ImaginedBatch:
                 raise WmEvalError(f"{name} must be 'learned' or 'task', got '{value}'")
         if task is not None:
             tasks.get_task(task)  # unknown ids fail here, with a hint, before any model is loaded
-        self.model = resolve_model(model, task=task, device=device)
+        if isinstance(model, WorldModel):
+            if task is not None and model.task != task:
+                raise CheckpointError(f"the model was trained for {model.task}, not {task}")
+            self.model = model.to(device)
+        else:
+            self.model = resolve_model(model, task=task, device=device)
         self.task = self.model.task
         self.spec = tasks.get_task(self.task)
         if reward == "task" and self.spec.reward is None:

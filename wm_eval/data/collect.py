@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from wm_eval.data.hdf5 import DatasetWriter
 from wm_eval.errors import ConfigError, DatasetError, PolicyError, WmEvalError
@@ -66,12 +66,9 @@ def _load_behaviours(specs: Sequence[str], task: str, env: Any) -> list[_Behavio
 
         if spec == "zoo":
             try:
-                manifest = zoo_manifest(task)
+                spec = str(zoo_manifest(task))
             except WmEvalError:
-                manifest = None
-            if manifest is None or not Path(manifest).exists():
-                raise DatasetError(f"task {task} has no policy zoo; use behaviour=[random] or pass policy files")
-            spec = str(manifest)
+                raise DatasetError(f"task {task} has no policy zoo; use behaviour=[random] or pass policy files") from None
         loaded = load_policies(spec, observation_space=env.observation_space, action_space=env.action_space, task=task)
         behaviours.extend(_Behaviour(p.name, p.act) for p in loaded)
     return behaviours

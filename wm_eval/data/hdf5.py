@@ -142,22 +142,38 @@ class DatasetWriter:
         config: the resolved configuration to record (JSON-serialisable; other values become strings).
         seed: the seed the data was made with, recorded in the metadata.
         overwrite: replace an existing dataset at ``path``.
-        dataset_id: Minari id ``namespace/name-vN``; default ``wm_eval/<task>/<folder name>-v0``.
+
+    The Minari ``dataset_id`` is ``wm_eval/<task>/<folder name>-v0``.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, task: str, observation_space: gym.spaces.Box,
                  action_space: gym.spaces.Box, config: Mapping[str, Any] | None = None, seed: int | None = None,
-                 overwrite: bool = False, dataset_id: str | None = None) -> None:
+                 overwrite: bool = False) -> None:
+        from minari import __version__ as minari_version
+        from minari.serialization import serialize_space
+
         get_task(task)
         self.path = Path(path)
-        self.task = task
         self.observation_space = observation_space
         self.action_space = action_space
         self.overwrite = overwrite
         slug = re.sub(r"[^-\w]+", "_", self.path.resolve().name) or "dataset"
-        self.dataset_id = dataset_id or f"wm_eval/{task.lower()}/{slug}-v0"
-        self._info = {"format_version": FORMAT_VERSION, "version": __version__, "task": task,
-                      "seed": seed, "config": dict(config or {}), "versions": _library_versions()}
+        self._metadata: dict[str, Any] = {
+            "dataset_id": f"wm_eval/{task.lower()}/{slug}-v0",
+            "total_episodes": 0,
+            "total_steps": 0,
+            "data_format": "hdf5",
+            "jpeg_encoding": False,
+            "observation_space": serialize_space(observation_space),
+            "action_space": serialize_space(action_space),
+            "minari_version": minari_version,
+            "algorithm_name": "wm_eval collect",
+        }
+        env_spec = _env_spec_json(task)
+        if env_spec is not None:
+            self._metadata["env_spec"] = env_spec
+        self._metadata["wm_eval"] = {"format_version": FORMAT_VERSION, "version": __version__, "task": task,
+                                     "seed": seed, "config": dict(config or {}), "versions": _library_versions()}
         self._links: list[str] = []
         self._total_steps = 0
         self._open = False
@@ -193,44 +209,25 @@ class DatasetWriter:
         """Write finished episodes, each to its own file, then commit them all at once."""
         if not self._open:
             raise RuntimeError("DatasetWriter.extend called outside its `with` block")
-        for traj in trajectories:
-            self._check(traj)
-            index = len(self._links)
-            file = self.path / _episode_file(index)
-            _atomic_write(file, functools.partial(_write_episode, index=index, traj=traj,
-                                                  obs_dtype=self.observation_space.dtype,
-                                                  act_dtype=self.action_space.dtype))
-            self._links.append(_episode_file(index))
-            self._total_steps += len(traj)
-        self._commit()
+        try:
+            for traj in trajectories:
+                self._check(traj)
+                index = len(self._links)
+                _atomic_write(self.path / _episode_file(index),
+                              functools.partial(_write_episode, index=index, traj=traj,
+                                                obs_dtype=self.observation_space.dtype,
+                                                act_dtype=self.action_space.dtype))
+                self._links.append(_episode_file(index))
+                self._total_steps += len(traj)
+        finally:  # episodes written before an error are kept
+            self._commit()
 
     def _check(self, traj: Trajectory) -> None:
         for name, space, array in (("observations", self.observation_space, traj.observations),
                                    ("actions", self.action_space, traj.actions)):
             if np.shape(array)[1:] != space.shape:
-                raise SpaceMismatchError(f"episode {name} have shape {np.shape(array)}; the dataset's space "
-                                         f"{space} needs [T{'+1' if name == 'observations' else ''}, {', '.join(map(str, space.shape))}]")
-
-    def _metadata(self) -> dict[str, Any]:
-        from minari import __version__ as minari_version
-        from minari.serialization import serialize_space
-
-        metadata: dict[str, Any] = {
-            "dataset_id": self.dataset_id,
-            "total_episodes": self.total_episodes,
-            "total_steps": self._total_steps,
-            "data_format": "hdf5",
-            "jpeg_encoding": False,
-            "observation_space": serialize_space(self.observation_space),
-            "action_space": serialize_space(self.action_space),
-            "minari_version": minari_version,
-            "algorithm_name": "wm_eval collect",
-        }
-        env_spec = _env_spec_json(self.task)
-        if env_spec is not None:
-            metadata["env_spec"] = env_spec
-        metadata["wm_eval"] = self._info
-        return metadata
+                raise SpaceMismatchError(f"episode {name} have shape {np.shape(array)}; this dataset's "
+                                         f"{name[:-1]} space has shape {space.shape}")
 
     def _commit(self) -> None:
         def write_main(tmp: Path) -> None:
@@ -239,7 +236,8 @@ class DatasetWriter:
                     f[f"episode_{index}"] = h5py.ExternalLink(link, f"/episode_{index}")
 
         def write_metadata(tmp: Path) -> None:
-            tmp.write_text(json.dumps(self._metadata(), indent=2, default=str) + "\n")
+            self._metadata.update(total_episodes=len(self._links), total_steps=self._total_steps)
+            tmp.write_text(json.dumps(self._metadata, indent=2, default=str) + "\n")
 
         _atomic_write(self.path / _MAIN, write_main)
         _atomic_write(self.path / _METADATA, write_metadata)

@@ -11,6 +11,7 @@
     hyperparameters     model.spec()            data_fingerprint  of the training data
     metrics, config     dicts                   seed            int
     versions            {"torch", "numpy", "python"}
+    weights_sha256      sha256 of weights.pt, checked on load (catches bit rot and truncation)
 
 Infinite bounds are written as the strings ``"inf"`` and ``"-inf"``. Normalisation
 statistics live in the state_dict. Only classes listed in :data:`MODEL_CLASSES` load.
@@ -62,7 +63,7 @@ EMBEDDED_TASKS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5")
 DEFAULT_TASK = "HalfCheetah-v5"
 WEIGHTS_FILE = "weights.pt"
 SPEC_FILE = "spec.json"
-_REQUIRED_KEYS = ("task", "model_class", "hyperparameters", "observation_space", "action_space")
+_REQUIRED_KEYS = ("task", "model_class", "hyperparameters", "observation_space", "action_space", "weights_sha256")
 
 
 def box_to_json(space: spaces.Box) -> dict[str, Any]:
@@ -125,14 +126,15 @@ def save_checkpoint(
         "seed": int(seed),
         "versions": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
     }
-    text = json.dumps(spec, indent=2, allow_nan=False)
+    json.dumps(spec, allow_nan=False)  # fail on unserialisable metrics or config before touching the disk
     if path.exists() and not (path.is_dir() and ((path / SPEC_FILE).is_file() or not any(path.iterdir()))):
         raise CheckpointError(f"'{path}' exists and is not a wm_eval checkpoint; choose another output path")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         torch.save({key: value.detach().cpu().clone() for key, value in model.state_dict().items()}, tmp / WEIGHTS_FILE)
-        (tmp / SPEC_FILE).write_text(text + "\n", encoding="utf-8")
+        spec["weights_sha256"] = _sha256(tmp / WEIGHTS_FILE)
+        (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         if path.exists():
             old = tmp.with_suffix(".old")
             os.replace(path, old)
@@ -184,10 +186,12 @@ def load_checkpoint(path: str | os.PathLike[str], *, task: str | None = None, de
     weights_file = path / WEIGHTS_FILE
     if not weights_file.is_file():
         raise CheckpointError(f"checkpoint '{path}' has no {WEIGHTS_FILE}; re-train or re-download it")
+    if _sha256(weights_file) != spec["weights_sha256"]:
+        raise CheckpointError(f"{weights_file} is truncated or corrupt; re-train or re-download (its sha256 differs from spec.json)")
     try:
         state = torch.load(weights_file, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"{weights_file} is truncated or corrupt; re-train or re-download ({type(exc).__name__})") from None
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{weights_file} is truncated or corrupt; re-train or re-download ({type(exc).__name__}: {exc})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{weights_file} is not a state_dict of tensors; re-train or re-download")
     try:
@@ -212,6 +216,10 @@ def model_fingerprint(path: str | os.PathLike[str]) -> str:
             raise CheckpointError(f"checkpoint '{path}' has no {name}; re-train or re-download it")
         digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def _sha256(file: Path) -> str:
+    return hashlib.sha256(file.read_bytes()).hexdigest()
 
 
 def embedded_model_path(task: str) -> Path:

@@ -1,0 +1,382 @@
+"""Policies: anything that maps a batch of observations to a batch of actions.
+
+:func:`load_policies` turns what a user names on the command line or passes in code
+into :class:`LoadedPolicy` objects, all with the same batched contract::
+
+    from wm_eval.policy import load_policies
+
+    policies = load_policies("zoo", task="HalfCheetah-v5",
+                             observation_space=env.observation_space, action_space=env.action_space)
+    actions = policies[0].act(observations)  # [B, 17] -> [B, 6] float32, deterministic
+
+Accepted specs:
+
+* a path to a Stable-Baselines3 ``.zip`` (PPO, A2C, SAC, TD3, DDPG, detected from the
+  file), rebuilt without unpickling any code (:mod:`wm_eval.sb3_loading`);
+* a zoo manifest (``.../manifest.json``, format ``wm_eval.zoo/1``), or a folder holding
+  one: all its policies; ``"<manifest>#<name>"`` selects one; ``"zoo"`` / ``"zoo:<task>"``
+  is the shipped zoo of the task;
+* ``"module:callable"``: a class or argument-free factory whose result has ``predict(obs)``
+  (SB3 style, ``(action, state)`` tuples welcome) or ``act(obs)``, an object with one of
+  those, or a function ``obs -> action``;
+* the same objects in memory (their ``source`` is then ``None``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib
+import importlib.resources
+import inspect
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from gymnasium import spaces
+
+from wm_eval.errors import PolicyError, SpaceMismatchError, WmEvalError
+
+__all__ = ["ZOO_FORMAT", "Policy", "LoadedPolicy", "ConstantPolicy", "LinearPolicy", "load_policies",
+           "zoo_manifest", "zoo_tasks"]
+
+ZOO_FORMAT = "wm_eval.zoo/1"
+_MODULE_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What the rollout loops need: a ``name`` and a batched ``act``.
+
+    ``act(obs)`` takes ``obs`` of shape ``[B, *observation_shape]`` and returns finite
+    float32 actions of shape ``[B, *action_shape]`` inside the action bounds.
+    """
+
+    name: str
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Actions ``[B, *action_shape]`` for observations ``[B, *observation_shape]``."""
+        ...
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedPolicy:
+    """A policy checked against a task's spaces, with a validated batched :meth:`act`.
+
+    Attributes:
+        name: shown in reports (file stem, manifest name, ``module:callable`` or the object's name).
+        source: a string from which another process reloads the identical policy with
+            :func:`load_policies` (absolute zip path, ``"<manifest>#<name>"`` or
+            ``"module:callable"``), or ``None`` for an object passed in memory.
+        observation_space, action_space: the task's spaces.
+        actor: the raw batched function ``obs -> action``.
+        algorithm: ``"PPO"``, ``"A2C"``, ``"SAC"``, ``"TD3"`` or ``"DDPG"`` for SB3 zips, else ``None``.
+        metadata: the zoo manifest entry (``training_steps``, ``true_return``, ...), else empty.
+    """
+
+    name: str
+    source: str | None
+    observation_space: spaces.Box
+    action_space: spaces.Box
+    actor: Callable[[np.ndarray], Any] = field(repr=False)
+    algorithm: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Float32 actions ``[B, act_dim]`` for ``obs [B, obs_dim]``, clipped to the action bounds.
+
+        Raises:
+            SpaceMismatchError: ``obs`` is not a batch of the task's observations.
+            PolicyError: the policy raised, or returned the wrong shape, NaN or inf.
+        """
+        obs = np.asarray(obs)
+        if obs.ndim != 1 + len(self.observation_space.shape) or obs.shape[1:] != self.observation_space.shape:
+            raise SpaceMismatchError(f"policy '{self.name}' got observations of shape {obs.shape}; "
+                                     f"expected (batch, {', '.join(map(str, self.observation_space.shape))})")
+        try:
+            out = _to_array(self.actor(obs))
+        except WmEvalError:
+            raise
+        except Exception as e:  # user code: report it as a policy problem, with the original chained
+            raise PolicyError(f"policy '{self.name}' raised {type(e).__name__}: {_first_line(e)}") from e
+        expected = (len(obs), *self.action_space.shape)
+        if out.shape != expected:
+            raise PolicyError(f"policy '{self.name}' returned shape {out.shape} for a batch of {len(obs)}; "
+                              f"expected {expected}")
+        if not np.isfinite(out).all():
+            raise PolicyError(f"policy '{self.name}' returned NaN or inf for a batch of {len(obs)}")
+        return np.clip(out, self.action_space.low, self.action_space.high).astype(np.float32, copy=False)
+
+    def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+        """SB3's ``PolicyPredictor`` interface: ``(actions, state)``; one observation gives one action.
+
+        ``deterministic`` is accepted for compatibility: SB3 zips always act deterministically
+        here, other policies act as they were written.
+        """
+        obs = np.asarray(observation)
+        if obs.shape == self.observation_space.shape:
+            return self.act(obs[None])[0], state
+        return self.act(obs), state
+
+
+class ConstantPolicy:
+    """Always the same ``action`` (clipped to the task's bounds once loaded)."""
+
+    def __init__(self, action: Any, *, name: str = "constant") -> None:
+        self.action = np.asarray(action, dtype=np.float32)
+        self.name = name
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """``action`` repeated for each of the ``B`` rows of ``obs``."""
+        return np.tile(self.action, (len(obs), 1))
+
+
+class LinearPolicy:
+    """``action = obs @ W + b``, with ``W [obs_dim, act_dim]`` (clipped to the task's bounds once loaded)."""
+
+    def __init__(self, W: Any, b: Any = None, *, name: str = "linear") -> None:
+        self.W = np.asarray(W, dtype=np.float32)
+        self.b = np.zeros(self.W.shape[1], np.float32) if b is None else np.asarray(b, dtype=np.float32)
+        self.name = name
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """``obs [B, obs_dim] @ W + b``."""
+        return np.asarray(obs, dtype=np.float32) @ self.W + self.b
+
+
+def load_policies(spec: str | os.PathLike[str] | Any, *, observation_space: spaces.Box, action_space: spaces.Box,
+                  device: str = "cpu", task: str | None = None) -> list[LoadedPolicy]:
+    """Load the policies named by ``spec`` (see the module docstring) for a task's spaces.
+
+    Args:
+        spec: a path, ``"zoo[:<task>]"``, ``"<manifest>#<name>"``, ``"module:callable"`` or an object.
+        observation_space, action_space: the task's spaces; SB3 zips are checked against them.
+        device: torch device for SB3 policies.
+        task: the task id; a zoo manifest for another task is refused, and ``"zoo"`` needs it.
+
+    Raises:
+        PolicyError: a spec that cannot be resolved or loaded.
+        SpaceMismatchError: a policy trained for other spaces.
+    """
+    spaces_ = {"observation_space": observation_space, "action_space": action_space}
+    if isinstance(spec, LoadedPolicy):
+        if spec.observation_space.shape != observation_space.shape or spec.action_space.shape != action_space.shape:
+            raise SpaceMismatchError(f"policy '{spec.name}' was loaded for observations {spec.observation_space.shape}"
+                                     f" and actions {spec.action_space.shape}, but the task has "
+                                     f"{observation_space.shape} and {action_space.shape}")
+        return [spec]
+    if not isinstance(spec, (str, os.PathLike)):
+        name = _object_name(spec)
+        return [LoadedPolicy(name, None, actor=_actor(spec, f"policy '{name}'", action_space), **spaces_)]
+    text = os.fspath(spec)
+    base, sep, select = text.partition("#")
+    chosen = select if sep else None
+    if base == "zoo" or base.startswith("zoo:"):
+        zoo_task = base[4:] or task
+        if not zoo_task:
+            raise PolicyError("policy spec 'zoo' needs a task: write 'zoo:<task>' or give the task")
+        return _load_manifest(zoo_manifest(zoo_task), chosen, task, device, spaces_)
+    path = Path(base)
+    if path.is_dir() and (path / "manifest.json").is_file():
+        path = path / "manifest.json"
+    if path.suffix == ".json":
+        return _load_manifest(path, chosen, task, device, spaces_)
+    if sep:
+        raise PolicyError(f"policy spec '{text}': '#<name>' selects a policy of a zoo manifest (.json) only")
+    if path.suffix != ".zip" and not path.exists():
+        if _MODULE_SPEC.fullmatch(text):
+            return [LoadedPolicy(text, text, actor=_actor(_import(text), f"policy '{text}'", action_space),
+                                 **spaces_)]
+        raise PolicyError(f"policy spec '{text}' is not an existing .zip or manifest .json, 'zoo[:<task>]' "
+                          "or 'module:callable'")
+    from wm_eval.sb3_loading import load_sb3_zip
+
+    actor = load_sb3_zip(path, name=path.stem, device=device, **spaces_)
+    return [LoadedPolicy(path.stem, str(path.resolve()), actor=actor, algorithm=actor.algorithm, **spaces_)]
+
+
+def zoo_tasks() -> list[str]:
+    """Tasks that have a zoo manifest."""
+    return sorted(p.parent.name for p in _zoo_root().glob("*/manifest.json"))
+
+
+def zoo_manifest(task: str) -> Path:
+    """Path of the shipped zoo manifest of ``task``; a :class:`PolicyError` lists the zoo tasks if none."""
+    path = _zoo_root() / task / "manifest.json"
+    if Path(task).name != task or not path.is_file():
+        tasks = zoo_tasks()
+        close = difflib.get_close_matches(task, tasks, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise PolicyError(f"the policy zoo has no manifest for task '{task}'; {hint}zoo tasks: "
+                          f"{', '.join(tasks) or 'none'} (python policies/train_zoo.py --task <task> builds one)")
+    return path
+
+
+def _zoo_root() -> Path:
+    """The zoo folder: package data ``wm_eval.zoo`` once installed (pyproject maps the top-level
+    ``policies/`` folder to it); in a source checkout used through ``PYTHONPATH`` there is no such
+    package, so the ``policies/`` folder next to ``wm_eval/`` is used directly."""
+    try:
+        return Path(str(importlib.resources.files("wm_eval.zoo")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "policies"
+
+
+def _load_manifest(path: Path, select: str | None, task: str | None, device: str,
+                   spaces_: dict[str, spaces.Box]) -> list[LoadedPolicy]:
+    from wm_eval.sb3_loading import load_sb3_zip
+
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PolicyError(f"zoo manifest '{path}' does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PolicyError(f"cannot read zoo manifest '{path}': {_first_line(e)}") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != ZOO_FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise PolicyError(f"'{path}' is not a wm_eval zoo manifest (format {found!r}, expected '{ZOO_FORMAT}')")
+    if task is not None and manifest.get("task") != task:
+        raise PolicyError(f"zoo manifest '{path}' is for task {manifest.get('task')!r}, not '{task}'")
+    entries = manifest.get("policies")
+    if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("file"), str)
+            for e in entries):
+        raise PolicyError(f"zoo manifest '{path}': 'policies' must be a list of objects with 'name' and 'file'")
+    names = [e["name"] for e in entries]
+    if len(set(names)) != len(names):
+        raise PolicyError(f"zoo manifest '{path}' names a policy twice; names must be unique")
+    if select is not None:
+        if select not in names:
+            close = difflib.get_close_matches(select, names, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise PolicyError(f"zoo manifest '{path}' has no policy '{select}'; {hint}it has {', '.join(names)}")
+        entries = [entries[names.index(select)]]
+    policies = []
+    for entry in entries:
+        name = entry["name"]
+        actor = load_sb3_zip(path.parent / entry["file"], name=name, device=device, **spaces_)
+        if entry.get("algorithm", actor.algorithm) != actor.algorithm:
+            raise PolicyError(f"zoo manifest '{path}' says policy '{name}' is {entry['algorithm']}, but its file "
+                              f"holds a {actor.algorithm} model")
+        policies.append(LoadedPolicy(name, f"{path.resolve()}#{name}", actor=actor, algorithm=actor.algorithm,
+                                     metadata=MappingProxyType(dict(entry)), **spaces_))
+    return policies
+
+
+def _import(spec: str) -> Any:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # ImportError, or any error raised by the module's own code
+        raise PolicyError(f"policy '{spec}': importing '{module_name}' failed ({type(e).__name__}: "
+                          f"{_first_line(e)})") from e
+    try:
+        return functools.reduce(getattr, attr.split("."), module)
+    except AttributeError:
+        close = difflib.get_close_matches(attr, [n for n in dir(module) if not n.startswith("_")], n=1)
+        hint = f"; did you mean '{module_name}:{close[0]}'?" if close else ""
+        raise PolicyError(f"policy '{spec}': module '{module_name}' has no attribute '{attr}'{hint}") from None
+
+
+def _actor(obj: Any, where: str, action_space: spaces.Box) -> Callable[[np.ndarray], np.ndarray]:
+    """The batched function behind ``obj`` (see the module docstring for what ``obj`` may be)."""
+    if inspect.isclass(obj) or (callable(obj) and not _has(obj, "predict") and not _has(obj, "act")
+                                and _takes_no_positional(obj)):
+        try:
+            obj = obj()
+        except Exception as e:
+            raise PolicyError(f"{where}: calling it without arguments raised {type(e).__name__}: "
+                              f"{_first_line(e)}") from e
+    if _has(obj, "predict"):
+        return _RowFallback(_deterministic(obj.predict), action_space.shape)
+    if _has(obj, "act"):
+        return _RowFallback(obj.act, action_space.shape)
+    if callable(obj):
+        return _RowFallback(obj, action_space.shape)
+    raise PolicyError(f"{where} is {type(obj).__name__}: not callable and without predict(obs) or act(obs)")
+
+
+class _RowFallback:
+    """Call ``fn`` on the whole batch; if the first call raises or returns the wrong shape,
+    call it once per observation row from then on (decided once, on the first batch)."""
+
+    def __init__(self, fn: Callable[[np.ndarray], Any], action_shape: tuple[int, ...]) -> None:
+        self.fn = fn
+        self.action_shape = action_shape
+        self.batched: bool | None = None
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        if self.batched is not None:
+            return _to_array(self.fn(obs)) if self.batched else self._rows(obs)
+        expected = (len(obs), *self.action_shape)
+        try:
+            out: np.ndarray | None = _to_array(self.fn(obs))
+        except Exception:  # perhaps written for one observation: try rows
+            out = None
+        if out is not None and out.shape == expected:
+            self.batched = True
+            return out
+        try:
+            rows = self._rows(obs)
+        except Exception:
+            if out is None:
+                raise
+            return out  # the batch call ran but gave the wrong shape: report that one
+        if out is not None and rows.shape != expected:
+            return out
+        self.batched = False
+        return rows
+
+    def _rows(self, obs: np.ndarray) -> np.ndarray:
+        size = int(np.prod(self.action_shape))
+        rows = [_to_array(self.fn(row)) for row in obs]
+        return np.stack([r.reshape(self.action_shape) if r.size == size else r for r in rows])
+
+
+def _to_array(out: Any) -> np.ndarray:
+    """A policy's output as a float32 array: SB3 ``(action, state)`` tuples and torch tensors unwrapped."""
+    if isinstance(out, tuple) and len(out) == 2 and (out[1] is None or isinstance(out[0], np.ndarray)):
+        out = out[0]
+    if hasattr(out, "detach"):
+        out = out.detach().cpu().numpy()
+    return np.asarray(out, dtype=np.float32)
+
+
+def _deterministic(predict: Callable[..., Any]) -> Callable[..., Any]:
+    """``predict`` with ``deterministic=True`` when it takes that keyword (SB3 models default to sampling)."""
+    try:
+        params = inspect.signature(predict).parameters.values()
+    except (TypeError, ValueError):
+        return predict
+    if any(p.name == "deterministic" or p.kind is p.VAR_KEYWORD for p in params):
+        return functools.partial(predict, deterministic=True)
+    return predict
+
+
+def _has(obj: Any, method: str) -> bool:
+    return not inspect.isclass(obj) and callable(getattr(obj, method, None))
+
+
+def _takes_no_positional(fn: Any) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return not any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params)
+
+
+def _object_name(obj: Any) -> str:
+    name = getattr(obj, "name", None)
+    return name if isinstance(name, str) else getattr(obj, "__name__", type(obj).__name__)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__

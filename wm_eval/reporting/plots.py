@@ -1,0 +1,119 @@
+"""The report's figures, drawn from ``report.json`` content only (matplotlib, Agg, no pyplot state).
+
+Each function draws one figure into a PNG and returns its path; :func:`write_plots` draws all three
+under the names that ``report.md`` links.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from wm_eval.reporting.report import _atomic_write
+
+__all__ = ["plot_returns", "plot_horizon_error", "plot_uncertainty", "write_plots"]
+
+_DPI = 120
+
+
+def _floats(values: Any) -> np.ndarray:
+    """``None`` (JSON null) to NaN."""
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _metric(report: dict[str, Any], name: str, spec: str) -> str:
+    value = report["metrics"].get(name)
+    return "n/a" if value is None else format(value, spec)
+
+
+def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.tight_layout()
+    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=_DPI))
+    return path
+
+
+def _error_bars(entries: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Means and ``[2, n]`` distances to the interval ends (0 where an end is unknown)."""
+    mean = _floats([e["mean"] for e in entries])
+    low, high = _floats([e["ci_low"] for e in entries]), _floats([e["ci_high"] for e in entries])
+    return mean, np.nan_to_num(np.abs(np.stack([mean - low, high - mean])))
+
+
+def plot_returns(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Imagined vs true mean return per policy, both 95% intervals as error bars, and ``y = x``."""
+    policies = report["policies"]
+    true, true_err = _error_bars([p["true_return"] for p in policies])
+    imagined, imagined_err = _error_bars([p["imagined_return"] for p in policies])
+    fig = Figure(figsize=(6, 5.5))
+    ax = fig.add_subplot()
+    ax.errorbar(true, imagined, xerr=true_err, yerr=imagined_err, fmt="o", ms=5, capsize=3, lw=1)
+    ends = np.concatenate([true - true_err[0], true + true_err[1], imagined - imagined_err[0],
+                           imagined + imagined_err[1]])
+    ends = ends[np.isfinite(ends)]
+    if ends.size:
+        lo, hi = ends.min(), ends.max()
+        pad = 0.05 * (hi - lo) or 1.0
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.6", ls="--", lw=1, label="imagined = true")
+        ax.legend(loc="upper left", fontsize=8)
+    for p, x, y in zip(policies, true, imagined):
+        if np.isfinite(x) and np.isfinite(y):
+            ax.annotate(p["name"], (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7)
+    ax.set_xlabel("true return (MuJoCo)")
+    ax.set_ylabel("imagined return (world model)")
+    ax.set_title(f"{report['task']}: Spearman {_metric(report, 'spearman', '.2f')}, "
+                 f"MMRV {_metric(report, 'mmrv', '.3f')} (discounted)", fontsize=10)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_horizon_error(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Normalised state error vs horizon step (mean over running episodes); log scale when the
+    positive errors span more than two decades."""
+    error = _floats(report["horizon_error"])
+    steps = np.arange(len(error))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    positive = error[np.isfinite(error) & (error > 0)]
+    log = positive.size > 1 and positive.max() > 100 * positive.min()
+    shown = np.where(error > 0, error, np.nan) if log else error
+    ax.plot(steps, shown, lw=1.5)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("horizon step")
+    ax.set_ylabel("state error (RMS, in model obs std)")
+    ax.set_title(f"{report['task']}: imagined vs true state, {report['mode']}", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, path)
+
+
+def plot_uncertainty(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Per-episode mean uncertainty vs ``|imagined - true|`` return, one colour per policy."""
+    fig = Figure(figsize=(6, 5))
+    ax = fig.add_subplot()
+    for p in report["policies"]:
+        episodes = p["episodes"]
+        error = np.abs(_floats(episodes["imagined_return"]) - _floats(episodes["true_return"]))
+        ax.scatter(_floats(episodes["uncertainty"]), error, s=16, alpha=0.8, label=p["name"])
+    ax.set_xlabel("episode uncertainty (mean ensemble disagreement per step)")
+    ax.set_ylabel("|imagined - true| return")
+    auroc = report["trust"].get("auroc")
+    ax.set_title(f"{report['task']}: trust AUROC {'n/a' if auroc is None else f'{auroc:.2f}'} "
+                 "(does uncertainty flag wrong episodes?)", fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def write_plots(folder: str | os.PathLike[str], report: dict[str, Any]) -> list[Path]:
+    """``returns.png``, ``horizon_error.png`` and ``uncertainty.png`` in ``folder``; their paths."""
+    folder = Path(folder)
+    return [plot_returns(report, folder / "returns.png"), plot_horizon_error(report, folder / "horizon_error.png"),
+            plot_uncertainty(report, folder / "uncertainty.png")]
