@@ -108,7 +108,8 @@ def test_report_has_every_contract_key_and_round_trips(evaluation: Evaluation,
     for p, pr in zip(report["policies"], evaluation.policies):
         assert p["name"] == pr.name
         for key in ("imagined_return", "true_return"):
-            assert set(p[key]) == {"mean", "ci_low", "ci_high"} and p[key]["ci_low"] <= p[key]["mean"] <= p[key]["ci_high"]
+            assert set(p[key]) == {"mean", "ci_low", "ci_high"}
+            assert p[key]["ci_low"] <= p[key]["mean"] <= p[key]["ci_high"]
         assert p["abs_error"] == pytest.approx(abs(p["imagined_return"]["mean"] - p["true_return"]["mean"]))
         assert p["uncertainty"] > 0 and len(p["episodes"]["true_return"]) == EPISODES
         assert p["episodes"]["true_length"] == pr.true.lengths.tolist()
@@ -218,7 +219,9 @@ def test_minari_reads_the_ground_truth(evaluation: Evaluation, written: tuple[Pa
         assert ep.id == k and np.array_equal(ep.observations, true.observations)
         assert np.array_equal(ep.actions, true.actions) and np.array_equal(ep.rewards, true.rewards)
         assert np.array_equal(ep.infos["sim_state"], true.sim_states)
-    assert ds.recover_environment is not None and ds.spec.observation_space.shape == (11,)
+    env = ds.recover_environment()
+    assert env.spec.id == TASK and env.observation_space == ds.observation_space
+    env.close()
     project = load_dataset(folder / "minari")
     assert project.task == TASK and len(project) == 4 * EPISODES
     assert np.array_equal(project.episodes[-1].sim_states, evaluation.policies[-1].true.sim_states[-1][

@@ -51,6 +51,14 @@ def linear_episodes(count: int, steps: int, seed: int) -> list[Trajectory]:
     return episodes
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def episodes() -> list[Trajectory]:
     return linear_episodes(60, 60, seed=0)
@@ -74,7 +82,8 @@ def test_fit_recovers_linear_dynamics(trained, episodes):
     relative_error = np.abs(prediction.next_obs.numpy() - true_next).max() / true_next.std()
     assert relative_error < 0.05
     np.testing.assert_allclose(prediction.reward.numpy(), obs @ C, atol=0.05)
-    np.testing.assert_array_equal(prediction.terminated.numpy(), true_next[:, 0] > THRESHOLD)
+    clear = np.abs(true_next[:, 0] - THRESHOLD) > 0.2  # away from the boundary
+    np.testing.assert_array_equal(prediction.terminated.numpy()[clear], true_next[clear, 0] > THRESHOLD)
     torch.testing.assert_close(model.obs_scale, torch.as_tensor(obs.std(axis=0), dtype=torch.float32), rtol=0.1, atol=0)
 
 

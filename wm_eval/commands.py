@@ -62,7 +62,12 @@ def train(cfg: Any) -> int:
     hparams = EnsembleHParams(ensemble_size=cfg.ensemble_size, elites=cfg.elites, hidden=cfg.hidden,
                               layers=cfg.layers, lr=cfg.lr, weight_decay=cfg.weight_decay,
                               batch_size=cfg.batch_size, epochs=cfg.epochs, patience=cfg.patience,
-                              val_fraction=cfg.val_fraction, max_train_seconds=cfg.max_train_seconds)
+                              val_fraction=cfg.val_fraction, max_train_seconds=cfg.max_train_seconds,
+                              bf16_autocast=cfg.bf16)
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     model, metrics = fit(episodes, task=first.task, hparams=hparams, seed=cfg.seed, device=cfg.device)
     save_checkpoint(model, out, observation_space=first.observation_space, action_space=first.action_space,
                     data_fingerprint=data_fingerprint(episodes), metrics=metrics, config=to_dict(cfg),

@@ -77,6 +77,8 @@ class TrainConfig:
     patience: int = _doc("epochs without validation improvement before stopping", 8)
     val_fraction: float = _doc("fraction of episodes held out", 0.1)
     max_train_seconds: float | None = _doc("stop training after this many seconds", None)
+    bf16: bool = _doc("bf16 autocast for the training matmuls (about 2.5x faster on CPUs with AMX)", False)
+    threads: int = _doc("torch CPU threads (0: torch's default)", 0)
     overwrite: bool = _doc("replace an existing checkpoint at out", False)
 
 

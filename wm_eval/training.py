@@ -83,6 +83,7 @@ def fit(
     """
     if len(episodes) < 2:
         raise DatasetError(f"training needs at least 2 episodes (one is held out), got {len(episodes)}; collect more data")
+    _check_shapes(episodes)
     order = np.random.default_rng(seed).permutation(len(episodes))
     n_val = min(len(episodes) - 1, max(1, round(hparams.val_fraction * len(episodes))))
     val_episodes = [episodes[i] for i in sorted(order[:n_val])]
@@ -218,12 +219,16 @@ def data_fingerprint(episodes: Sequence[Trajectory]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _transitions(episodes: list[Trajectory], device: str | torch.device) -> dict[str, torch.Tensor]:
+def _check_shapes(episodes: Sequence[Trajectory]) -> None:
     if not episodes:
         raise DatasetError("no episodes given; collect a dataset first")
     shapes = {(e.observations.shape[1:], e.actions.shape[1:]) for e in episodes}
     if len(shapes) != 1:
         raise DatasetError(f"episodes disagree on observation/action shapes {sorted(shapes)}; use one task per dataset")
+
+
+def _transitions(episodes: list[Trajectory], device: str | torch.device) -> dict[str, torch.Tensor]:
+    _check_shapes(episodes)
 
     def stack(arrays: list[np.ndarray], dtype: torch.dtype) -> torch.Tensor:
         return torch.as_tensor(np.concatenate(arrays), dtype=dtype, device=device)

@@ -32,12 +32,10 @@ from gymnasium.vector.utils import batch_space
 
 from wm_eval import tasks
 from wm_eval.errors import CheckpointError, InvalidActionError, SpaceMismatchError, TaskError, WmEvalError
-from wm_eval.models.base import WorldModel
+from wm_eval.models.base import PROPAGATIONS, WorldModel
 from wm_eval.models.checkpoint import resolve_model
 
 __all__ = ["ImaginedBatch", "WorldModelEnv", "WorldModelVectorEnv"]
-
-PROPAGATIONS = ("mean", "ts1", "ts_inf")
 
 
 class ImaginedBatch:
@@ -99,15 +97,14 @@ class ImaginedBatch:
         self.steps = np.zeros(self.num_envs, dtype=np.int64)
         self.members = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
         self._starts = np.zeros((0,) + self.observation_space.shape)
-        self._start_rng = np.random.default_rng(0)
 
     # ---- start states -------------------------------------------------------------------------
-    def mujoco_starts(self, count: int) -> np.ndarray:
-        """``count`` observations of seeded MuJoCo resets, seeds drawn from the batch's seeded stream."""
-        seeds = self._start_rng.integers(0, 2**31 - 1, size=count)
+    def mujoco_starts(self, count: int, seed: int | None = None) -> np.ndarray:
+        """Observations of ``count`` MuJoCo resets: seeds ``seed, seed + 1, ...`` when given (as
+        Gymnasium's vector envs seed their sub-envs), else the ground-truth env's continuing stream."""
         starts = np.empty((count,) + self.observation_space.shape)
-        for i, seed in enumerate(seeds):
-            starts[i], _ = self.gt_env.reset(seed=int(seed))
+        for i in range(count):
+            starts[i], _ = self.gt_env.reset(seed=None if seed is None else seed + i)
         return starts
 
     def _next_starts(self, count: int) -> np.ndarray:
@@ -133,10 +130,10 @@ class ImaginedBatch:
         unknown = set(options) - {"state", "obs"}
         if unknown:
             raise WmEvalError(f"unknown reset option(s) {sorted(unknown)}: use 'state' or 'obs'")
-        seq = np.random.SeedSequence(seed)
-        self._start_rng = np.random.default_rng(seq.spawn(1)[0])
-        self.generator.manual_seed(int(seq.generate_state(1)[0]))
         self._starts = np.zeros((0,) + self.observation_space.shape)
+        if seed is not None:
+            self.gt_env.reset(seed=seed)  # seeds the stream of later (autoreset) starts
+        self.generator.manual_seed(int(self.gt_env.unwrapped.np_random.integers(2**63 - 1)))
         if "state" in options:
             obs = self.starts_from_states(options["state"])
         elif "obs" in options:
@@ -145,11 +142,11 @@ class ImaginedBatch:
             if not np.isfinite(obs).all():
                 raise InvalidActionError("options['obs'] holds NaN or inf")
         else:
-            obs = self.mujoco_starts(self.num_envs)
+            obs = self.mujoco_starts(self.num_envs, seed)
         self._restart(np.ones(self.num_envs, dtype=bool), obs)
         return self.obs.copy()
 
-    def reset_to(self, states: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    def reset_to(self, states: np.ndarray, *, seed: int | None = 0) -> np.ndarray:
         """Start rollout ``i`` from simulator state ``states[i]`` (the evaluation loop's entry)."""
         return self.reset(seed, {"state": states})
 
@@ -227,8 +224,6 @@ class WorldModelEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        if seed is None:  # an unseeded reset continues the env's seeded stream
-            seed = int(self.np_random.integers(2**31 - 1))
         obs = self.batch.reset(seed, options)
         return obs[0], {}
 
@@ -269,8 +264,6 @@ class WorldModelVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        if seed is None:
-            seed = int(self.np_random.integers(2**31 - 1))
         self._done[:] = False
         return self.batch.reset(seed, options), {}
 

@@ -8,15 +8,11 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from wm_eval.errors import PolicyError, SpaceMismatchError
+from wm_eval.errors import InvalidActionError, SpaceMismatchError
 
 __all__ = ["PROPAGATIONS", "InvalidActionError", "Prediction", "WorldModel"]
 
 PROPAGATIONS = ("mean", "ts1", "ts_inf")
-
-
-class InvalidActionError(PolicyError, ValueError):
-    """An action with NaN or infinite entries was passed to a world model."""
 
 
 class Prediction(NamedTuple):
@@ -56,7 +52,10 @@ class WorldModel(nn.Module, abc.ABC):
     batched (a leading axis ``B``, possibly 1); they may be tensors or arrays and are
     converted to float32 on the model's device. Wrong shapes raise
     :class:`~wm_eval.errors.SpaceMismatchError`; NaN or infinite actions raise
-    :class:`InvalidActionError`.
+    :class:`InvalidActionError` (non-finite states are passed through, so a diverging
+    rollout shows up in the results instead of stopping the evaluation). Returned
+    tensors may be made under ``torch.inference_mode``: read them, convert them, or
+    ``clone()`` them before modifying them in place.
 
     Propagation (how an ensemble turns its members into one prediction per row):
 

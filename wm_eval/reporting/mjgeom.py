@@ -10,8 +10,8 @@ Conventions that differ between the two libraries:
 * MuJoCo capsules and cylinders are centred on the geom frame with ``size = (radius, half_length)``;
   Rerun's ``Capsules3D`` run from ``z = 0`` to ``length``, so they are shifted by minus the half
   length. ``Cylinders3D`` are centred like MuJoCo's.
-* Planes are drawn as thin boxes (their top face at the plane); a plane of size 0 (infinite in
-  MuJoCo) needs an explicit extent, see :func:`with_plane_extent`.
+* Planes are drawn as thin boxes (their top face at the plane), sized to the motion by
+  :func:`with_plane_extent` (MuJoCo draws a plane of size 0 as infinite).
 
 Geoms of groups 3 and above (MuJoCo's convention for collision-only geoms), fully transparent
 geoms and height fields or SDFs are not drawn. Meshes are drawn from the compiled model's vertices.
@@ -123,16 +123,18 @@ def body_poses(model: Any, qpos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def with_plane_extent(shape: GeomShape, points: np.ndarray, *, margin: float = 1.0) -> GeomShape:
-    """A plane grown to cover ``points [N, 3]`` (world frame, plane on the world body) plus ``margin``.
+    """A plane sized to cover ``points [N, 3]`` (world frame, plane on the world body) plus ``margin``.
 
-    MuJoCo draws a plane of size 0 as infinite, and a walker can run off a finite one; the drawn
-    floor keeps its own size where that is larger.
+    MuJoCo's plane size is only visual (contacts are with the infinite plane, and size 0 draws it
+    infinite): a walker can run off it, and a 40 m floor around a 1 m robot makes the viewer's
+    default camera frame the floor rather than the robot. The drawn floor follows the motion instead.
     """
     from scipy.spatial.transform import Rotation
 
     local = Rotation.from_quat(shape.quat).inv().apply(np.asarray(points).reshape(-1, 3) - shape.pos)
-    reach = np.abs(local[:, :2]).max(axis=0) + margin if len(local) else np.full(2, margin)
-    return replace(shape, size=np.array([max(shape.size[0], reach[0]), max(shape.size[1], reach[1]), shape.size[2]]))
+    low, high = local[:, :2].min(axis=0) - margin, local[:, :2].max(axis=0) + margin
+    centre = Rotation.from_quat(shape.quat).apply([*(low + high) / 2, 0.0]) + shape.pos
+    return replace(shape, pos=centre, size=np.array([*(high - low) / 2, shape.size[2]]))
 
 
 def _rgba8(rgba: np.ndarray) -> np.ndarray:

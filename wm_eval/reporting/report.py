@@ -178,7 +178,7 @@ def _markdown(report: dict[str, Any], folder: Path) -> str:
         f"seed {report['seed']}, propagation {report['propagation']}, model fingerprint "
         f"`{report['model_fingerprint']}`.",
         "",
-        *[f"> {line}" for line in _verdicts(report)],
+        *[f"- {line}" for line in _verdicts(report)],
         "",
         "## Policies (sorted by true return)",
         "",

@@ -14,7 +14,7 @@ Layout (format ``wm_eval.trajectories/1``)::
                             actions [T'], rewards, terminations, truncations, uncertainty [T']
     minari/                 a Minari dataset of the ground-truth side, no data copied:
       main_data.hdf5        /episode_<k> -> ExternalLink("../trajectories.h5", "/episode_<k>")
-      metadata.json         Minari metadata (+ a "wm_eval" block naming the task and seed)
+      metadata.json         Minari metadata with the task's env_spec (+ a "wm_eval" block: task, seed)
 
 ``minari.MinariDataset(<folder>/minari)`` reads the ground truth (it ignores the ``imagined``
 subgroup), and so does :func:`wm_eval.data.hdf5.load_dataset`. The imagined episode of a pair may
@@ -122,16 +122,18 @@ def _write_file(tmp: Path, ev: Evaluation, config: dict[str, Any]) -> None:
 def _write_minari(folder: Path, target: str, ev: Evaluation, total_steps: int) -> None:
     """``folder/main_data.hdf5`` linking every episode of ``target`` (relative to ``folder``) and
     ``folder/metadata.json`` in the form Minari reads."""
+    import gymnasium as gym
     from minari import __version__ as minari_version
     from minari.serialization import serialize_space
 
     from wm_eval.tasks import make_env
 
     env = make_env(ev.task)
+    env.close()
     try:
-        observation_space, action_space = env.observation_space, env.action_space
-    finally:
-        env.close()
+        env_spec: str | None = env.spec.to_json()  # what MinariDataset.recover_environment makes
+    except (gym.error.Error, TypeError, ValueError):  # a callable entry point has no JSON form
+        env_spec = None
     episodes = len(ev.policies) * len(ev.start_seeds)
     metadata = {
         "dataset_id": f"wm_eval/{ev.task.lower()}/trajectories-v0",
@@ -139,10 +141,11 @@ def _write_minari(folder: Path, target: str, ev: Evaluation, total_steps: int) -
         "total_steps": total_steps,
         "data_format": "hdf5",
         "jpeg_encoding": False,
-        "observation_space": serialize_space(observation_space),
-        "action_space": serialize_space(action_space),
+        "observation_space": serialize_space(env.observation_space),
+        "action_space": serialize_space(env.action_space),
         "minari_version": minari_version,
         "algorithm_name": "wm_eval evaluate (ground truth)",
+        **({} if env_spec is None else {"env_spec": env_spec}),
         "wm_eval": {"format": FORMAT, "version": __version__, "task": ev.task, "seed": ev.seed,
                     "source": target, "policies": [p.name for p in ev.policies]},
     }

@@ -1,0 +1,221 @@
+"""The ``wm-eval regress`` gate: baselines, the paired test, exit codes, JUnit XML and Markdown.
+
+Real SB3 zips from the zoo, copied into tmp folders and replaced in place as teams do; a small
+HalfCheetah world model trained here for a few seconds on real MuJoCo episodes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wm_eval.config import load_config
+from wm_eval.errors import CheckpointError, ConfigError, PolicyError, TaskError
+from wm_eval.regress import check_baseline, junit_xml, markdown_summary, paired_change, read_baseline, run_regress
+from wm_eval.testing import assert_no_regression
+
+REPO = Path(__file__).resolve().parents[1]
+TASK = "HalfCheetah-v5"
+ZOO = REPO / "policies" / TASK
+STRONG, WEAK, OTHER = ZOO / "ppo_0600k.zip", ZOO / "ppo_0000k.zip", ZOO / "a2c_0150k.zip"
+COMMITTED = sorted((REPO / "tests" / "baselines").glob("*.json"))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A small HalfCheetah model trained on zoo episodes, and a copy with one weight changed."""
+    from wm_eval.evaluation.paired import start_states
+    from wm_eval.evaluation.rollout import MujocoBatch, run_episodes
+    from wm_eval.models.checkpoint import save_checkpoint
+    from wm_eval.policy import load_policies
+    from wm_eval.tasks import make_env
+    from wm_eval.training import EnsembleHParams, data_fingerprint, fit
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    env = make_env(TASK)
+    spaces = {"observation_space": env.observation_space, "action_space": env.action_space}
+    states = start_states(TASK, 8, 123)[1]
+    episodes = []
+    for zip_file in (STRONG, WEAK, OTHER, ZOO / "ppo_0200k.zip"):
+        (policy,) = load_policies(zip_file, task=TASK, **spaces)
+        world = MujocoBatch(TASK, len(states))
+        rollout = run_episodes(world, states, 100, policies=[(policy, slice(None))])
+        world.close()
+        episodes += [rollout.trajectory(i) for i in range(len(states))]
+    hparams = EnsembleHParams(ensemble_size=2, elites=2, hidden=32, layers=2, epochs=30, batch_size=64, patience=30)
+    try:
+        model, metrics = fit(episodes, task=TASK, hparams=hparams, seed=0, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    root = tmp_path_factory.mktemp("regress-models")
+    save = dict(data_fingerprint=data_fingerprint(episodes), metrics=metrics, config={}, seed=0, **spaces)
+    save_checkpoint(model, root / "model", **save)
+    with torch.no_grad():
+        model.biases[0][0, 0, 0] += 0.01
+    save_checkpoint(model, root / "changed", **save)
+    env.close()
+    return root / "model", root / "changed"
+
+
+@pytest.fixture
+def suite(tmp_path: Path, models: tuple[Path, Path]) -> Path:
+    """A recorded baseline over two checkpoints living in ``ckpt/`` next to ``gate/baseline.json``."""
+    (tmp_path / "ckpt").mkdir()
+    shutil.copy(STRONG, tmp_path / "ckpt" / "walker.zip")
+    shutil.copy(OTHER, tmp_path / "ckpt" / "runner.zip")
+    baseline = tmp_path / "gate" / "baseline.json"
+    code = run_regress(config(f"baseline={baseline}", "update_baseline=true", f"model={models[0]}",
+                              "policies=[ckpt/walker.zip,ckpt/runner.zip]"))
+    assert code == 0
+    return baseline
+
+
+def config(*overrides: str):
+    return load_config("regress", overrides=["episodes=8", "horizon=30", *overrides])
+
+
+def test_baseline_file_is_readable_json_with_paths_relative_to_it(suite: Path, models: tuple[Path, Path]) -> None:
+    text = suite.read_text()
+    data = json.loads(text)
+    assert text == json.dumps(data, indent=2, sort_keys=True) + "\n"
+    assert data["format"] == "wm_eval.baseline/1" and data["task"] == TASK
+    assert (data["episodes"], data["horizon"], data["seed"], len(data["start_seeds"])) == (8, 30, 0, 8)
+    assert data["model"]["path"] == models[0].resolve().as_posix()  # given absolute, kept absolute
+    assert [(p["name"], p["path"]) for p in data["policies"]] == [("walker", "../ckpt/walker.zip"),
+                                                                   ("runner", "../ckpt/runner.zip")]
+    walker = data["policies"][0]
+    assert len(walker["episode_returns"]) == 8
+    assert walker["imagined_return"]["mean"] == pytest.approx(np.mean(walker["episode_returns"]))
+    assert walker["imagined_return"]["ci_low"] <= walker["imagined_return"]["mean"] <= walker["imagined_return"]["ci_high"]
+    assert len(walker["sha256"]) == 64 and "true_episode_returns" not in walker
+
+
+def test_identical_policies_pass_with_identical_returns(suite: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # paths resolve next to the baseline, not in the working directory
+    assert run_regress(config(f"baseline={suite}")) == 0
+    out = capsys.readouterr().out
+    assert "walker" in out and "runner" in out and "REGRESSION" not in out
+    result = check_baseline(suite)
+    for check in result.checks:
+        assert check.file_changed is False
+        assert (check.test.change, check.test.ci_low, check.test.ci_high) == (0.0, 0.0, 0.0)
+
+
+def test_a_clearly_weaker_file_fails_and_is_named(suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copy(WEAK, tmp_path / "ckpt" / "walker.zip")  # retrained in place, and worse
+    summary = tmp_path / "step-summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    junit = tmp_path / "reports" / "gate.xml"
+    assert run_regress(config(f"baseline={suite}", f"junit={junit}")) == 1
+    out = capsys.readouterr().out
+    assert "regression: walker: imagined return changed by -" in out and "regression: runner" not in out
+    assert "## wm-eval regress: HalfCheetah-v5, 1 regression" in summary.read_text()
+    cases = {case.get("name"): case for case in ET.parse(junit).getroot().iter("testcase")}
+    assert set(cases) == {"walker", "runner"}
+    assert cases["walker"].find("failure") is not None and cases["runner"].find("failure") is None
+    result = check_baseline(suite)
+    (walker,) = result.regressions
+    assert walker.file_changed and walker.test.change < -0.05 and walker.test.ci_high < 0
+    with pytest.raises(AssertionError, match=r"\*\*REGRESSION\*\*"):
+        assert_no_regression(suite)
+
+
+def test_junit_xml_is_valid_and_lists_each_policy(suite: Path) -> None:
+    result = check_baseline(suite)
+    root = ET.fromstring(junit_xml(result).encode())
+    assert root.tag == "testsuites" and (root.get("tests"), root.get("failures")) == ("2", "0")
+    (testsuite,) = root.findall("testsuite")
+    assert [c.get("name") for c in testsuite.findall("testcase")] == ["walker", "runner"]
+    assert all(float(c.get("time")) >= 0 and c.get("classname") for c in testsuite.findall("testcase"))
+    props = {p.get("name"): p.get("value") for p in testsuite.iter("property")}
+    assert props["task"] == TASK and props["episodes"] == "8"
+    table = markdown_summary(result).splitlines()
+    assert table[0] == "## wm-eval regress: HalfCheetah-v5, no regression"
+    assert sum(line.startswith("| walker |") or line.startswith("| runner |") for line in table) == 2
+    assert assert_no_regression(suite).checks == result.checks
+
+
+def test_changed_model_is_refused_unless_allowed(suite: Path, models: tuple[Path, Path]) -> None:
+    with pytest.raises(CheckpointError, match="--allow-model-change"):
+        run_regress(config(f"baseline={suite}", f"model={models[1]}"))
+    result = check_baseline(suite, model=str(models[1]), allow_model_change=True)
+    assert result.fingerprint != result.baseline_fingerprint and "world model changed" in result.notes[0]
+
+
+def test_bad_input_raises_one_line_errors(suite: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        run_regress(config(f"baseline={tmp_path / 'missing.json'}"))
+    with pytest.raises(ConfigError, match="--baseline FILE"):
+        run_regress(config())
+    with pytest.raises(TaskError, match="is for HalfCheetah-v5, not Hopper-v5"):
+        run_regress(config(f"baseline={suite}", "task=Hopper-v5"))
+    (tmp_path / "ckpt" / "runner.zip").unlink()
+    with pytest.raises(PolicyError, match="runner"):
+        run_regress(config(f"baseline={suite}"))
+    (tmp_path / "not-a-baseline.json").write_text('{"format": "something else"}')
+    with pytest.raises(ConfigError, match="not a wm_eval baseline"):
+        read_baseline(tmp_path / "not-a-baseline.json")
+
+
+def test_confirm_checks_flagged_policies_against_recorded_ground_truth(tmp_path: Path,
+                                                                       models: tuple[Path, Path]) -> None:
+    shutil.copy(STRONG, tmp_path / "policy.zip")
+    baseline = tmp_path / "baseline.json"
+    assert run_regress(config(f"baseline={baseline}", "update_baseline=true", f"model={models[0]}",
+                              "policies=[policy.zip]", "confirm=true", "horizon=100")) == 0  # 30 steps: start-up noise
+    assert len(read_baseline(baseline)["policies"][0]["true_episode_returns"]) == 8
+    shutil.copy(WEAK, tmp_path / "policy.zip")
+    result = check_baseline(baseline, confirm=True)
+    (check,) = result.checks
+    assert check.test.regressed and check.true_test is not None and check.true_test.regressed
+    assert check.true_candidate["mean"] < read_baseline(baseline)["policies"][0]["true_return"]["mean"]
+    assert "confirmed in MuJoCo" in markdown_summary(result)
+
+
+def test_paired_change_rule() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.normal(100.0, 5.0, 32)
+    same = paired_change(base, base, tolerance=0.05, seed=0)
+    assert (same.change, same.ci_low, same.ci_high, same.regressed) == (0.0, 0.0, 0.0, False)
+    drop = paired_change(base, 0.9 * base + rng.normal(0, 1, 32), tolerance=0.05, seed=0)
+    assert drop.regressed and drop.ci_low < drop.change < drop.ci_high < 0
+    assert drop.change == pytest.approx(-0.1, abs=0.01)
+    small = paired_change(base, 0.98 * base, tolerance=0.05, seed=0)  # real, but within tolerance
+    assert small.ci_high < 0 and not small.regressed
+    # an unchanged policy from fresh (unpaired) start states: the interval must cover the noise
+    alarms = [paired_change(rng.normal(100, 8, 16), rng.normal(100, 8, 16), tolerance=0.02, seed=s).regressed
+              for s in range(200)]
+    assert np.mean(alarms) <= 0.05
+    # a 10% drop against noise with a standard error of ~1.8%: flagged nearly always
+    hits = [paired_change(rng.normal(100, 5, 16), rng.normal(90, 5, 16), tolerance=0.05, seed=s).regressed
+            for s in range(200)]
+    assert np.mean(hits) >= 0.95
+
+
+def test_gate_power_example_runs_with_a_tiny_budget(models: tuple[Path, Path]) -> None:
+    spec = importlib.util.spec_from_file_location("gate_power", REPO / "examples" / "gate_power.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.gate_power(task=TASK, policy=str(STRONG), model=str(models[0]), episodes=4, horizon=20,
+                               trials=3, calibration_episodes=4)
+    assert abs(result["true_drop"] - 0.10) < 0.0025 and result["noise_std"] > 0
+    assert 0.0 <= result["detection_rate"] <= 1.0 and 0.0 <= result["false_alarm_rate"] <= 1.0
+    assert result["trials"] == 3
+
+
+@pytest.mark.parametrize("baseline", COMMITTED, ids=[p.name for p in COMMITTED])
+def test_committed_baselines_pass(baseline: Path) -> None:
+    assert_no_regression(baseline)

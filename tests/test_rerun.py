@@ -1,0 +1,237 @@
+"""The Rerun recording of paired episodes, read back from real ``.rrd`` files.
+
+Fixtures are real MuJoCo rollouts with random actions; the "imagined" side is the same
+observations plus noise from step 1 on (so both start from the same state) and a ramp of
+uncertainty.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from wm_eval import tasks
+from wm_eval.errors import ConfigError, MissingDependencyError
+from wm_eval.reporting import rerun_log
+from wm_eval.reporting.trajectories import PairedEpisode, TrajectoryFile
+from wm_eval.types import Trajectory
+
+rr = pytest.importorskip("rerun")
+from rerun.chunk import RrdReader  # noqa: E402
+
+RERUN_CLI = Path(sys.executable).with_name("rerun")
+
+
+def _rollout(task: str, seed: int, *, steps: int = 30, noise: float = 0.02, policy: str = "random",
+             episode: int = 0, reward_offset: float = 0.0) -> PairedEpisode:
+    env = tasks.make_env(task)
+    try:
+        obs, _ = env.reset(seed=seed)
+        env.action_space.seed(seed)
+        observations, states, actions, rewards, terms, truncs = [obs], [tasks.get_state(env)], [], [], [], []
+        for _ in range(steps):
+            action = env.action_space.sample()
+            obs, reward, terminated, truncated, _ = env.step(action)
+            observations.append(obs)
+            states.append(tasks.get_state(env))
+            actions.append(action)
+            rewards.append(reward)
+            terms.append(terminated)
+            truncs.append(truncated)
+            if terminated or truncated:
+                break
+    finally:
+        env.close()
+    rng = np.random.default_rng(seed)
+    observations = np.asarray(observations)
+    imagined_obs = observations.copy()
+    imagined_obs[1:] += rng.normal(0.0, noise, imagined_obs[1:].shape)
+    n = len(actions)
+    true = Trajectory(observations, np.asarray(actions), np.asarray(rewards), np.asarray(terms),
+                      np.asarray(truncs), np.asarray(states), seed)
+    imagined = Trajectory(imagined_obs, np.asarray(actions), np.asarray(rewards) + reward_offset, np.asarray(terms),
+                          np.asarray(truncs), None, seed, {"uncertainty": np.linspace(0.01, 0.1, n)})
+    return PairedEpisode(policy=policy, policy_index=0, episode=episode, seed=seed, true=true, imagined=imagined)
+
+
+def _read(path: Path) -> dict[str, dict]:
+    """``{entity: {"static": {component: value}, "steps": {step: {component: value}}}}`` of a recording."""
+    entities: dict[str, dict] = {}
+    for chunk in RrdReader(path).stream().to_chunks():
+        entry = entities.setdefault(chunk.entity_path, {"static": {}, "steps": {}, "timelines": set()})
+        entry["timelines"].update(chunk.timeline_names)
+        for row in chunk.to_record_batch().to_pylist():
+            row.pop("rerun.controls.RowId")
+            if chunk.is_static:
+                entry["static"].update(row)
+            else:
+                entry["steps"].setdefault(row.pop("step"), {}).update(row)
+    return entities
+
+
+def _bodies(task: str) -> list[str]:
+    env = tasks.make_env(task)
+    try:
+        model = env.unwrapped.model
+        return sorted({model.body(int(model.geom_bodyid[g])).name for g in range(model.ngeom)} - {"world"})
+    finally:
+        env.close()
+
+
+@pytest.fixture(scope="module", params=["Hopper-v5", "HalfCheetah-v5"])
+def written(request, tmp_path_factory):
+    task = request.param
+    episodes = [_rollout(task, 1), _rollout(task, 2, noise=0.05, episode=1)]
+    path = rerun_log.write_recording(tmp_path_factory.mktemp("rrd") / "v.rrd", episodes, task=task)
+    return task, episodes, path, _read(path)
+
+
+def test_recording_has_both_robots_and_the_series_of_each_episode(written):
+    task, episodes, _, entities = written
+    for ep in episodes:
+        root = rerun_log.episode_path(ep)
+        for side in ("true", "imagined"):
+            for body in _bodies(task):
+                assert f"{root}/{side}/robot/{body}" in entities
+            for d in range(ep.true.observations.shape[1]):
+                assert f"{root}/{side}/obs/{d}" in entities
+            assert f"{root}/{side}/reward" in entities
+        for name in ("error", "uncertainty", "summary", "scene/floor"):
+            assert f"{root}/{name}" in entities
+        torso = _bodies(task)[-1]
+        assert sorted(entities[f"{root}/true/robot/{torso}"]["steps"]) == list(range(len(ep.true) + 1))
+        assert sorted(entities[f"{root}/imagined/robot/{torso}"]["steps"]) == list(range(len(ep.imagined) + 1))
+        assert sorted(entities[f"{root}/uncertainty"]["steps"]) == list(range(1, len(ep.imagined) + 1))
+        error = [entities[f"{root}/error"]["steps"][t]["Scalars:scalars"][0] for t in range(len(ep.true) + 1)]
+        assert error[0] == 0.0 and all(e > 0 for e in error[1:])
+        assert f"{ep.imagined.total_reward:.2f}" in entities[f"{root}/summary"]["static"]["TextDocument:text"][0]
+
+
+def test_imagined_robot_starts_at_the_true_pose_then_leaves_it(written):
+    task, episodes, _, entities = written
+    env = tasks.make_env(task)
+    try:
+        for ep in episodes:
+            root = rerun_log.episode_path(ep)
+            tasks.set_state(env, ep.true.sim_states[0])
+            data = env.unwrapped.data
+            last = len(ep.imagined)
+            for body in _bodies(task):
+                true = entities[f"{root}/true/robot/{body}"]["steps"]
+                ghost = entities[f"{root}/imagined/robot/{body}"]["steps"]
+                assert ghost[0] == true[0]
+                assert ghost[last] != true[last]
+                np.testing.assert_allclose(true[0]["Transform3D:translation"][0], data.body(body).xpos, atol=1e-6)
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("task", ["HalfCheetah-v5", "Pusher-v5"])
+def test_drawn_geoms_sit_where_mujoco_puts_them(task, tmp_path):
+    """Body pose x static geom pose x shape offset, as logged, equals MuJoCo's geom_xpos / geom_xmat."""
+    ep = _rollout(task, 3, steps=15)
+    entities = _read(rerun_log.write_recording(tmp_path / "g.rrd", [ep], task=task))
+    root = rerun_log.episode_path(ep)
+    env = tasks.make_env(task)
+    try:
+        model, data = env.unwrapped.model, env.unwrapped.data
+        step = len(ep.true)
+        tasks.set_state(env, ep.true.sim_states[step])
+        checked = 0
+        for g in range(model.ngeom):
+            body = model.geom_bodyid[g]
+            if body == 0:
+                continue
+            geom = model.geom(g).name or f"geom{g}"
+            name = model.body(body).name
+            pose = entities[f"{root}/true/robot/{name}"]["steps"][step]
+            static = entities[f"{root}/true/robot/{name}/{geom}"]["static"]
+            body_rot = Rotation.from_quat(pose["Transform3D:quaternion"][0])
+            geom_rot = body_rot * Rotation.from_quat(static["Transform3D:quaternion"][0])
+            centre = body_rot.apply(static["Transform3D:translation"][0]) + pose["Transform3D:translation"][0]
+            np.testing.assert_allclose(geom_rot.as_matrix(), data.geom_xmat[g].reshape(3, 3), atol=1e-5)
+            if "Capsules3D:lengths" in static:  # Rerun capsules start at their origin: shifted by -half length
+                start = centre + geom_rot.apply(static["Capsules3D:translations"][0])
+                end = start + geom_rot.apply([0.0, 0.0, static["Capsules3D:lengths"][0]])
+                half = model.geom_size[g, 1] * data.geom_xmat[g].reshape(3, 3)[:, 2]
+                np.testing.assert_allclose([start, end], [data.geom_xpos[g] - half, data.geom_xpos[g] + half],
+                                           atol=1e-5)
+            else:
+                np.testing.assert_allclose(centre, data.geom_xpos[g], atol=1e-5)
+            checked += 1
+        assert checked >= 8
+    finally:
+        env.close()
+
+
+def test_recording_is_reproducible(tmp_path):
+    episodes = [_rollout("Hopper-v5", 1)]
+    a = rerun_log.write_recording(tmp_path / "a.rrd", episodes, task="Hopper-v5")
+    b = rerun_log.write_recording(tmp_path / "b.rrd", episodes, task="Hopper-v5")
+    c = rerun_log.write_recording(tmp_path / "c.rrd", [_rollout("Hopper-v5", 1, noise=0.021)], task="Hopper-v5")
+    ids = [RrdReader(p).recordings()[0].recording_id for p in (a, b, c)]
+    assert ids[0] == ids[1] != ids[2]
+    entities = _read(a)
+    assert not any(path.startswith("/__properties") for path in entities)
+    assert set().union(*(e["timelines"] for e in entities.values())) == {"step"}
+    assert len(RrdReader(a).blueprints()) == 1
+    if not RERUN_CLI.exists():
+        pytest.skip("the rerun command-line tool is not installed next to this Python")
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}  # no first-start notice, no network
+
+    def compare(x: Path, y: Path) -> int:
+        return subprocess.run([str(RERUN_CLI), "rrd", "compare", str(x), str(y)], env=env, capture_output=True,
+                              timeout=60).returncode
+
+    assert compare(a, b) == 0
+    assert compare(a, c) != 0
+
+
+def _file(gaps_by_policy: dict[str, list[float]]) -> TrajectoryFile:
+    base = _rollout("Hopper-v5", 4, steps=5)
+    episodes = []
+    for p, (policy, gaps) in enumerate(gaps_by_policy.items()):
+        for i, gap in enumerate(gaps):
+            imagined = Trajectory(base.imagined.observations, base.imagined.actions,
+                                  base.true.rewards + gap / len(base.true), base.imagined.terminations,
+                                  base.imagined.truncations, None, base.seed, base.imagined.infos)
+            episodes.append(PairedEpisode(policy, p, i, base.seed, base.true, imagined))
+    return TrajectoryFile(path=Path("t.h5"), attrs={"task": "Hopper-v5"}, episodes=episodes)
+
+
+def test_select_episodes_picks_the_largest_gap_and_a_typical_one():
+    file = _file({"ppo": [0.5, -3.0, 1.0, 0.1, 2.0], "sac": [4.0]})
+    chosen = [(ep.policy, ep.episode) for ep in rerun_log.select_episodes(file)]
+    assert chosen == [("ppo", 1), ("ppo", 2), ("sac", 0)]  # largest |gap| 3.0, median 1.0
+    assert [ep.episode for ep in rerun_log.select_episodes(file, policies=["ppo"], episodes=[3, 4])] == [3, 4]
+    with pytest.raises(ConfigError, match="did you mean 'ppo'"):
+        rerun_log.select_episodes(file, policies=["pp0"])
+    with pytest.raises(ConfigError, match="no episode 9"):
+        rerun_log.select_episodes(file, episodes=[9])
+
+
+def test_trajectory_file_source_uses_its_task_and_selection(tmp_path):
+    file = _file({"ppo": [0.5, -3.0, 1.0]})
+    entities = _read(rerun_log.write_recording(tmp_path / "f.rrd", file))
+    roots = {path.split("/")[3] for path in entities if path.startswith("/episodes/ppo/")}
+    assert roots == {"ep1", "ep2"}
+
+
+def test_missing_rerun_is_one_clear_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "rerun", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'rerun-sdk") as info:
+        rerun_log.blueprint([])
+    assert "\n" not in str(info.value)
+
+
+def test_importing_the_module_does_not_import_rerun():
+    code = "import sys, wm_eval.reporting.rerun_log; assert 'rerun' not in sys.modules and 'mujoco' not in sys.modules"
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60,
+                   env={**os.environ, "PYTHONPATH": str(root)})

@@ -1,0 +1,512 @@
+"""The policy CI gate behind ``wm-eval regress``: fail when a checkpoint got worse than its baseline.
+
+Record a baseline once and commit it; check it in CI after checkpoints were replaced in place::
+
+    wm-eval regress --update-baseline --baseline gate.json task=HalfCheetah-v5 policies=[ckpt/a.zip,ckpt/b.zip]
+    wm-eval regress --baseline gate.json --junit gate.xml     # exit 0 pass, 1 regression, 2 bad input
+
+Everything runs in the world model (MuJoCo only with ``confirm=true``), all policies' episodes in one
+batch, with **common random numbers**: the check starts from the baseline's recorded reset seeds and
+uses its model seed, so an unchanged file under an unchanged deterministic model gives bit-identical
+returns, and a changed file is compared episode by episode from the very same start states.
+
+**The rule.** Per policy, with baseline per-episode returns ``b_i`` and candidate returns ``c_i`` (same
+start state ``i``), the relative change is ``(mean(c) - mean(b)) / |mean(b)|``; its interval is a paired
+percentile bootstrap over episodes (``(b_i, c_i)`` resampled together, ratio recomputed, seeded). A policy
+regresses when both hold:
+
+1. the change is below ``-tolerance`` (the drop is beyond the tolerance), and
+2. the upper end of its two-sided 95% interval is below 0 (the drop is not noise).
+
+Rule 2 bounds false alarms: an unchanged policy whose returns differ only by noise (fresh seeds, a
+stochastic model or policy, another machine's float rounding) fails it with probability about 2.5%,
+whatever the episode count; the bootstrap covers every such noise because it resamples the observed
+differences, paired or not. Rule 1 stops tiny but real changes (rounding on another CPU) from failing
+CI. Deciding at the midpoint of "unchanged" and "2 x tolerance" balances both error rates: a drop of
+twice the tolerance (10% at the default 5%) is flagged at least 95% of the time once the standard error
+of the relative change is below ``tolerance / 1.96`` (about 2.6%), which the paired design reaches with
+few episodes. ``examples/gate_power.py`` measures both rates against MuJoCo ground truth.
+
+**Baseline file** (JSON, sorted keys, indent 2, meant to be committed): ``format`` (``wm_eval.baseline/1``),
+``wm_eval_version``, ``task``, ``model`` (``path``, ``name``, ``fingerprint``), ``episodes``, ``horizon``,
+``seed``, ``start_seeds``, ``propagation``, ``tolerance``, ``confidence``, ``statistic`` and ``policies``,
+each with ``name``, ``path``, ``sha256`` of the file, ``imagined_return`` ``{mean, ci_low, ci_high}`` and
+``episode_returns`` (plus ``true_return`` and ``true_episode_returns`` when recorded with ``confirm=true``).
+A path given relative (or through ``zoo``) is stored relative to the baseline file's folder and resolved
+against that folder when checking, whatever the working directory; an absolute path stays absolute.
+A ``module:callable`` policy has no file: its spec is its ``path`` and its ``sha256`` is ``null``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import wm_eval
+from wm_eval.errors import CheckpointError, ConfigError, PolicyError, TaskError, WmEvalError
+
+__all__ = [
+    "FORMAT", "DEFAULT_TOLERANCE", "ChangeTest", "PolicyCheck", "RegressResult", "paired_change",
+    "record_baseline", "read_baseline", "check_baseline", "junit_xml", "markdown_summary", "text_table",
+    "run_regress", "imagined_returns", "true_returns",
+]  # fmt: skip
+
+FORMAT = "wm_eval.baseline/1"
+DEFAULT_TOLERANCE = 0.05
+DEFAULT_TASK = "HalfCheetah-v5"
+STATISTIC = "undiscounted imagined return per episode"
+
+
+@dataclass(frozen=True)
+class ChangeTest:
+    """Relative change of the mean return, ``(candidate - baseline) / |baseline|``, its paired
+    bootstrap interval, and whether it is a regression (``change < -tolerance`` and ``ci_high < 0``)."""
+
+    change: float
+    ci_low: float
+    ci_high: float
+    regressed: bool
+
+
+def paired_change(baseline: Sequence[float], candidate: Sequence[float], *, tolerance: float,
+                  confidence: float = 0.95, n_resamples: int = 2000, seed: int) -> ChangeTest:
+    """Paired bootstrap test of per-episode returns (entry ``i`` of both from the same start state)."""
+    from scipy import stats
+
+    b, c = np.asarray(baseline, dtype=np.float64), np.asarray(candidate, dtype=np.float64)
+    if b.shape != c.shape or b.ndim != 1 or b.size == 0:
+        raise WmEvalError(f"baseline and candidate need the same number of episodes, got {b.shape} and {c.shape}")
+
+    def change(b: np.ndarray, c: np.ndarray, axis: int = -1) -> np.ndarray:
+        scale = np.maximum(np.abs(b.mean(axis)), np.finfo(np.float64).tiny)
+        return (c.mean(axis) - b.mean(axis)) / scale
+
+    value = float(change(b, c))
+    low = high = value
+    if b.size > 1:
+        interval = stats.bootstrap((b, c), change, paired=True, vectorized=True, n_resamples=n_resamples,
+                                   confidence_level=confidence, method="percentile",
+                                   rng=np.random.default_rng(seed)).confidence_interval
+        low, high = float(interval.low), float(interval.high)
+    return ChangeTest(value, low, high, bool(value < -tolerance and high < 0.0))
+
+
+@dataclass(frozen=True)
+class PolicyCheck:
+    """One policy's verdict. ``true_*`` are filled by ``confirm=true`` for flagged policies only."""
+
+    name: str
+    path: str
+    file_changed: bool | None  # None: no file (module:callable)
+    baseline: dict[str, float]
+    candidate: dict[str, float]
+    test: ChangeTest
+    true_candidate: dict[str, float] | None = None
+    true_test: ChangeTest | None = None
+
+    @property
+    def regressed(self) -> bool:
+        """The world model's verdict, overruled by MuJoCo when ``confirm`` had ground truth to compare."""
+        return self.true_test.regressed if self.true_test is not None else self.test.regressed
+
+
+@dataclass(frozen=True)
+class RegressResult:
+    """Everything a check found; the summaries only read this."""
+
+    task: str
+    model: str
+    fingerprint: str
+    baseline_fingerprint: str
+    episodes: int
+    horizon: int
+    seed: int
+    tolerance: float
+    confidence: float
+    checks: list[PolicyCheck]
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def regressions(self) -> list[PolicyCheck]:
+        """The policies that failed the gate."""
+        return [c for c in self.checks if c.regressed]
+
+
+# ---- evaluation -------------------------------------------------------------------------------
+def _load_model(ref: str | None, *, task: str, device: str) -> tuple[Any, Path | None, str, str]:
+    """``(model, checkpoint path or None if embedded, display name, fingerprint)``."""
+    from wm_eval.models.checkpoint import embedded_model_path, model_fingerprint, resolve_model
+
+    model = resolve_model(ref, task=task, device=device)
+    path = Path(ref) if ref is not None and Path(ref).exists() else None
+    name = str(ref) if path is not None else f"embedded:{model.task}"
+    return model, path, name, model_fingerprint(path if path is not None else embedded_model_path(model.task))
+
+
+def _episode_returns(rollout: Any) -> np.ndarray:
+    from wm_eval.evaluation.metrics import returns
+
+    mask = np.arange(rollout.rewards.shape[1])[None, :] < rollout.lengths[:, None]
+    return returns(rollout.rewards, mask=mask, gamma=None)
+
+
+def imagined_returns(model: Any, groups: Sequence[tuple[Any, np.ndarray]], *, horizon: int, seed: int,
+                     device: str = "cpu", propagation: str = "mean") -> list[np.ndarray]:
+    """Undiscounted imagined returns ``[len(states)]`` of each ``(policy, start states)`` group.
+
+    All groups run in one :class:`~wm_eval.world_model_env.ImaginedBatch` of a loaded ``model``;
+    ``seed`` seeds the model's own randomness (member draws with ``ts1``/``ts_inf`` propagation).
+    """
+    from wm_eval.evaluation.rollout import run_episodes
+    from wm_eval.world_model_env import ImaginedBatch
+
+    bounds = np.cumsum([0] + [len(states) for _, states in groups])
+    world = ImaginedBatch(int(bounds[-1]), task=model.task, model=model, device=device, propagation=propagation,
+                          max_episode_steps=horizon)
+    try:
+        rows = [(policy, slice(a, b)) for (policy, _), a, b in zip(groups, bounds[:-1], bounds[1:])]
+        rollout = run_episodes(world, np.concatenate([s for _, s in groups]), horizon, policies=rows, seed=seed)
+    finally:
+        world.gt_env.close()
+    values = _episode_returns(rollout)
+    return [values[rows_] for _, rows_ in rows]
+
+
+def true_returns(task: str, policy: Any, states: np.ndarray, horizon: int) -> np.ndarray:
+    """Undiscounted MuJoCo returns ``[len(states)]`` of ``policy`` from simulator ``states``."""
+    from wm_eval.evaluation.rollout import MujocoBatch, run_episodes
+
+    world = MujocoBatch(task, len(states))
+    try:
+        return _episode_returns(run_episodes(world, states, horizon, policies=[(policy, slice(None))]))
+    finally:
+        world.close()
+
+
+def _estimate(values: np.ndarray, seed: int) -> dict[str, float]:
+    from wm_eval.evaluation.metrics import bootstrap_ci
+
+    low, high = bootstrap_ci(values, np.mean, seed=seed)
+    return {"mean": float(np.mean(values)), "ci_low": low, "ci_high": high}
+
+
+def _seed(*keys: int) -> int:
+    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _spaces(task: str) -> dict[str, Any]:
+    from wm_eval.tasks import make_env
+
+    env = make_env(task)
+    env.close()
+    return {"observation_space": env.observation_space, "action_space": env.action_space}
+
+
+def _stored(file: Path, folder: Path, *, absolute: bool) -> str:
+    """How a path is written into a baseline living in ``folder`` (see the module docstring)."""
+    if absolute:
+        return file.resolve().as_posix()
+    try:
+        return Path(os.path.relpath(file.resolve(), folder.resolve())).as_posix()
+    except ValueError:  # another drive (Windows)
+        return file.resolve().as_posix()
+
+
+# ---- baselines --------------------------------------------------------------------------------
+def record_baseline(path: str | os.PathLike[str], *, task: str, policies: Sequence[str], model: str | None = None,
+                    episodes: int = 32, horizon: int = 1000, seed: int = 0, tolerance: float = DEFAULT_TOLERANCE,
+                    confidence: float = 0.95, propagation: str = "mean", confirm: bool = False,
+                    device: str = "cpu") -> dict[str, Any]:
+    """Evaluate ``policies`` (SB3 zips, zoo manifests, ``zoo``, ``module:callable``) in the world model and
+    write the baseline file at ``path`` (atomically, replacing it); returns its content.
+
+    ``confirm=True`` also records MuJoCo returns from the same start states, so that a later
+    ``confirm`` check can compare ground truth with ground truth.
+    """
+    from wm_eval.evaluation.paired import start_states
+    from wm_eval.policy import load_policies
+
+    if not policies:
+        raise ConfigError("no policies to record: pass policies=[a.zip,b.zip] (SB3 zips, manifests or zoo)")
+    if episodes < 1 or horizon < 1:
+        raise ConfigError(f"episodes and horizon must be at least 1 (got {episodes} and {horizon})")
+    folder = Path(path).resolve().parent
+    model_obj, model_path, model_name, fingerprint = _load_model(model, task=task, device=device)
+    spaces = _spaces(task)
+    entries, loaded = [], []
+    for spec in policies:
+        for policy in load_policies(f"zoo:{task}" if spec == "zoo" else spec, task=task, device=device, **spaces):
+            file = _policy_file(policy)
+            stored = policy.source if file is None else _stored(file, folder, absolute=os.path.isabs(spec))
+            entries.append({"name": policy.name, "path": stored, "sha256": None if file is None else _sha256(file)})
+            loaded.append(policy)
+    names = [e["name"] for e in entries]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"policy names must be unique in a baseline (file stems or manifest names), got {names}")
+    seeds, states = start_states(task, episodes, seed)
+    imagined = imagined_returns(model_obj, [(p, states) for p in loaded], horizon=horizon, seed=seed,
+                                 device=device, propagation=propagation)
+    for k, (entry, values) in enumerate(zip(entries, imagined)):
+        entry["imagined_return"] = _estimate(values, _seed(seed, k))
+        entry["episode_returns"] = values.tolist()
+        if confirm:
+            truth = true_returns(task, loaded[k], states, horizon)
+            entry["true_return"] = _estimate(truth, _seed(seed, k))
+            entry["true_episode_returns"] = truth.tolist()
+    baseline = {
+        "format": FORMAT, "wm_eval_version": wm_eval.__version__, "task": task,
+        "model": {"path": None if model_path is None else _stored(model_path, folder, absolute=os.path.isabs(model)),
+                  "name": model_name, "fingerprint": fingerprint},
+        "episodes": episodes, "horizon": horizon, "seed": seed, "start_seeds": seeds.tolist(),
+        "propagation": propagation, "tolerance": tolerance, "confidence": confidence, "statistic": STATISTIC,
+        "policies": entries,
+    }  # fmt: skip
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(baseline, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, target)
+    return baseline
+
+
+def _policy_file(policy: Any) -> Path | None:
+    """The file holding a loaded policy's weights (``None`` for ``module:callable``)."""
+    if policy.source is None:
+        raise ConfigError(f"policy '{policy.name}' was passed in memory: a baseline needs a file or module:callable")
+    if "file" in policy.metadata:  # a zoo manifest entry: "<manifest>#<name>"
+        return Path(policy.source.partition("#")[0]).parent / policy.metadata["file"]
+    return Path(policy.source) if policy.algorithm is not None else None
+
+
+def read_baseline(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The content of a baseline file; a missing or malformed file raises :class:`ConfigError`."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"baseline '{file}' does not exist: record one with wm-eval regress --update-baseline")
+    try:
+        baseline = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"cannot read baseline '{file}': {str(e).splitlines()[0]}") from None
+    if not isinstance(baseline, dict) or baseline.get("format") != FORMAT:
+        found = baseline.get("format") if isinstance(baseline, dict) else None
+        raise ConfigError(f"'{file}' is not a wm_eval baseline (format {found!r}, expected '{FORMAT}'); "
+                          "record one with --update-baseline")
+    keys = ("task", "model", "horizon", "seed", "start_seeds", "propagation", "tolerance", "policies")
+    missing = [k for k in keys if k not in baseline]
+    if missing:
+        raise ConfigError(f"baseline '{file}' lacks {', '.join(missing)}; record it again with --update-baseline")
+    return baseline
+
+
+def check_baseline(path: str | os.PathLike[str], *, model: str | None = None, task: str | None = None,
+                   tolerance: float | None = None, allow_model_change: bool = False, confirm: bool = False,
+                   confidence: float | None = None, device: str = "cpu") -> RegressResult:
+    """Re-evaluate the files a baseline names, with its seeds, and test each against its record.
+
+    Args:
+        path: the baseline file.
+        model: world model to use (default: the baseline's); its fingerprint must match unless
+            ``allow_model_change``.
+        task: if given, must be the baseline's task.
+        tolerance, confidence: default: the baseline's.
+        confirm: re-run flagged policies in MuJoCo; with ground truth in the baseline, MuJoCo's
+            paired verdict replaces the world model's.
+
+    Raises:
+        ConfigError, TaskError, CheckpointError, PolicyError: bad input (the CLI exits with 2).
+    """
+    from wm_eval.policy import load_policies
+    from wm_eval.tasks import reset_states
+
+    start = time.perf_counter()
+    baseline = read_baseline(path)
+    folder = Path(path).resolve().parent
+    if task is not None and task != baseline["task"]:
+        raise TaskError(f"the baseline '{path}' is for {baseline['task']}, not {task}: pass its task or another baseline")
+    task = baseline["task"]
+    recorded = baseline["model"]
+    ref = model if model is not None else (None if recorded["path"] is None else str(folder / recorded["path"]))
+    model_obj, _, model_name, fingerprint = _load_model(ref, task=task, device=device)
+    notes = []
+    if fingerprint != recorded["fingerprint"]:
+        if not allow_model_change:
+            raise CheckpointError(f"the world model {model_name} (fingerprint {fingerprint}) is not the baseline's "
+                                  f"(fingerprint {recorded['fingerprint']}): record the baseline again with "
+                                  "--update-baseline, or pass --allow-model-change")
+        notes.append(f"The world model changed (fingerprint {recorded['fingerprint']} -> {fingerprint}); "
+                     "baseline returns come from the old model.")
+    tolerance = float(baseline["tolerance"] if tolerance is None else tolerance)
+    confidence = float(baseline.get("confidence", 0.95) if confidence is None else confidence)
+    spaces = _spaces(task)
+    policies, files = [], []
+    for entry in baseline["policies"]:
+        file = None if entry.get("sha256") is None else folder / entry["path"]
+        if file is not None and not file.is_file():
+            raise PolicyError(f"policy '{entry['name']}': file '{file}' named by the baseline does not exist")
+        (policy,) = load_policies(str(entry["path"] if file is None else file), task=task, device=device, **spaces)
+        policies.append(policy)
+        files.append(file)
+    states = reset_states(task, baseline["start_seeds"])[1]
+    seed = int(baseline["seed"])
+    imagined = imagined_returns(model_obj, [(p, states) for p in policies], horizon=int(baseline["horizon"]),
+                                 seed=seed, device=device, propagation=baseline["propagation"])
+    checks = []
+    for k, (entry, policy, file, values) in enumerate(zip(baseline["policies"], policies, files, imagined)):
+        test = paired_change(entry["episode_returns"], values, tolerance=tolerance, confidence=confidence,
+                             seed=_seed(seed, k))
+        check = PolicyCheck(entry["name"], entry["path"], None if file is None else _sha256(file) != entry["sha256"],
+                            entry["imagined_return"], _estimate(values, _seed(seed, k)), test)
+        if confirm and test.regressed:
+            truth = true_returns(task, policy, states, int(baseline["horizon"]))
+            true_test = None
+            if "true_episode_returns" in entry:
+                true_test = paired_change(entry["true_episode_returns"], truth, tolerance=tolerance,
+                                          confidence=confidence, seed=_seed(seed, k, 1))
+            else:
+                notes.append(f"{entry['name']}: the baseline holds no MuJoCo returns (record it with confirm=true), "
+                             "so the world model's verdict stands.")
+            check = dataclasses.replace(check, true_candidate=_estimate(truth, _seed(seed, k, 1)),
+                                        true_test=true_test)
+        checks.append(check)
+    return RegressResult(task, model_name, fingerprint, recorded["fingerprint"], len(baseline["start_seeds"]),
+                         int(baseline["horizon"]), seed, tolerance, confidence, checks,
+                         time.perf_counter() - start, notes)
+
+
+# ---- reports ----------------------------------------------------------------------------------
+def _pct(x: float) -> str:
+    return f"{x:+.1%}" if math.isfinite(x) else str(x)
+
+
+def _verdict(check: PolicyCheck) -> str:
+    if check.true_test is not None:
+        return "REGRESSION (confirmed in MuJoCo)" if check.regressed else "pass (MuJoCo overrules the model)"
+    return "REGRESSION" if check.regressed else "pass"
+
+
+def _rows(result: RegressResult) -> list[list[str]]:
+    level = f"{result.confidence:.0%} CI"
+    rows = [["policy", "file", "baseline", "now", "change", level, "verdict"]]
+    for c in result.checks:
+        file = {None: "-", True: "changed", False: "same"}[c.file_changed]
+        rows.append([c.name, file, f"{c.baseline['mean']:.2f}", f"{c.candidate['mean']:.2f}", _pct(c.test.change),
+                     f"[{_pct(c.test.ci_low)}, {_pct(c.test.ci_high)}]", _verdict(c)])
+    return rows
+
+
+def _message(check: PolicyCheck, result: RegressResult) -> str:
+    """The one-line explanation of a regression (also the JUnit failure message)."""
+    t = check.true_test or check.test
+    where = "true (MuJoCo)" if check.true_test is not None else "imagined"
+    return (f"{check.name}: {where} return changed by {_pct(t.change)} ({result.confidence:.0%} CI "
+            f"{_pct(t.ci_low)} to {_pct(t.ci_high)}), beyond the -{result.tolerance:.0%} tolerance; "
+            f"imagined return {check.baseline['mean']:.2f} -> {check.candidate['mean']:.2f} ({check.path})")
+
+
+def _header(result: RegressResult) -> str:
+    return (f"model {result.model} ({result.fingerprint}), {result.episodes} episodes x {result.horizon} steps, "
+            f"seed {result.seed}, tolerance {result.tolerance:.0%}, paired bootstrap {result.confidence:.0%}")
+
+
+def text_table(result: RegressResult) -> str:
+    """A fixed-width table for the terminal, with one line per regression under it."""
+    rows = _rows(result)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [f"wm-eval regress {result.task}: {_header(result)}"]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines += [f"regression: {_message(c, result)}" for c in result.regressions] + result.notes
+    return "\n".join(lines)
+
+
+def markdown_summary(result: RegressResult) -> str:
+    """The Markdown summary (what goes into ``$GITHUB_STEP_SUMMARY``)."""
+    n = len(result.regressions)
+    status = f"{n} regression{'s' * (n != 1)}" if n else "no regression"
+    rows = _rows(result)
+    lines = [f"## wm-eval regress: {result.task}, {status}", "", _header(result) + ".", "",
+             "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(f"**{c}**" if c.startswith("REGRESSION") else c for c in row) + " |"
+              for row in rows[1:]]
+    extra = [f"- {_message(c, result)}" for c in result.regressions] + [f"- {note}" for note in result.notes]
+    return "\n".join(lines + ([""] + extra if extra else [])) + "\n"
+
+
+def junit_xml(result: RegressResult) -> str:
+    """JUnit XML: one ``<testcase>`` per policy, ``<failure>`` on a regression."""
+    failures = len(result.regressions)
+    suites = ET.Element("testsuites", name="wm-eval regress", tests=str(len(result.checks)),
+                        failures=str(failures), errors="0", time=f"{result.seconds:.3f}")
+    suite = ET.SubElement(suites, "testsuite", name=f"wm-eval regress {result.task}", tests=str(len(result.checks)),
+                          failures=str(failures), errors="0", skipped="0", time=f"{result.seconds:.3f}")
+    props = ET.SubElement(suite, "properties")
+    for key in ("task", "model", "fingerprint", "episodes", "horizon", "seed", "tolerance", "confidence"):
+        ET.SubElement(props, "property", name=key, value=str(getattr(result, key)))
+    per_case = result.seconds / max(len(result.checks), 1)
+    for c in result.checks:
+        case = ET.SubElement(suite, "testcase", classname=f"wm_eval.regress.{result.task}", name=c.name,
+                             file=c.path, time=f"{per_case:.3f}")
+        if c.regressed:
+            failure = ET.SubElement(case, "failure", message=_message(c, result), type="regression")
+            details = {"baseline": c.baseline, "candidate": c.candidate, "change": dataclasses.asdict(c.test),
+                       "true_candidate": c.true_candidate,
+                       "true_change": None if c.true_test is None else dataclasses.asdict(c.true_test)}
+            failure.text = json.dumps(details, indent=2, sort_keys=True)
+        ET.SubElement(case, "system-out").text = (f"imagined return {c.baseline['mean']:.4f} -> "
+                                                  f"{c.candidate['mean']:.4f}, change {_pct(c.test.change)} "
+                                                  f"[{_pct(c.test.ci_low)}, {_pct(c.test.ci_high)}]")
+    ET.indent(suites)
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+# ---- command ----------------------------------------------------------------------------------
+def run_regress(cfg: Any) -> int:
+    """``wm-eval regress`` with a :class:`~wm_eval.config.RegressConfig`; returns the exit code.
+
+    With ``update_baseline`` it records the baseline (``task``, ``model``, ``policies``, ``episodes``,
+    ``horizon``, ``seed``, ``tolerance``) and returns 0. Otherwise it checks it: the baseline defines the
+    suite, episodes, horizon and seeds; ``model``, ``task`` and ``tolerance`` (when not ``None``) override
+    or are checked against it. Prints a table, writes ``junit`` and appends the Markdown summary to
+    ``$GITHUB_STEP_SUMMARY`` when set; returns 1 on a regression.
+    """
+    if not cfg.baseline:
+        raise ConfigError("no baseline file: pass --baseline FILE (with --update-baseline to record one)")
+    if cfg.update_baseline:
+        baseline = record_baseline(
+            cfg.baseline, task=cfg.task or DEFAULT_TASK, policies=list(cfg.policies), model=cfg.model,
+            episodes=cfg.episodes, horizon=cfg.horizon, seed=cfg.seed,
+            tolerance=DEFAULT_TOLERANCE if cfg.tolerance is None else cfg.tolerance, confirm=cfg.confirm,
+            device=cfg.device,
+        )  # fmt: skip
+        for entry in baseline["policies"]:
+            est = entry["imagined_return"]
+            print(f"{entry['name']}: imagined return {est['mean']:.2f} [{est['ci_low']:.2f}, {est['ci_high']:.2f}]"
+                  f" ({entry['path']})")
+        print(f"recorded {len(baseline['policies'])} policies of {baseline['task']} in {cfg.baseline}")
+        return 0
+    result = check_baseline(cfg.baseline, model=cfg.model, task=cfg.task, tolerance=cfg.tolerance,
+                            allow_model_change=cfg.allow_model_change, confirm=cfg.confirm, device=cfg.device)
+    print(text_table(result))
+    if cfg.junit:
+        Path(cfg.junit).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.junit).write_text(junit_xml(result), encoding="utf-8")
+    if os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as summary:
+            summary.write(markdown_summary(result))
+    return 1 if result.regressions else 0
+

@@ -1,0 +1,375 @@
+"""Rerun recordings of paired episodes: the real robot, its imagined ghost, errors and uncertainty.
+
+This module only reads finished results (:class:`~wm_eval.reporting.trajectories.PairedEpisode`
+records) and writes to a recording stream it is given; the layout is built apart, by
+:func:`blueprint`. Rerun is imported inside the functions so that ``import wm_eval`` stays light.
+
+Entity layout, per episode, under ``/episodes/<policy>/ep<episode>`` (timeline ``step``, where
+step ``t`` is observation ``t``; the reward, termination and uncertainty of transition
+``t -> t + 1`` are logged at step ``t + 1``)::
+
+    summary                       TextDocument: policy, returns, trust score (static)
+    follow                        Transform3D per step: the true robot's root at floor level, origin of the 3D views
+    scene/<geom>                  the world body's geoms, e.g. the floor as a flat box (static)
+    true/robot/<body>             Transform3D per step (MuJoCo forward kinematics of the true state)
+    true/robot/<body>/<geom>      geom pose in the body frame and its shape (static)
+    imagined/robot/<body>[/<geom>]  the same for the imagined observations, in a translucent ghost colour
+    true/obs/<d>, imagined/obs/<d>  observation dimension ``d``
+    true/reward, imagined/reward
+    true/terminated, imagined/terminated   a marker on the reward line where the episode terminated
+    error                         normalised state error: RMS over dimensions of (imagined - true) / obs_scale
+    uncertainty                   the model's per-step uncertainty (ensemble disagreement)
+
+The model gives one uncertainty number per step, so it is drawn as a line beside the state error
+(same view); its episode mean is the *trust score* shown in the summary (lower is more trustworthy).
+"""
+
+from __future__ import annotations
+
+import colorsys
+import difflib
+import hashlib
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wm_eval.errors import ConfigError, MissingDependencyError
+from wm_eval.reporting import mjgeom
+
+__all__ = ["APPLICATION_ID", "episode_path", "select_episodes", "log_episodes", "blueprint", "recording_id",
+           "write_recording", "show", "serve_web"]
+
+APPLICATION_ID = "wm_eval"
+GHOST_RGBA = np.array([0.35, 0.65, 1.0, 0.45])
+_ERROR_COLOR, _UNCERTAINTY_COLOR = [230, 80, 60], [90, 160, 255]
+_TRUE_COLOR, _IMAGINED_COLOR = [230, 230, 230], [90, 160, 255]
+_EYE, _LOOK_AT = (0.5, -3.5, 1.2), (0.0, 0.0, 0.5)  # side view of the robot, in the follow frame (metres)
+
+
+def _rerun() -> tuple[Any, Any]:
+    try:
+        import rerun as rr
+        import rerun.blueprint as rrb
+    except ImportError as exc:
+        raise MissingDependencyError(f"the Rerun viewer needs rerun-sdk ({exc}): pip install 'rerun-sdk>=0.41'") from None
+    return rr, rrb
+
+
+def episode_path(episode: Any) -> str:
+    """The entity path of one paired episode: ``/episodes/<policy>/ep<episode>``."""
+    return f"/episodes/{mjgeom.entity_name(str(episode.policy), 'policy')}/ep{int(episode.episode)}"
+
+
+def _gap(episode: Any) -> float:
+    return abs(episode.imagined.total_reward - episode.true.total_reward)
+
+
+def _trust(episode: Any) -> float | None:
+    uncertainty = episode.imagined.infos.get("uncertainty")
+    return float(np.mean(uncertainty)) if uncertainty is not None and len(uncertainty) else None
+
+
+def select_episodes(file: Any, *, policies: Sequence[str] | None = None,
+                    episodes: Sequence[int] | None = None) -> list[Any]:
+    """The episodes worth looking at in a trajectories file (anything with ``.episodes``).
+
+    By default, for each policy: the episode with the largest ``|imagined return - true return|``
+    (undiscounted) and a typical one, the episode with the (lower) median gap. ``policies`` keeps
+    only those policy names; ``episodes`` picks those episode indices of every kept policy instead.
+    Unknown names or indices raise :class:`~wm_eval.errors.ConfigError`.
+    """
+    by_policy: dict[str, list[Any]] = {}
+    for ep in file.episodes:
+        by_policy.setdefault(ep.policy, []).append(ep)
+    for name in policies or ():
+        if name not in by_policy:
+            close = difflib.get_close_matches(name, by_policy, n=1, cutoff=0.5)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ConfigError(f"no policy '{name}' in the trajectories file: {hint}it has {', '.join(by_policy)}")
+    chosen = []
+    for name, eps in by_policy.items():
+        if policies is not None and name not in policies:
+            continue
+        if episodes is not None:
+            index = {ep.episode: ep for ep in eps}
+            missing = sorted(set(episodes) - set(index))
+            if missing:
+                raise ConfigError(f"policy '{name}' has no episode {missing[0]}: it has episodes "
+                                  f"{min(index)}..{max(index)}")
+            chosen += [index[i] for i in episodes]
+            continue
+        ranked = sorted(eps, key=_gap)
+        picks = [ranked[-1], ranked[(len(ranked) - 1) // 2]]
+        chosen += [ep for i, ep in enumerate(picks) if ep not in picks[:i]]
+    return chosen
+
+
+def _summary(episode: Any, *, task: str, title: str) -> str:
+    true, imagined = episode.true, episode.imagined
+    trust = _trust(episode)
+
+    def ended(traj: Any) -> str:
+        done = np.flatnonzero(traj.terminations)
+        return f"at step {done[0] + 1}" if len(done) else "no"
+
+    return "\n".join([
+        f"## {title}",
+        f"{task} · episode {episode.episode} · reset seed {episode.seed}",
+        "",
+        "| | imagined | true |",
+        "|---|---:|---:|",
+        f"| return | {imagined.total_reward:.2f} | {true.total_reward:.2f} |",
+        f"| steps | {len(imagined)} | {len(true)} |",
+        f"| terminated | {ended(imagined)} | {ended(true)} |",
+        "",
+        f"**Return gap** |imagined − true|: {_gap(episode):.2f}",
+        "",
+        "**Trust score** (mean model uncertainty, lower is better): "
+        + ("n/a (no uncertainty recorded)" if trust is None else f"{trust:.4f}"),
+    ])
+
+
+def _robot(rr: Any, stream: Any, path: str, shapes: list[mjgeom.GeomShape], xpos: np.ndarray, xquat: np.ndarray,
+           *, rgba: np.ndarray | None) -> None:
+    """One robot: static geoms under their body, then every body's pose per step with ``send_columns``."""
+    steps = [rr.TimeColumn("step", sequence=np.arange(len(xpos)))]
+    bodies = {}
+    for shape in shapes:
+        bodies[shape.body] = shape.body_name
+        stream.log(f"{path}/{shape.body_name}/{shape.name}", *mjgeom.geom_archetypes(shape, rgba=rgba), static=True)
+    for body, name in bodies.items():
+        stream.send_columns(f"{path}/{name}", indexes=steps,
+                            columns=rr.Transform3D.columns(translation=xpos[:, body], quaternion=xquat[:, body]))
+
+
+def _series(rr: Any, stream: Any, path: str, values: np.ndarray, *, start: int = 0) -> None:
+    steps = [rr.TimeColumn("step", sequence=np.arange(start, start + len(values)))]
+    stream.send_columns(path, indexes=steps, columns=rr.Scalars.columns(scalars=np.asarray(values, dtype=np.float64)))
+
+
+def _log_side(rr: Any, stream: Any, root: str, side: str, traj: Any, *, color: list[int], light: bool) -> None:
+    """Observation, reward and termination series of one side (``true`` or ``imagined``)."""
+    dims = traj.observations.shape[1]
+    for d in range(dims):
+        hue_rgb = colorsys.hsv_to_rgb(d / dims, 0.3 if light else 0.75, 1.0 if light else 0.85)
+        stream.log(f"{root}/{side}/obs/{d}", rr.SeriesLines(names=f"{side}[{d}]", widths=1.0 if light else 2.0,
+                                                            colors=[round(255 * c) for c in hue_rgb]), static=True)
+        _series(rr, stream, f"{root}/{side}/obs/{d}", traj.observations[:, d])
+    stream.log(f"{root}/{side}/reward", rr.SeriesLines(names=f"{side} reward", colors=color), static=True)
+    _series(rr, stream, f"{root}/{side}/reward", traj.rewards, start=1)
+    done = np.flatnonzero(traj.terminations)
+    if len(done):
+        stream.log(f"{root}/{side}/terminated", rr.SeriesPoints(names=f"{side} terminated", colors=color,
+                                                                markers="cross", marker_sizes=8.0), static=True)
+        stream.send_columns(f"{root}/{side}/terminated", indexes=[rr.TimeColumn("step", sequence=done + 1)],
+                            columns=rr.Scalars.columns(scalars=np.asarray(traj.rewards, dtype=np.float64)[done]))
+
+
+def _log_episode(rr: Any, stream: Any, episode: Any, *, task: str, env: Any, shapes: list[mjgeom.GeomShape],
+                 obs_scale: np.ndarray | None, title: str) -> None:
+    from wm_eval import tasks
+
+    root = episode_path(episode)
+    true, imagined = episode.true, episode.imagined
+    model = env.unwrapped.model
+    if true.sim_states is not None:
+        true_qpos = tasks.qpos_from_states(env, true.sim_states)
+    else:
+        true_qpos = tasks.qpos_from_observations(task, env, true.observations)
+    # Walkers' qpos[0] is the root x, which they do not observe; fixed-base tasks ignore root_x0.
+    imagined_qpos = tasks.qpos_from_observations(task, env, imagined.observations, root_x0=float(true_qpos[0, 0]))
+    true_pose, imagined_pose = mjgeom.body_poses(model, true_qpos), mjgeom.body_poses(model, imagined_qpos)
+
+    stream.log(root, rr.ViewCoordinates.RIGHT_HAND_Z_UP, static=True)
+    stream.log(f"{root}/summary", rr.TextDocument(_summary(episode, task=task, title=title),
+                                                  media_type=rr.MediaType.MARKDOWN), static=True)
+    reach = np.concatenate([true_pose[0][:, 1:].reshape(-1, 3), imagined_pose[0][:, 1:].reshape(-1, 3)])
+    for shape in (s for s in shapes if s.body == 0):
+        if shape.kind == "plane":
+            shape = mjgeom.with_plane_extent(shape, reach)
+        stream.log(f"{root}/scene/{shape.name}", *mjgeom.geom_archetypes(shape), static=True)
+    robot = [s for s in shapes if s.body != 0]
+    # The 3D views' frame: the true root body's ground position (x, y; z = 0), no rotation.
+    stream.send_columns(f"{root}/follow", indexes=[rr.TimeColumn("step", sequence=np.arange(len(true_qpos)))],
+                        columns=rr.Transform3D.columns(translation=true_pose[0][:, 1] * [1.0, 1.0, 0.0]))
+    _robot(rr, stream, f"{root}/true/robot", robot, *true_pose, rgba=None)
+    _robot(rr, stream, f"{root}/imagined/robot", robot, *imagined_pose, rgba=GHOST_RGBA)
+
+    _log_side(rr, stream, root, "true", true, color=_TRUE_COLOR, light=False)
+    _log_side(rr, stream, root, "imagined", imagined, color=_IMAGINED_COLOR, light=True)
+    common = min(len(true), len(imagined)) + 1
+    scale = np.ones(true.observations.shape[1]) if obs_scale is None else np.maximum(np.asarray(obs_scale), 1e-8)
+    error = np.sqrt(np.mean(((imagined.observations[:common] - true.observations[:common]) / scale) ** 2, axis=-1))
+    stream.log(f"{root}/error", rr.SeriesLines(names="state error (normalised)", colors=_ERROR_COLOR), static=True)
+    _series(rr, stream, f"{root}/error", error)
+    uncertainty = imagined.infos.get("uncertainty")
+    if uncertainty is not None:
+        stream.log(f"{root}/uncertainty", rr.SeriesLines(names="model uncertainty", colors=_UNCERTAINTY_COLOR),
+                   static=True)
+        _series(rr, stream, f"{root}/uncertainty", uncertainty, start=1)
+
+
+def _title(episode: Any, titles: Mapping[str, str] | None) -> str:
+    return (titles or {}).get(episode.policy, str(episode.policy))
+
+
+def log_episodes(stream: Any, episodes: Sequence[Any], *, task: str, obs_scale: np.ndarray | None = None,
+                 titles: Mapping[str, str] | None = None) -> None:
+    """Log paired episodes of ``task`` to the Rerun recording ``stream`` (see the module doc for the layout).
+
+    Args:
+        stream: a ``rerun.RecordingStream``; the global recording is never used.
+        episodes: paired-episode records (``policy``, ``episode``, ``seed``, ``true`` and
+            ``imagined`` :class:`~wm_eval.types.Trajectory`, the imagined one with
+            ``infos["uncertainty"]``), e.g. from :func:`select_episodes`.
+        task: the task id the episodes were rolled out in (its MuJoCo model draws the robot).
+        obs_scale: ``[obs_dim]`` per-dimension scale of the state error (the model's observation
+            std); ``None`` gives the raw RMS error.
+        titles: display names by policy name (default: the policy name).
+    """
+    rr, _ = _rerun()
+    from wm_eval import tasks
+
+    env = tasks.make_env(task)
+    try:
+        shapes = mjgeom.model_geoms(env.unwrapped.model)
+        for episode in episodes:
+            _log_episode(rr, stream, episode, task=task, env=env, shapes=shapes, obs_scale=obs_scale,
+                         title=_title(episode, titles))
+    finally:
+        env.close()
+
+
+def blueprint(episodes: Sequence[Any], *, titles: Mapping[str, str] | None = None) -> Any:
+    """The viewer layout: one tab per episode, 3D views on top, time series below.
+
+    Top row: the ground-truth robot | the imagined ghost over the ground truth | the summary text.
+    Bottom row: state error with uncertainty | rewards and terminations | observations.
+    The 3D views look from the side at the ``follow`` frame, so a walker stays in view as it runs.
+    """
+    _, rrb = _rerun()
+    tabs = []
+    for episode in episodes:
+        root = episode_path(episode)
+        scene, true_robot = f"{root}/scene/**", f"{root}/true/robot/**"
+        eye = rrb.EyeControls3D(position=_EYE, look_target=_LOOK_AT)
+        tabs.append(rrb.Vertical(
+            rrb.Horizontal(
+                rrb.Spatial3DView(name="ground truth", origin=f"{root}/follow", contents=[scene, true_robot],
+                                  eye_controls=eye),
+                rrb.Spatial3DView(name="imagined (blue) over ground truth", origin=f"{root}/follow",
+                                  contents=[scene, true_robot, f"{root}/imagined/robot/**"], eye_controls=eye),
+                rrb.TextDocumentView(name="summary", origin=f"{root}/summary"),
+                column_shares=[2, 2, 1],
+            ),
+            rrb.Horizontal(
+                rrb.TimeSeriesView(name="state error and uncertainty", origin=root,
+                                   contents=[f"{root}/error", f"{root}/uncertainty"]),
+                rrb.TimeSeriesView(name="reward and terminations", origin=root,
+                                   contents=[f"{root}/true/reward", f"{root}/imagined/reward",
+                                             f"{root}/true/terminated", f"{root}/imagined/terminated"]),
+                rrb.TimeSeriesView(name="observations (true bold, imagined light)", origin=root,
+                                   contents=[f"{root}/true/obs/**", f"{root}/imagined/obs/**"]),
+            ),
+            row_shares=[3, 2],
+            name=f"{_title(episode, titles)} · ep{episode.episode}",
+        ))
+    return rrb.Blueprint(
+        rrb.Tabs(*tabs),
+        rrb.BlueprintPanel(state="collapsed"),
+        rrb.SelectionPanel(state="collapsed"),
+        rrb.TimePanel(state="expanded", timeline="step"),
+    )
+
+
+def recording_id(task: str, episodes: Sequence[Any], *, model: str = "", seed: Any = None) -> str:
+    """A recording id derived from the content (task, model, seed and the episodes' data), as a UUID string."""
+    digest = hashlib.sha256(f"{task}|{model}|{seed}".encode())
+    for ep in episodes:
+        digest.update(f"|{ep.policy}|{ep.episode}|{ep.seed}".encode())
+        for traj in (ep.true, ep.imagined):
+            digest.update(np.ascontiguousarray(traj.observations, dtype=np.float64).tobytes())
+            digest.update(np.ascontiguousarray(traj.rewards, dtype=np.float64).tobytes())
+    return str(uuid.UUID(bytes=digest.digest()[:16], version=4))
+
+
+def _prepare(source: Any, *, task: str | None, obs_scale: np.ndarray | None, policies: Sequence[str] | None,
+             episodes: Sequence[int] | None) -> tuple[list[Any], str, np.ndarray | None, dict[str, Any]]:
+    """Episodes, task, obs_scale and file attributes from a trajectories file or a list of episodes."""
+    if hasattr(source, "episodes"):
+        attrs = dict(source.attrs)
+        chosen = select_episodes(source, policies=policies, episodes=episodes)
+        task = task or attrs.get("task")
+        obs_scale = attrs.get("obs_scale") if obs_scale is None else obs_scale
+    else:
+        attrs, chosen = {}, list(source)
+    if not task:
+        raise ConfigError("no task given for the Rerun recording: pass task=... (e.g. 'Hopper-v5')")
+    return chosen, str(task), obs_scale, attrs
+
+
+def _stream(source: Any, *, task: str | None, obs_scale: np.ndarray | None, policies: Sequence[str] | None,
+            episodes: Sequence[int] | None, titles: Mapping[str, str] | None) -> tuple[Any, Any, list[Any], str,
+                                                                                    np.ndarray | None]:
+    rr, _ = _rerun()
+    chosen, task, obs_scale, attrs = _prepare(source, task=task, obs_scale=obs_scale, policies=policies,
+                                              episodes=episodes)
+    rid = recording_id(task, chosen, model=str(attrs.get("model", "")), seed=attrs.get("seed"))
+    stream = rr.RecordingStream(APPLICATION_ID, recording_id=rid, send_properties=False)
+    stream.set_log_time_enabled(False)
+    stream.set_log_tick_enabled(False)
+    return stream, blueprint(chosen, titles=titles), chosen, task, obs_scale
+
+
+def write_recording(path: str | Path, source: Any, *, task: str | None = None, obs_scale: np.ndarray | None = None,
+                    policies: Sequence[str] | None = None, episodes: Sequence[int] | None = None,
+                    titles: Mapping[str, str] | None = None) -> Path:
+    """Write a reproducible ``.rrd`` file with the blueprint and the chosen episodes; returns the path.
+
+    ``source`` is a trajectories file (``attrs`` with ``task``, ``model``, ``seed``, ``obs_scale``;
+    episodes picked by :func:`select_episodes` with ``policies`` and ``episodes``) or a list of
+    paired episodes (then ``task`` is required). The recording id is derived from the content and
+    neither wall-clock time nor recording properties are written, so the same input gives a file
+    that ``rerun rrd compare`` finds equal.
+    """
+    stream, layout, chosen, task, obs_scale = _stream(source, task=task, obs_scale=obs_scale, policies=policies,
+                                                      episodes=episodes, titles=titles)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stream.save(path, default_blueprint=layout)
+    log_episodes(stream, chosen, task=task, obs_scale=obs_scale, titles=titles)
+    stream.disconnect()
+    return path
+
+
+def show(source: Any, *, task: str | None = None, obs_scale: np.ndarray | None = None,
+         policies: Sequence[str] | None = None, episodes: Sequence[int] | None = None,
+         titles: Mapping[str, str] | None = None) -> None:
+    """Spawn the native Rerun viewer and stream the chosen episodes to it (arguments as :func:`write_recording`)."""
+    stream, layout, chosen, task, obs_scale = _stream(source, task=task, obs_scale=obs_scale, policies=policies,
+                                                      episodes=episodes, titles=titles)
+    stream.spawn(default_blueprint=layout)
+    log_episodes(stream, chosen, task=task, obs_scale=obs_scale, titles=titles)
+    stream.flush()
+
+
+def serve_web(source: Any, *, task: str | None = None, obs_scale: np.ndarray | None = None,
+              policies: Sequence[str] | None = None, episodes: Sequence[int] | None = None,
+              titles: Mapping[str, str] | None = None, web_port: int | None = None, grpc_port: int | None = None,
+              open_browser: bool = True) -> Any:
+    """Serve the chosen episodes to the Rerun web viewer on localhost (arguments as :func:`write_recording`).
+
+    Returns the recording stream: the servers run while it and the Python process are alive, so the
+    caller keeps both (e.g. waits for Ctrl-C) and calls ``stream.disconnect()`` at the end.
+    """
+    rr, _ = _rerun()
+    stream, layout, chosen, task, obs_scale = _stream(source, task=task, obs_scale=obs_scale, policies=policies,
+                                                      episodes=episodes, titles=titles)
+    uri = stream.serve_grpc(grpc_port=grpc_port, default_blueprint=layout)
+    rr.serve_web_viewer(web_port=web_port, open_browser=open_browser, connect_to=uri)
+    log_episodes(stream, chosen, task=task, obs_scale=obs_scale, titles=titles)
+    stream.flush()
+    return stream
