@@ -141,7 +141,7 @@ def test_report_markdown_and_terminal_table(written: tuple[Path, dict[str, Any]]
 
 
 @pytest.mark.parametrize(("spearman", "auroc", "expected"), [
-    (0.95, 0.9, ["Ranking agrees with MuJoCo (Spearman 0.95 [0.50, 1.00])", "Uncertainty flags the wrong episodes"]),
+    (0.95, 0.9, ["Ranking agrees with MuJoCo (Spearman 0.95 [0.50, 1.00])", "Uncertainty flags the episodes whose imagined return is off"]),
     (0.3, 0.5, ["**Warning:** the model's ranking disagrees", "**Warning:** uncertainty does not flag"]),
     (None, None, ["Ranking not assessed", "Uncertainty not assessed"]),
 ])

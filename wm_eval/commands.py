@@ -144,8 +144,9 @@ def run_evaluation(cfg: Any, out: Path, *, progress: bool = True) -> dict[str, A
     trajectories = write_trajectories(out / "trajectories.h5", ev, config=to_dict(cfg))
     if cfg.rerun:
         from wm_eval.reporting.rerun_log import write_recording
+        from wm_eval.reporting.trajectories import read_trajectories
 
-        write_recording(out / "rollouts.rrd", trajectories, task=cfg.task)
+        write_recording(out / "rollouts.rrd", read_trajectories(trajectories))
     ev.timings["logging"] = time.perf_counter() - t0
     report = build_report(ev, summary, config=to_dict(cfg))
     write_plots(out, report)
@@ -165,10 +166,31 @@ def evaluate(cfg: Any) -> int:
 
 
 def view(cfg: Any) -> int:
-    """``wm-eval view``."""
-    from wm_eval.errors import WmEvalError
+    """``wm-eval view``: the native viewer, ``--web`` or ``--save FILE.rrd``."""
+    from wm_eval.errors import ConfigError
+    from wm_eval.reporting import rerun_log
+    from wm_eval.reporting.trajectories import read_trajectories
 
-    raise WmEvalError("view is not implemented yet")
+    if cfg.path is None:
+        raise ConfigError("give an evaluation folder or its trajectories.h5, e.g. wm-eval view runs/evaluate-...")
+    source = read_trajectories(cfg.path)
+    choice = {"policies": list(cfg.policies) or None, "episodes": list(cfg.episodes) or None}
+    if cfg.save:
+        path = rerun_log.write_recording(cfg.save, source, **choice)
+        print(f"wrote {path}")
+    elif cfg.web:
+        import time
+
+        stream = rerun_log.serve_web(source, **choice)
+        print("serving the Rerun web viewer on localhost; press Ctrl-C to stop")
+        try:
+            while True:
+                time.sleep(1)
+        finally:
+            stream.disconnect()
+    else:
+        rerun_log.show(source, **choice)
+    return 0
 
 
 def regress(cfg: Any) -> int:

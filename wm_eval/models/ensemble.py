@@ -19,6 +19,36 @@ __all__ = ["GaussianMLPEnsemble"]
 INFERENCE_DTYPES = (torch.float32, torch.bfloat16)
 
 
+class _Workspace:
+    """Tensors that :meth:`GaussianMLPEnsemble._infer` reuses between calls: one buffer per name
+    (replaced when the shape, dtype or device changes) and the weights cast to bfloat16 (recast
+    when a parameter changes). Copies and pickles of the model start with an empty workspace."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, torch.Tensor] = {}
+        self._cast: tuple[Any, list[torch.Tensor], list[torch.Tensor]] | None = None
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        return (_Workspace, ())
+
+    def buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """An uninitialised tensor of ``shape``, the same one as last time when that fits."""
+        tensor = self._buffers.get(name)
+        if tensor is None or tensor.shape != shape or tensor.dtype != dtype or tensor.device != device:
+            tensor = self._buffers[name] = torch.empty(shape, dtype=dtype, device=device)
+        return tensor
+
+    def weights(self, model: GaussianMLPEnsemble, dtype: torch.dtype) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The layers' weights and biases in ``dtype`` (the parameters themselves for float32)."""
+        weights, biases = list(model.weights), list(model.biases)
+        if dtype == torch.float32:
+            return weights, biases
+        key = (dtype, tuple((p.device, p.data_ptr(), p._version) for p in weights + biases))
+        if self._cast is None or self._cast[0] != key:
+            self._cast = (key, [w.detach().to(dtype) for w in weights], [b.detach().to(dtype) for b in biases])
+        return self._cast[1], self._cast[2]
+
+
 class GaussianMLPEnsemble(WorldModel):
     """``ensemble_size`` MLPs, each predicting a Gaussian over the next observation change and the reward.
 
@@ -69,6 +99,7 @@ class GaussianMLPEnsemble(WorldModel):
         self.input_norm = Normalizer(self.obs_dim + self.act_dim)
         self.target_norm = Normalizer(self.target_dim)
         self.inference_dtype = torch.float32
+        self._workspace = _Workspace()
         self.reset_parameters(generator)
 
     def spec(self) -> dict[str, Any]:
@@ -182,15 +213,17 @@ class GaussianMLPEnsemble(WorldModel):
     ) -> tuple[torch.Tensor, Prediction]:
         with torch.inference_mode():
             inputs = self.input_norm.normalize(torch.cat([state, action], dim=-1))
-            use_bf16 = self.inference_dtype == torch.bfloat16
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                mean, logvar, logit = self(inputs)
+            raw = self._infer(inputs)
+            mean, logit = raw[..., : self.target_dim], raw[..., -1]
             batch = len(state)
-            uncertainty = mean[..., : self.obs_dim].std(dim=0, correction=0).mean(dim=-1)
+            average = mean.mean(dim=0)
+            spread = mean[..., : self.obs_dim] - average[:, : self.obs_dim]
+            uncertainty = spread.square_().mean(dim=0).sqrt_().mean(dim=-1)
             probs = torch.sigmoid(logit)
+            logvar = self._bound_logvar(raw[..., self.target_dim : 2 * self.target_dim]) if sample else None
             if propagation == "mean":
                 member = torch.full((batch,), -1, dtype=torch.long, device=self.device)
-                chosen_mean, termination_prob = mean.mean(dim=0), probs.mean(dim=0)
+                chosen_mean, termination_prob = average, probs.mean(dim=0)
                 chosen_logvar = torch.logsumexp(logvar, dim=0) - math.log(self.num_members) if sample else None
             else:
                 if propagation == "ts1":
@@ -214,3 +247,26 @@ class GaussianMLPEnsemble(WorldModel):
                 member=member,
             )
             return next_obs, prediction
+
+    def _infer(self, inputs: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward`'s raw outputs ``[E, B, 2 * target_dim + 1]`` (float32) for inputs ``[B, in]``, fast.
+
+        The same operations as :meth:`forward`, so float32 results are bitwise equal,
+        but each layer writes into a buffer kept for the next call of the same batch
+        size (large fresh tensors cost a page fault per 4 KiB), and for bfloat16 the
+        weights are cast once per change of the parameters instead of at every call.
+        Must run under ``torch.inference_mode``; the result is overwritten by the next call.
+        """
+        dtype = self.inference_dtype
+        weights, biases = self._workspace.weights(self, dtype)
+        hidden = inputs.to(dtype).expand(self.num_members, -1, -1)
+        last = len(weights) - 1
+        for i, (weight, bias) in enumerate(zip(weights, biases)):
+            name = f"hidden{i % 2}" if i < last else "output"
+            out = self._workspace.buffer(name, (self.num_members, len(inputs), weight.shape[-1]), dtype, self.device)
+            hidden = torch.baddbmm(bias, hidden, weight, out=out)
+            if i < last:
+                F.silu(hidden, inplace=True)
+        if dtype != torch.float32:
+            hidden = self._workspace.buffer("output_f32", hidden.shape, torch.float32, self.device).copy_(hidden)
+        return hidden

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GeomShape", "model_geoms", "body_poses", "geom_archetypes", "with_plane_extent", "wxyz_to_xyzw",
-           "entity_name"]
+__all__ = ["GeomShape", "model_geoms", "body_poses", "geom_archetypes", "with_plane_extent", "plane_lines",
+           "wxyz_to_xyzw", "entity_name"]
 
 _DEFAULT_RGBA = np.array([0.5, 0.5, 0.5, 1.0], dtype=np.float32)
 _PLANE_THICKNESS = 0.005
@@ -135,6 +135,19 @@ def with_plane_extent(shape: GeomShape, points: np.ndarray, *, margin: float = 1
     low, high = local[:, :2].min(axis=0) - margin, local[:, :2].max(axis=0) + margin
     centre = Rotation.from_quat(shape.quat).apply([*(low + high) / 2, 0.0]) + shape.pos
     return replace(shape, pos=centre, size=np.array([*(high - low) / 2, shape.size[2]]))
+
+
+def plane_lines(shape: GeomShape, *, spacing: float = 1.0) -> Any:
+    """``LineStrips3D`` of a metre grid on a plane (in the plane's frame): the floor's motion cue."""
+    import rerun as rr
+
+    hx, hy = float(shape.size[0]), float(shape.size[1])
+    xs = np.arange(np.ceil(-hx / spacing), np.floor(hx / spacing) + 1) * spacing
+    ys = np.arange(np.ceil(-hy / spacing), np.floor(hy / spacing) + 1) * spacing
+    lift = _PLANE_THICKNESS / 5
+    strips = [[[x, -hy, lift], [x, hy, lift]] for x in xs] + [[[-hx, y, lift], [hx, y, lift]] for y in ys]
+    color = _rgba8(np.append(shape.rgba[:3] * 0.7, 1.0))
+    return rr.LineStrips3D(strips, colors=[color], radii=rr.Radius.ui_points(1.0))
 
 
 def _rgba8(rgba: np.ndarray) -> np.ndarray:

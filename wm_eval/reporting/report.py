@@ -158,7 +158,7 @@ def _verdicts(report: dict[str, Any]) -> list[str]:
     if auroc is None:
         flag = f"Uncertainty not assessed: {share}, so there is nothing (or only failures) to flag."
     elif auroc >= TRUST_AUROC_WARN:
-        flag = f"Uncertainty flags the wrong episodes (trust AUROC {auroc:.2f}; {share})."
+        flag = f"Uncertainty flags the episodes whose imagined return is off (trust AUROC {auroc:.2f}; {share})."
     else:
         flag = (f"**Warning:** uncertainty does not flag the wrong episodes (trust AUROC {auroc:.2f} < "
                 f"{TRUST_AUROC_WARN}; {share}): a confident imagined return may still be wrong.")

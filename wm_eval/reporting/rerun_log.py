@@ -10,7 +10,7 @@ step ``t`` is observation ``t``; the reward, termination and uncertainty of tran
 
     summary                       TextDocument: policy, returns, trust score (static)
     follow                        Transform3D per step: the true robot's root at floor level, origin of the 3D views
-    scene/<geom>                  the world body's geoms, e.g. the floor as a flat box (static)
+    scene/<geom>[/grid]           the world body's geoms, e.g. the floor as a flat box with a 1 m grid (static)
     true/robot/<body>             Transform3D per step (MuJoCo forward kinematics of the true state)
     true/robot/<body>/<geom>      geom pose in the body frame and its shape (static)
     imagined/robot/<body>[/<geom>]  the same for the imagined observations, in a translucent ghost colour
@@ -54,7 +54,8 @@ def _rerun() -> tuple[Any, Any]:
         import rerun as rr
         import rerun.blueprint as rrb
     except ImportError as exc:
-        raise MissingDependencyError(f"the Rerun viewer needs rerun-sdk ({exc}): pip install 'rerun-sdk>=0.41'") from None
+        raise MissingDependencyError(f"the Rerun viewer needs rerun-sdk ({exc}): "
+                                     "pip install 'rerun-sdk>=0.41'") from None
     return rr, rrb
 
 
@@ -190,6 +191,7 @@ def _log_episode(rr: Any, stream: Any, episode: Any, *, task: str, env: Any, sha
     for shape in (s for s in shapes if s.body == 0):
         if shape.kind == "plane":
             shape = mjgeom.with_plane_extent(shape, reach)
+            stream.log(f"{root}/scene/{shape.name}/grid", mjgeom.plane_lines(shape), static=True)
         stream.log(f"{root}/scene/{shape.name}", *mjgeom.geom_archetypes(shape), static=True)
     robot = [s for s in shapes if s.body != 0]
     # The 3D views' frame: the true root body's ground position (x, y; z = 0), no rotation.
@@ -255,13 +257,13 @@ def blueprint(episodes: Sequence[Any], *, titles: Mapping[str, str] | None = Non
     for episode in episodes:
         root = episode_path(episode)
         scene, true_robot = f"{root}/scene/**", f"{root}/true/robot/**"
-        eye = rrb.EyeControls3D(position=_EYE, look_target=_LOOK_AT)
+        view3d = {"origin": f"{root}/follow", "eye_controls": rrb.EyeControls3D(position=_EYE, look_target=_LOOK_AT),
+                  "line_grid": rrb.LineGrid3D(visible=False)}  # the view's grid would move with the robot
         tabs.append(rrb.Vertical(
             rrb.Horizontal(
-                rrb.Spatial3DView(name="ground truth", origin=f"{root}/follow", contents=[scene, true_robot],
-                                  eye_controls=eye),
-                rrb.Spatial3DView(name="imagined (blue) over ground truth", origin=f"{root}/follow",
-                                  contents=[scene, true_robot, f"{root}/imagined/robot/**"], eye_controls=eye),
+                rrb.Spatial3DView(name="ground truth", contents=[scene, true_robot], **view3d),
+                rrb.Spatial3DView(name="imagined (blue) over ground truth",
+                                  contents=[scene, true_robot, f"{root}/imagined/robot/**"], **view3d),
                 rrb.TextDocumentView(name="summary", origin=f"{root}/summary"),
                 column_shares=[2, 2, 1],
             ),

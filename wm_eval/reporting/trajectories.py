@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 __all__ = ["FORMAT", "FILE_NAME", "PairedEpisode", "TrajectoryFile", "write_trajectories", "read_trajectories"]
 
+#: Chunked, shuffled, gzip level 1: about a third of the raw size at little CPU cost; any HDF5 reader opens it.
+_PACKED = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+
 FORMAT = "wm_eval.trajectories/1"
 FILE_NAME = "trajectories.h5"
 _FORMAT_RE = re.compile(r"wm_eval\.trajectories/(\d+)")
@@ -88,7 +91,7 @@ def _resolve(path: str | os.PathLike[str]) -> Path:
 
 def _write_side(group: h5py.Group, traj: Trajectory) -> None:
     for name in _SIDE:
-        group.create_dataset(name, data=getattr(traj, name))
+        group.create_dataset(name, data=getattr(traj, name), **_PACKED)
 
 
 def _write_file(tmp: Path, ev: Evaluation, config: dict[str, Any]) -> None:
@@ -112,11 +115,11 @@ def _write_file(tmp: Path, ev: Evaluation, config: dict[str, Any]) -> None:
                 _write_side(group, true)
                 infos = group.create_group("infos")
                 if true.sim_states is not None:
-                    infos.create_dataset("sim_state", data=true.sim_states)
+                    infos.create_dataset("sim_state", data=true.sim_states, **_PACKED)
                 side = group.create_group("imagined")
                 _write_side(side, imagined)
                 if "uncertainty" in imagined.infos:
-                    side.create_dataset("uncertainty", data=imagined.infos["uncertainty"])
+                    side.create_dataset("uncertainty", data=imagined.infos["uncertainty"], **_PACKED)
 
 
 def _write_minari(folder: Path, target: str, ev: Evaluation, total_steps: int) -> None:
