@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 TASK = "HalfCheetah-v5"
 ZOO = REPO / "policies" / TASK
 STRONG, WEAK, OTHER = ZOO / "ppo_0600k.zip", ZOO / "ppo_0000k.zip", ZOO / "a2c_0150k.zip"
+PERTURBED = ZOO / "ppo_0600k_perturbed40.zip"  # the same weights with 40% noise added
 COMMITTED = sorted((REPO / "tests" / "baselines").glob("*.json"))
 
 
@@ -97,8 +98,9 @@ def test_baseline_file_is_readable_json_with_paths_relative_to_it(suite: Path, m
                                                                    ("runner", "../ckpt/runner.zip")]
     walker = data["policies"][0]
     assert len(walker["episode_returns"]) == 8
-    assert walker["imagined_return"]["mean"] == pytest.approx(np.mean(walker["episode_returns"]))
-    assert walker["imagined_return"]["ci_low"] <= walker["imagined_return"]["mean"] <= walker["imagined_return"]["ci_high"]
+    estimate = walker["imagined_return"]
+    assert estimate["mean"] == pytest.approx(np.mean(walker["episode_returns"]))
+    assert estimate["ci_low"] <= estimate["mean"] <= estimate["ci_high"]
     assert len(walker["sha256"]) == 64 and "true_episode_returns" not in walker
 
 
@@ -117,9 +119,11 @@ def test_identical_policies_pass_with_identical_returns(suite: Path, tmp_path: P
         assert (check.test.change, check.test.ci_low, check.test.ci_high) == (0.0, 0.0, 0.0)
 
 
-def test_a_clearly_weaker_file_fails_and_is_named(suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("weaker", [WEAK, PERTURBED], ids=["untrained", "perturbed-weights"])
+def test_a_clearly_weaker_file_fails_and_is_named(weaker: Path, suite: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    shutil.copy(WEAK, tmp_path / "ckpt" / "walker.zip")  # retrained in place, and worse
+    shutil.copy(weaker, tmp_path / "ckpt" / "walker.zip")  # replaced in place, and worse
     summary = tmp_path / "step-summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     junit = tmp_path / "reports" / "gate.xml"
@@ -250,7 +254,22 @@ def test_example_workflow_runs_the_gate_with_real_cli_flags() -> None:
     steps = workflow["jobs"]["gate"]["steps"]
     (gate,) = [s["run"] for s in steps if "wm-eval regress" in s.get("run", "")]
     args = _parser().parse_args(shlex.split(gate)[1:])
-    assert (args.command, args.baseline, args.junit) == ("regress", "baselines/policies.json", "reports/policy-gate.xml")
+    assert (args.command, args.baseline) == ("regress", "baselines/policies.json")
+    assert args.junit == "reports/policy-gate.xml"
     upload = [s for s in steps if s.get("uses", "").startswith("actions/upload-artifact")]
     assert upload and upload[0]["with"]["path"] == args.junit
     assert any("download.pytorch.org/whl/cpu" in s.get("run", "") for s in steps)
+
+
+def test_module_callable_policies_are_recorded_by_spec(tmp_path: Path, models: tuple[Path, Path],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "gate_policies.py").write_text("import numpy as np\n\n\ndef still(obs):\n"
+                                               "    return np.zeros((len(obs), 6), np.float32)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    baseline = tmp_path / "baseline.json"
+    assert run_regress(config(f"baseline={baseline}", "update_baseline=true", f"model={models[0]}",
+                              "policies=[gate_policies:still]")) == 0
+    (entry,) = read_baseline(baseline)["policies"]
+    assert (entry["name"], entry["path"], entry["sha256"]) == ("gate_policies:still", "gate_policies:still", None)
+    (check,) = assert_no_regression(baseline).checks
+    assert check.file_changed is None and check.test.change == 0.0

@@ -194,10 +194,10 @@ def view(cfg: Any) -> int:
 
 
 def regress(cfg: Any) -> int:
-    """``wm-eval regress``."""
-    from wm_eval.errors import WmEvalError
+    """``wm-eval regress``: 0 no regression, 1 a regression, 2 bad input."""
+    from wm_eval.regress import run_regress
 
-    raise WmEvalError("regress is not implemented yet")
+    return run_regress(cfg)
 
 
 def bench(cfg: Any) -> int:

@@ -121,13 +121,14 @@ class RegressConfig:
 
     baseline: str | None = _doc("baseline file (JSON)", None)
     update_baseline: bool = _doc("record a new baseline instead of checking", False)
-    task: str = _doc("ground-truth task id (with update_baseline)", "HalfCheetah-v5")
+    task: str | None = _doc("ground-truth task id (default: the baseline's; HalfCheetah-v5 when recording)", None)
     model: str | None = _doc("world model (default: embedded)", None)
     policies: list[str] = _doc("policy files of the suite (with update_baseline)", factory=list)
     episodes: int = _doc("episodes per policy", 32)
     horizon: int = _doc("steps per episode at most", 1000)
     seed: int = _doc("seed of the common random numbers", 0)
-    tolerance: float = _doc("relative drop in estimated return that counts as a regression", 0.05)
+    tolerance: float | None = _doc("relative drop that counts as a regression (default: the baseline's, or 0.05)",
+                                   None)
     allow_model_change: bool = _doc("accept a world model that differs from the baseline's", False)
     confirm: bool = _doc("re-run flagged policies in MuJoCo", False)
     junit: str | None = _doc("write JUnit XML here", None)

@@ -87,7 +87,7 @@ def paired_change(baseline: Sequence[float], candidate: Sequence[float], *, tole
 
     The interval is the percentile interval of the relative change over ``n_resamples`` paired
     resamples, expanded for small samples (Hesterberg 2015: the percentile level is raised so that its
-    normal quantile equals ``sqrt(n / (n - 1)) * t_{n-1}``), which keeps the false-alarm rate at its
+    normal quantile equals ``sqrt(n / (n - 1)) * t_{n-1}``), which keeps the false-alarm rate near its
     nominal level even for 8 episodes. A baseline mean of exactly 0 makes any change infinite.
     """
     from scipy import stats

@@ -1,0 +1,453 @@
+"""``wm-eval bench``: imagined against simulated env-steps per second, measured in one process and one run.
+
+Every figure is the median over ``repeats`` timed windows of at least ``seconds``
+each, after a warm-up call. Measured, in this order:
+
+- ``imagined_steps_per_s``: :class:`~wm_eval.world_model_env.WorldModelVectorEnv`
+  stepped with fixed random actions, all ensemble members evaluated at every step (so
+  ``info["uncertainty"]`` is there), per inference dtype and batch size;
+- ``closed_loop_steps_per_s``: the same with the zoo's most trained SB3 MLP policy
+  acting on the whole batch at every step (``LoadedPolicy.act``);
+- ground truth: Gymnasium's single MuJoCo env (random actions, reset when an episode
+  ends), Gymnasium's ``SyncVectorEnv`` of 64 envs, and ``mujoco.rollout`` with one
+  ``MjData`` per core on as many episodes as the largest batch, both with one call per
+  env step (each action repeated ``frame_skip`` times; what a closed-loop policy needs)
+  and open loop (all steps in one call). ``mujoco.rollout`` returns raw simulator
+  states only: no observations or rewards are computed, so it is an upper bound;
+- ``matmul_gflops``: plain batched matrix products of the model's layer shapes at the
+  largest batch, against ``model_gflops``, the model's layer FLOPs per env step times
+  the imagined steps per second at that batch;
+- ``evaluate_seconds``: one default ``wm-eval evaluate`` (unless ``evaluate=false``).
+
+The model runs on all usable cores (``torch.set_num_threads``); its inference reuses
+preallocated buffers, so no ``MALLOC_MMAP_THRESHOLD_`` tuning is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["DTYPES", "FORMAT", "VECTOR_ENVS", "format_table", "measure_rate", "run_bench"]
+
+FORMAT = "wm_eval.bench/1"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+VECTOR_ENVS = 64
+#: issue 8's targets on the 2-core reference machine (see README).
+TARGETS = {"imagined_fp32_min": 100_000, "target_batch": 4096, "vs_gym_single": 15.0, "vs_mujoco_rollout": 3.0,
+           "bf16_speedup": 2.0, "evaluate_seconds": 120.0, "peak_memory_mb": 2048.0}
+
+
+def measure_rate(step: Callable[[], Any], *, items: int, seconds: float, repeats: int,
+                 sync: Callable[[], None] | None = None) -> float:
+    """Median over ``repeats`` windows of ``items`` per second, each window calling ``step`` (which
+    does ``items`` units of work) for at least ``seconds`` and at least twice, after one warm-up call.
+    ``sync`` waits for asynchronous work (CUDA) before a clock is read."""
+    sync = sync or (lambda: None)
+    step()
+    sync()
+    rates = []
+    for _ in range(max(1, repeats)):
+        calls, start = 0, time.perf_counter()
+        while True:
+            step()
+            calls += 1
+            if calls >= 2:
+                sync()
+                elapsed = time.perf_counter() - start
+                if elapsed >= seconds:
+                    break
+        rates.append(items * calls / elapsed)
+    return float(np.median(rates))
+
+
+def _sync(device: torch.device) -> Callable[[], None]:
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+
+def _imagined(model: Any, task: str, batch: int, *, device: str, policy: Any, seconds: float,
+              repeats: int) -> dict[str, tuple[float, float | None]]:
+    """``{dtype: (open-loop steps/s, closed-loop steps/s or None)}`` of the vector env at ``batch``."""
+    from wm_eval.world_model_env import WorldModelVectorEnv
+
+    env = WorldModelVectorEnv(batch, task=task, model=model, device=device)
+    obs, _ = env.reset(seed=0)
+    space = env.single_action_space
+    actions = np.random.default_rng(0).uniform(space.low, space.high, (batch, *space.shape)).astype(np.float32)
+    current = [obs]
+
+    def closed_loop() -> None:
+        current[0] = env.step(policy.act(current[0]))[0]
+
+    out = {}
+    try:
+        for name, dtype in DTYPES.items():
+            model.set_inference_dtype(dtype)
+            open_rate = measure_rate(lambda: env.step(actions), items=batch, seconds=seconds, repeats=repeats)
+            closed_rate = (None if policy is None else
+                           measure_rate(closed_loop, items=batch, seconds=seconds, repeats=repeats))
+            out[name] = (open_rate, closed_rate)
+    finally:
+        model.set_inference_dtype(torch.float32)
+        env.close()
+    return out
+
+
+def _gym_single(task: str, *, seconds: float, repeats: int, chunk: int = 100) -> float:
+    from wm_eval import tasks
+
+    env = tasks.make_env(task)
+    env.reset(seed=0)
+    space = env.action_space
+    actions = np.random.default_rng(0).uniform(space.low, space.high, (chunk, *space.shape)).astype(np.float32)
+
+    def steps() -> None:
+        for action in actions:
+            _, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                env.reset()
+
+    try:
+        return measure_rate(steps, items=chunk, seconds=seconds, repeats=repeats)
+    finally:
+        env.close()
+
+
+def _gym_vector(task: str, *, seconds: float, repeats: int) -> float:
+    from functools import partial
+
+    from gymnasium.vector import SyncVectorEnv
+
+    from wm_eval import tasks
+
+    env = SyncVectorEnv([partial(tasks.make_env, task)] * VECTOR_ENVS)
+    env.reset(seed=0)
+    space = env.action_space
+    actions = np.random.default_rng(0).uniform(space.low, space.high, space.shape).astype(np.float32)
+    try:
+        return measure_rate(lambda: env.step(actions), items=VECTOR_ENVS, seconds=seconds, repeats=repeats)
+    finally:
+        env.close()
+
+
+def _mujoco_rollout(task: str, batch: int, *, threads: int, seconds: float, repeats: int) -> tuple[float, float]:
+    """(one call per env step, open loop) env-steps/s of ``mujoco.rollout`` on ``batch`` episodes."""
+    import mujoco
+    from mujoco import rollout
+
+    from wm_eval import tasks
+
+    env = tasks.make_env(task).unwrapped
+    model, frame_skip = env.model, int(env.frame_skip)
+    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    starts = np.empty((batch, mujoco.mj_stateSize(model, spec)))
+    for i in range(batch):
+        env.reset(seed=i)
+        mujoco.mj_getState(model, env.data, starts[i], spec)
+    env.close()
+    low, high = model.actuator_ctrlrange.T
+    action = np.random.default_rng(0).uniform(low, high, (batch, 1, model.nu))
+    per_step = np.ascontiguousarray(np.repeat(action, frame_skip, axis=1))
+    models, datas = [model] * batch, [mujoco.MjData(model) for _ in range(threads)]  # skip_checks: one model per row
+    state = starts.copy()
+    out = np.empty((batch, frame_skip, starts.shape[1]))
+    runner = rollout.Rollout(nthread=threads)
+    try:
+        def one_env_step() -> None:
+            runner.rollout(models, datas, state, per_step, nstep=frame_skip, state=out, skip_checks=True)
+            state[:] = out[:, -1]
+
+        step_rate = measure_rate(one_env_step, items=batch, seconds=seconds, repeats=repeats)
+        horizon = max(1, round(seconds * step_rate / batch))  # one open-loop call takes about `seconds`
+        controls = np.ascontiguousarray(np.repeat(action, frame_skip * horizon, axis=1))
+        long_out = np.empty((batch, frame_skip * horizon, starts.shape[1]))
+        open_rate = measure_rate(
+            lambda: runner.rollout(models, datas, starts, controls, nstep=frame_skip * horizon, state=long_out,
+                                   skip_checks=True),
+            items=batch * horizon, seconds=seconds, repeats=repeats)
+    finally:
+        runner.close()
+    return step_rate, open_rate
+
+
+def _layer_shapes(model: Any) -> list[tuple[int, int, int]]:
+    """``(members, in, out)`` of each layer of an ensemble model."""
+    return [tuple(int(s) for s in w.shape) for w in model.weights]
+
+
+def _matmul_gflops(shapes: list[tuple[int, int, int]], batch: int, dtype: torch.dtype, *, device: torch.device,
+                   seconds: float, repeats: int) -> float:
+    """GFLOP/s of ``torch.bmm`` over the layer shapes at ``batch`` rows (preallocated outputs)."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    operands = [(torch.randn(e, batch, n_in, generator=gen, device=device).to(dtype),
+                 torch.randn(e, n_in, n_out, generator=gen, device=device).to(dtype),
+                 torch.empty(e, batch, n_out, dtype=dtype, device=device)) for e, n_in, n_out in shapes]
+    flops = sum(2 * e * batch * n_in * n_out for e, n_in, n_out in shapes)
+
+    def products() -> None:
+        for x, w, out in operands:
+            torch.bmm(x, w, out=out)
+
+    with torch.inference_mode():
+        return measure_rate(products, items=flops, seconds=seconds, repeats=repeats, sync=_sync(device)) / 1e9
+
+
+def _zoo_policy(task: str, device: str) -> Any:
+    """The zoo's most trained unperturbed policy of ``task``, or ``None`` when the task has no zoo."""
+    from wm_eval import tasks
+    from wm_eval.errors import PolicyError
+    from wm_eval.policy import load_policies, zoo_manifest
+
+    try:
+        manifest = json.loads(zoo_manifest(task).read_text(encoding="utf-8"))
+    except PolicyError:
+        return None
+    entries = [e for e in manifest["policies"] if not e.get("perturbation")] or manifest["policies"]
+    best = max(entries, key=lambda e: e.get("training_steps", 0))
+    env = tasks.make_env(task)
+    (policy,) = load_policies(f"zoo:{task}#{best['name']}", observation_space=env.observation_space,
+                              action_space=env.action_space, task=task, device=device)
+    env.close()
+    return policy
+
+
+def _evaluate_seconds(task: str, device: str, model: str | None, out: Path) -> dict[str, Any]:
+    """Wall time of the default ``wm-eval evaluate`` (its report in ``out``), split as the report's timings."""
+    from wm_eval.commands import run_evaluation
+    from wm_eval.config import load_config
+
+    overrides = [f"task={task}", f"device={device}", f"out={out}", "overwrite=true"]
+    cfg = load_config("evaluate", overrides=overrides + ([f"model={model}"] if model else []))
+    out.mkdir(parents=True, exist_ok=True)
+    with _PeakTreeMemory() as memory:
+        start = time.perf_counter()
+        report = run_evaluation(cfg, out, progress=False)
+        total = time.perf_counter() - start
+    timings = report.get("timings", {})
+    parts = ("model_rollouts", "ground_truth_rollouts", "metrics", "logging")
+    return {"total": total, **{k: timings.get(k) for k in parts}, "episodes": cfg.episodes,
+            "policies": len(report.get("policies", [])), "horizon": cfg.horizon,
+            "peak_memory_mb": memory.peak_mb,
+            "note": "ground-truth workers run alongside the model rollouts, so the parts may add up to more "
+                    "than total; total also covers loading, plots and the report; peak_memory_mb sums the resident "
+                    "memory of this process and its workers (the bench's own buffers included)"}
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def _tree_rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and all its descendants, MB (Linux ``/proc``)."""
+    total_kb, stack = 0, [pid]
+    while stack:
+        proc = Path(f"/proc/{stack.pop()}")
+        try:
+            total_kb += next(int(line.split()[1]) for line in (proc / "status").read_text().splitlines()
+                             if line.startswith("VmRSS:"))
+            for task in (proc / "task").iterdir():
+                stack += [int(child) for child in (task / "children").read_text().split()]
+        except (OSError, ValueError, StopIteration):  # the process ended meanwhile
+            continue
+    return total_kb / 2**10
+
+
+class _PeakTreeMemory:
+    """Samples the summed resident memory of this process and its workers in a thread while entered;
+    ``peak_mb`` is the largest sample (``None`` where ``/proc`` is missing)."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval, self.peak_mb = interval, None if not Path("/proc/self/status").exists() else 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            self.peak_mb = max(self.peak_mb, _tree_rss_mb(os.getpid()))
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> _PeakTreeMemory:
+        if self.peak_mb is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _machine(device: torch.device, threads: int) -> dict[str, Any]:
+    return {"cpu": _cpu_name(), "cores": os.cpu_count(), "usable_cores": threads, "torch_threads": threads,
+            "device": str(device),
+            "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "load_average_at_start": list(os.getloadavg()), "platform": platform.platform()}
+
+
+def _targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Issue 8's targets, each with the measured value and whether it was met (``None``: not measured)."""
+    fp32, bf16 = result["imagined_steps_per_s"]["float32"], result["imagined_steps_per_s"]["bfloat16"]
+    big = [b for b in fp32 if int(b) >= TARGETS["target_batch"]]
+    best = max((fp32[b] for b in big), default=None)
+    top = str(max(int(b) for b in fp32))
+    ratios = result["ratios"]["float32"]
+    evaluate = result["evaluate_seconds"]
+    memory = result["peak_rss_mb"] if evaluate is None else max(result["peak_rss_mb"], evaluate["peak_memory_mb"] or 0)
+    rows = {
+        "imagined_fp32_steps_per_s_at_4096_plus": (best, TARGETS["imagined_fp32_min"]),
+        "imagined_over_gym_single": (ratios["gym_single"] if big else None, TARGETS["vs_gym_single"]),
+        "imagined_over_mujoco_rollout": (ratios["mujoco_rollout"] if big else None, TARGETS["vs_mujoco_rollout"]),
+        "bf16_over_fp32": (bf16[top] / fp32[top], TARGETS["bf16_speedup"]),
+    }
+    out = {k: {"measured": v, "target": f">= {t}", "met": None if v is None else v >= t} for k, (v, t) in rows.items()}
+    total = None if evaluate is None else evaluate["total"]
+    out["evaluate_seconds"] = {"measured": total, "target": f"< {TARGETS['evaluate_seconds']}",
+                               "met": None if total is None else total < TARGETS["evaluate_seconds"]}
+    out["peak_memory_mb"] = {"measured": memory, "target": f"< {TARGETS['peak_memory_mb']}",
+                             "met": memory < TARGETS["peak_memory_mb"]}
+    return out
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The bench result as Markdown (what ``bench.md`` holds and the command prints)."""
+    m, mr, layers = result["machine"], result["mujoco_rollout"], result["model_layers"]
+    lines = [f"# wm-eval bench: {result['task']}", "",
+             f"{m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, device {m['device']}, "
+             f"load average at start {m['load_average_at_start'][0]:.2f}; model {result['model']} "
+             f"({layers['members']} members, {'-'.join(map(str, layers['sizes']))}); medians of {result['repeats']} x {result['seconds']} s.", "",
+             "| env-steps per second | batch | float32 | bfloat16 |", "|---|---:|---:|---:|"]
+    for key, label in (("imagined_steps_per_s", "imagined, all members (uncertainty)"),
+                       ("closed_loop_steps_per_s", f"closed loop, SB3 policy {result['closed_loop_policy']}")):
+        for batch in result[key]["float32"]:
+            lines.append(f"| {label} | {batch} | {_num(result[key]['float32'][batch])} | "
+                         f"{_num(result[key]['bfloat16'][batch])} |")
+    lines += [f"| Gymnasium single env | 1 | {_num(result['gym_single_steps_per_s'])} | |",
+              f"| Gymnasium SyncVectorEnv | {VECTOR_ENVS} | {_num(result['gym_vector_steps_per_s'])} | |",
+              f"| mujoco.rollout, {mr['threads']} threads, one call per env step | {mr['batch']} | "
+              f"{_num(result['mujoco_rollout_steps_per_s'])} | |",
+              f"| mujoco.rollout, {mr['threads']} threads, open loop | {mr['batch']} | "
+              f"{_num(result['mujoco_rollout_open_loop_steps_per_s'])} | |", "",
+              f"| imagined at batch {result['largest_batch']} over | float32 | bfloat16 |", "|---|---:|---:|"]
+    for name in result["ratios"]["float32"]:
+        lines.append(f"| {name} | {_num(result['ratios']['float32'][name], 1)}x | "
+                     f"{_num(result['ratios']['bfloat16'][name], 1)}x |")
+    lines += ["", f"| GFLOP/s at batch {result['largest_batch']} | float32 | bfloat16 |", "|---|---:|---:|"]
+    for key, label in (("matmul_gflops", "plain batched matmul, model's layer shapes"),
+                       ("model_gflops", f"model step ({result['flops_per_step'] / 1e6:.2f} MFLOP per env step)")):
+        lines.append(f"| {label} | {_num(result[key]['float32'], 1)} | {_num(result[key]['bfloat16'], 1)} |")
+    lines += ["", f"Peak RSS of the bench process: {result['peak_rss_mb']:,.0f} MB."]
+    ev = result["evaluate_seconds"]
+    if ev is not None:
+        lines += ["", f"Default `wm-eval evaluate` ({ev['policies']} policies x {ev['episodes']} episodes x "
+                  f"{ev['horizon']} steps): {ev['total']:.1f} s; model rollouts {_num(ev['model_rollouts'], 1)} s, "
+                  f"ground truth {_num(ev['ground_truth_rollouts'], 1)} s, metrics {_num(ev['metrics'], 1)} s, "
+                  f"logging {_num(ev['logging'], 1)} s; peak memory with workers {_num(ev['peak_memory_mb'])} MB."]
+    lines += ["", "| target (2-core reference machine) | measured | met |", "|---|---:|---|"]
+    for name, row in result["targets"].items():
+        value = row["measured"]
+        shown = "n/a" if value is None else (f"{value:,.2f}" if value < 100 else f"{value:,.0f}")
+        lines.append(f"| {name} {row['target']} | {shown} | {'n/a' if row['met'] is None else 'yes' if row['met'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_bench(cfg: Any, *, model: str | None = None) -> int:
+    """Run ``wm-eval bench`` with a :class:`~wm_eval.config.BenchConfig`; writes ``bench.json`` and
+    ``bench.md`` into ``cfg.out`` (default ``runs/bench-<time>``) and ``cfg.json`` if set; returns 0.
+
+    ``model`` (default: ``cfg.model`` if the config has it, else the task's embedded model) is a
+    checkpoint folder or an embedded task name.
+    """
+    from wm_eval.commands import default_out, load_model
+    from wm_eval.errors import ConfigError
+    from wm_eval.reporting.report import library_versions
+
+    batch_sizes = sorted({int(b) for b in cfg.batch_sizes})
+    if not batch_sizes or batch_sizes[0] < 1 or cfg.seconds <= 0 or cfg.repeats < 1:
+        raise ConfigError("bench needs batch_sizes >= 1, seconds > 0 and repeats >= 1")
+    model = model if model is not None else getattr(cfg, "model", None)
+    out = Path(cfg.out) if cfg.out else default_out("bench")
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(cfg.device)
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        machine = _machine(device, threads)
+        world_model, name, _ = load_model(model, task=cfg.task, device=cfg.device)
+        policy = _zoo_policy(cfg.task, cfg.device)
+        run = {"seconds": cfg.seconds, "repeats": cfg.repeats}
+        imagined: dict[str, dict[str, float]] = {d: {} for d in DTYPES}
+        closed: dict[str, dict[str, float | None]] = {d: {} for d in DTYPES}
+        for batch in batch_sizes:
+            for dtype, (open_rate, closed_rate) in _imagined(world_model, cfg.task, batch, device=cfg.device,
+                                                              policy=policy, **run).items():
+                imagined[dtype][str(batch)], closed[dtype][str(batch)] = open_rate, closed_rate
+                print(f"imagined {dtype} batch {batch}: {open_rate:,.0f} env-steps/s (closed loop "
+                      f"{_num(closed_rate)})", flush=True)
+        ground = {"gym_single": _gym_single(cfg.task, **run), "gym_vector": _gym_vector(cfg.task, **run)}
+        largest = batch_sizes[-1]
+        ground["mujoco_rollout"], open_loop = _mujoco_rollout(cfg.task, largest, threads=threads, **run)
+        print("ground truth: " + ", ".join(f"{k} {v:,.0f}" for k, v in ground.items()) + " env-steps/s", flush=True)
+        shapes = _layer_shapes(world_model)
+        flops = sum(2 * e * n_in * n_out for e, n_in, n_out in shapes)
+        matmul = {d: _matmul_gflops(shapes, largest, dt, device=device, **run) for d, dt in DTYPES.items()}
+        del world_model
+        evaluate = _evaluate_seconds(cfg.task, cfg.device, model, out / "evaluate") if cfg.evaluate else None
+    finally:
+        torch.set_num_threads(previous_threads)
+    top = str(largest)
+    result: dict[str, Any] = {
+        "format": FORMAT, "task": cfg.task, "model": name, "device": str(device),
+        "model_layers": {"members": shapes[0][0], "sizes": [shapes[0][1]] + [n_out for _, _, n_out in shapes]},
+        "batch_sizes": batch_sizes, "largest_batch": largest, **run,
+        "imagined_steps_per_s": imagined, "closed_loop_steps_per_s": closed,
+        "closed_loop_policy": None if policy is None else policy.name,
+        "gym_single_steps_per_s": ground["gym_single"], "gym_vector_steps_per_s": ground["gym_vector"],
+        "mujoco_rollout_steps_per_s": ground["mujoco_rollout"], "mujoco_rollout_open_loop_steps_per_s": open_loop,
+        "mujoco_rollout": {"threads": threads, "batch": largest, "mode": "one call per env step",
+                           "note": "raw simulator states only: no observations or rewards computed"},
+        "ratios": {d: {k: imagined[d][top] / v for k, v in ground.items()} for d in DTYPES},
+        "flops_per_step": flops, "matmul_gflops": matmul,
+        "model_gflops": {d: flops * imagined[d][top] / 1e9 for d in DTYPES},
+        "peak_rss_mb": _peak_rss_mb(),
+        "evaluate_seconds": evaluate, "versions": library_versions(), "machine": machine,
+    }
+    result["targets"] = _targets(result)
+    text = json.dumps(result, indent=2) + "\n"
+    (out / "bench.json").write_text(text, encoding="utf-8")
+    table = format_table(result)
+    (out / "bench.md").write_text(table, encoding="utf-8")
+    if cfg.json:
+        Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.json).write_text(text, encoding="utf-8")
+    print(table)
+    print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
+    return 0
