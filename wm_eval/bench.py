@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["DTYPES", "FORMAT", "VECTOR_ENVS", "format_table", "measure_rate", "run_bench"]
+__all__ = ["DTYPES", "FORMAT", "TARGETS", "VECTOR_ENVS", "format_table", "measure", "measure_rate", "run_bench"]
 
 FORMAT = "wm_eval.bench/1"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -60,15 +60,11 @@ def measure_rate(step: Callable[[], Any], *, items: int, seconds: float, repeats
     rates = []
     for _ in range(max(1, repeats)):
         calls, start = 0, time.perf_counter()
-        while True:
+        while calls < 2 or time.perf_counter() - start < seconds:
             step()
             calls += 1
-            if calls >= 2:
-                sync()
-                elapsed = time.perf_counter() - start
-                if elapsed >= seconds:
-                    break
-        rates.append(items * calls / elapsed)
+        sync()
+        rates.append(items * calls / (time.perf_counter() - start))
     return float(np.median(rates))
 
 
@@ -230,15 +226,21 @@ def _evaluate_seconds(task: str, device: str, model: str | None, out: Path) -> d
     overrides = [f"task={task}", f"device={device}", f"out={out}", "overwrite=true"]
     cfg = load_config("evaluate", overrides=overrides + ([f"model={model}"] if model else []))
     out.mkdir(parents=True, exist_ok=True)
-    with _PeakTreeMemory() as memory:
+    stop, peak = threading.Event(), [0.0]
+    sampler = threading.Thread(target=_sample_peak_memory, args=(stop, peak), daemon=True)
+    sampler.start()
+    try:
         start = time.perf_counter()
         report = run_evaluation(cfg, out, progress=False)
         total = time.perf_counter() - start
+    finally:
+        stop.set()
+        sampler.join()
     timings = report.get("timings", {})
     parts = ("model_rollouts", "ground_truth_rollouts", "metrics", "logging")
     return {"total": total, **{k: timings.get(k) for k in parts}, "episodes": cfg.episodes,
             "policies": len(report.get("policies", [])), "horizon": cfg.horizon,
-            "peak_memory_mb": memory.peak_mb,
+            "peak_memory_mb": peak[0] or None,  # None without /proc
             "note": "ground-truth workers run alongside the model rollouts, so the parts may add up to more "
                     "than total; total also covers loading, plots and the report; peak_memory_mb sums the resident "
                     "memory of this process and its workers (the bench's own buffers included)"}
@@ -265,30 +267,12 @@ def _tree_rss_mb(pid: int) -> float:
     return total_kb / 2**10
 
 
-class _PeakTreeMemory:
-    """Samples the summed resident memory of this process and its workers in a thread while entered;
-    ``peak_mb`` is the largest sample (``None`` where ``/proc`` is missing)."""
-
-    def __init__(self, interval: float = 0.05) -> None:
-        self.interval, self.peak_mb = interval, None if not Path("/proc/self/status").exists() else 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while True:
-            self.peak_mb = max(self.peak_mb, _tree_rss_mb(os.getpid()))
-            if self._stop.wait(self.interval):
-                return
-
-    def __enter__(self) -> _PeakTreeMemory:
-        if self.peak_mb is not None:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+def _sample_peak_memory(stop: threading.Event, peak: list[float], interval: float = 0.05) -> None:
+    """Keep the largest :func:`_tree_rss_mb` of this process in ``peak[0]`` until ``stop`` is set."""
+    while True:
+        peak[0] = max(peak[0], _tree_rss_mb(os.getpid()))
+        if stop.wait(interval):
+            return
 
 
 def _cpu_name() -> str:
@@ -311,25 +295,19 @@ def _machine(device: torch.device, threads: int) -> dict[str, Any]:
 def _targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Issue 8's targets, each with the measured value and whether it was met (``None``: not measured)."""
     fp32, bf16 = result["imagined_steps_per_s"]["float32"], result["imagined_steps_per_s"]["bfloat16"]
-    big = [b for b in fp32 if int(b) >= TARGETS["target_batch"]]
-    best = max((fp32[b] for b in big), default=None)
-    top = str(max(int(b) for b in fp32))
-    ratios = result["ratios"]["float32"]
-    evaluate = result["evaluate_seconds"]
-    memory = result["peak_rss_mb"] if evaluate is None else max(result["peak_rss_mb"], evaluate["peak_memory_mb"] or 0)
-    rows = {
-        "imagined_fp32_steps_per_s_at_4096_plus": (best, TARGETS["imagined_fp32_min"]),
-        "imagined_over_gym_single": (ratios["gym_single"] if big else None, TARGETS["vs_gym_single"]),
-        "imagined_over_mujoco_rollout": (ratios["mujoco_rollout"] if big else None, TARGETS["vs_mujoco_rollout"]),
-        "bf16_over_fp32": (bf16[top] / fp32[top], TARGETS["bf16_speedup"]),
-    }
-    out = {k: {"measured": v, "target": f">= {t}", "met": None if v is None else v >= t} for k, (v, t) in rows.items()}
-    total = None if evaluate is None else evaluate["total"]
-    out["evaluate_seconds"] = {"measured": total, "target": f"< {TARGETS['evaluate_seconds']}",
-                               "met": None if total is None else total < TARGETS["evaluate_seconds"]}
-    out["peak_memory_mb"] = {"measured": memory, "target": f"< {TARGETS['peak_memory_mb']}",
-                             "met": memory < TARGETS["peak_memory_mb"]}
-    return out
+    big = int(result["largest_batch"]) >= TARGETS["target_batch"]
+    top, ratios, evaluate = str(result["largest_batch"]), result["ratios"]["float32"], result["evaluate_seconds"]
+    memory = max(result["peak_rss_mb"], (evaluate or {}).get("peak_memory_mb") or 0.0)
+    rows = {"imagined_fp32_steps_per_s_at_4096_plus": (fp32[top] if big else None, ">=", TARGETS["imagined_fp32_min"]),
+            "imagined_over_gym_single": (ratios["gym_single"] if big else None, ">=", TARGETS["vs_gym_single"]),
+            "imagined_over_mujoco_rollout": (ratios["mujoco_rollout"] if big else None, ">=",
+                                             TARGETS["vs_mujoco_rollout"]),
+            "bf16_over_fp32": (bf16[top] / fp32[top], ">=", TARGETS["bf16_speedup"]),
+            "evaluate_seconds": (None if evaluate is None else evaluate["total"], "<", TARGETS["evaluate_seconds"]),
+            "peak_memory_mb": (memory, "<", TARGETS["peak_memory_mb"])}
+    return {name: {"measured": value, "target": f"{op} {bound:g}",
+                   "met": None if value is None else (value >= bound if op == ">=" else value < bound)}
+            for name, (value, op, bound) in rows.items()}
 
 
 def _num(value: float | None, digits: int = 0) -> str:
@@ -338,32 +316,32 @@ def _num(value: float | None, digits: int = 0) -> str:
 
 def format_table(result: dict[str, Any]) -> str:
     """The bench result as Markdown (what ``bench.md`` holds and the command prints)."""
-    m, mr, layers = result["machine"], result["mujoco_rollout"], result["model_layers"]
+    m, mr, layers, top = result["machine"], result["mujoco_rollout"], result["model_layers"], result["largest_batch"]
     lines = [f"# wm-eval bench: {result['task']}", "",
-             f"{m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, device {m['device']}, "
-             f"load average at start {m['load_average_at_start'][0]:.2f}; model {result['model']} "
-             f"({layers['members']} members, {'-'.join(map(str, layers['sizes']))}); medians of {result['repeats']} x {result['seconds']} s.", "",
-             "| env-steps per second | batch | float32 | bfloat16 |", "|---|---:|---:|---:|"]
+             f"{m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, device {m['device']}, load "
+             f"average at start {m['load_average_at_start'][0]:.2f}; model {result['model']} ({layers['members']} "
+             f"members, {'-'.join(map(str, layers['sizes']))}); medians of {result['repeats']} x "
+             f"{result['seconds']} s.",
+             "", "| env-steps per second | batch | float32 | bfloat16 |", "|---|---:|---:|---:|"]
     for key, label in (("imagined_steps_per_s", "imagined, all members (uncertainty)"),
                        ("closed_loop_steps_per_s", f"closed loop, SB3 policy {result['closed_loop_policy']}")):
-        for batch in result[key]["float32"]:
-            lines.append(f"| {label} | {batch} | {_num(result[key]['float32'][batch])} | "
-                         f"{_num(result[key]['bfloat16'][batch])} |")
+        lines += [f"| {label} | {b} | {_num(v)} | {_num(result[key]['bfloat16'][b])} |"
+                  for b, v in result[key]["float32"].items()]
     lines += [f"| Gymnasium single env | 1 | {_num(result['gym_single_steps_per_s'])} | |",
               f"| Gymnasium SyncVectorEnv | {VECTOR_ENVS} | {_num(result['gym_vector_steps_per_s'])} | |",
               f"| mujoco.rollout, {mr['threads']} threads, one call per env step | {mr['batch']} | "
               f"{_num(result['mujoco_rollout_steps_per_s'])} | |",
               f"| mujoco.rollout, {mr['threads']} threads, open loop | {mr['batch']} | "
-              f"{_num(result['mujoco_rollout_open_loop_steps_per_s'])} | |", "",
-              f"| imagined at batch {result['largest_batch']} over | float32 | bfloat16 |", "|---|---:|---:|"]
-    for name in result["ratios"]["float32"]:
-        lines.append(f"| {name} | {_num(result['ratios']['float32'][name], 1)}x | "
-                     f"{_num(result['ratios']['bfloat16'][name], 1)}x |")
-    lines += ["", f"| GFLOP/s at batch {result['largest_batch']} | float32 | bfloat16 |", "|---|---:|---:|"]
-    for key, label in (("matmul_gflops", "plain batched matmul, model's layer shapes"),
-                       ("model_gflops", f"model step ({result['flops_per_step'] / 1e6:.2f} MFLOP per env step)")):
-        lines.append(f"| {label} | {_num(result[key]['float32'], 1)} | {_num(result[key]['bfloat16'], 1)} |")
-    lines += ["", f"Peak RSS of the bench process: {result['peak_rss_mb']:,.0f} MB."]
+              f"{_num(result['mujoco_rollout_open_loop_steps_per_s'])} | |",
+              "", f"| imagined at batch {top} over | float32 | bfloat16 |", "|---|---:|---:|"]
+    lines += [f"| {name} | {_num(v, 1)}x | {_num(result['ratios']['bfloat16'][name], 1)}x |"
+              for name, v in result["ratios"]["float32"].items()]
+    lines += ["", f"| GFLOP/s at batch {top} | float32 | bfloat16 |", "|---|---:|---:|",
+              f"| plain batched matmul, model's layer shapes | {_num(result['matmul_gflops']['float32'], 1)} | "
+              f"{_num(result['matmul_gflops']['bfloat16'], 1)} |",
+              f"| model step ({result['flops_per_step'] / 1e6:.2f} MFLOP per env step) | "
+              f"{_num(result['model_gflops']['float32'], 1)} | {_num(result['model_gflops']['bfloat16'], 1)} |",
+              "", f"Peak RSS of the bench process: {result['peak_rss_mb']:,.0f} MB."]
     ev = result["evaluate_seconds"]
     if ev is not None:
         lines += ["", f"Default `wm-eval evaluate` ({ev['policies']} policies x {ev['episodes']} episodes x "
@@ -372,20 +350,20 @@ def format_table(result: dict[str, Any]) -> str:
                   f"logging {_num(ev['logging'], 1)} s; peak memory with workers {_num(ev['peak_memory_mb'])} MB."]
     lines += ["", "| target (2-core reference machine) | measured | met |", "|---|---:|---|"]
     for name, row in result["targets"].items():
-        value = row["measured"]
-        shown = "n/a" if value is None else (f"{value:,.2f}" if value < 100 else f"{value:,.0f}")
-        lines.append(f"| {name} {row['target']} | {shown} | {'n/a' if row['met'] is None else 'yes' if row['met'] else 'no'} |")
+        value, met = row["measured"], {None: "n/a", True: "yes", False: "no"}[row["met"]]
+        lines.append(f"| {name} {row['target']} | {_num(value, 2 if value is not None and value < 100 else 0)} "
+                     f"| {met} |")
     return "\n".join(lines) + "\n"
 
 
-def run_bench(cfg: Any, *, model: str | None = None) -> int:
-    """Run ``wm-eval bench`` with a :class:`~wm_eval.config.BenchConfig`; writes ``bench.json`` and
-    ``bench.md`` into ``cfg.out`` (default ``runs/bench-<time>``) and ``cfg.json`` if set; returns 0.
+def measure(cfg: Any, *, out: Path, model: str | None = None) -> dict[str, Any]:
+    """Every figure of the bench for a :class:`~wm_eval.config.BenchConfig` (see the module docstring).
 
-    ``model`` (default: ``cfg.model`` if the config has it, else the task's embedded model) is a
-    checkpoint folder or an embedded task name.
+    ``out``: folder of the timed evaluation's report (``out/evaluate``). ``model``: a checkpoint
+    folder or embedded task name (default: ``cfg.model`` if the config has it, else the task's
+    embedded model). Torch uses all usable cores meanwhile.
     """
-    from wm_eval.commands import default_out, load_model
+    from wm_eval.commands import load_model
     from wm_eval.errors import ConfigError
     from wm_eval.reporting.report import library_versions
 
@@ -393,9 +371,7 @@ def run_bench(cfg: Any, *, model: str | None = None) -> int:
     if not batch_sizes or batch_sizes[0] < 1 or cfg.seconds <= 0 or cfg.repeats < 1:
         raise ConfigError("bench needs batch_sizes >= 1, seconds > 0 and repeats >= 1")
     model = model if model is not None else getattr(cfg, "model", None)
-    out = Path(cfg.out) if cfg.out else default_out("bench")
-    out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(cfg.device)
+    device, largest, run = torch.device(cfg.device), batch_sizes[-1], {"seconds": cfg.seconds, "repeats": cfg.repeats}
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -403,28 +379,25 @@ def run_bench(cfg: Any, *, model: str | None = None) -> int:
         machine = _machine(device, threads)
         world_model, name, _ = load_model(model, task=cfg.task, device=cfg.device)
         policy = _zoo_policy(cfg.task, cfg.device)
-        run = {"seconds": cfg.seconds, "repeats": cfg.repeats}
         imagined: dict[str, dict[str, float]] = {d: {} for d in DTYPES}
         closed: dict[str, dict[str, float | None]] = {d: {} for d in DTYPES}
         for batch in batch_sizes:
-            for dtype, (open_rate, closed_rate) in _imagined(world_model, cfg.task, batch, device=cfg.device,
-                                                              policy=policy, **run).items():
+            rates = _imagined(world_model, cfg.task, batch, device=cfg.device, policy=policy, **run)
+            for dtype, (open_rate, closed_rate) in rates.items():
                 imagined[dtype][str(batch)], closed[dtype][str(batch)] = open_rate, closed_rate
-                print(f"imagined {dtype} batch {batch}: {open_rate:,.0f} env-steps/s (closed loop "
-                      f"{_num(closed_rate)})", flush=True)
+                print(f"imagined {dtype} batch {batch}: {open_rate:,.0f} env-steps/s, closed loop "
+                      f"{_num(closed_rate)}", flush=True)
         ground = {"gym_single": _gym_single(cfg.task, **run), "gym_vector": _gym_vector(cfg.task, **run)}
-        largest = batch_sizes[-1]
         ground["mujoco_rollout"], open_loop = _mujoco_rollout(cfg.task, largest, threads=threads, **run)
         print("ground truth: " + ", ".join(f"{k} {v:,.0f}" for k, v in ground.items()) + " env-steps/s", flush=True)
         shapes = _layer_shapes(world_model)
-        flops = sum(2 * e * n_in * n_out for e, n_in, n_out in shapes)
         matmul = {d: _matmul_gflops(shapes, largest, dt, device=device, **run) for d, dt in DTYPES.items()}
-        del world_model
+        del world_model  # frees its inference buffers before the evaluation
         evaluate = _evaluate_seconds(cfg.task, cfg.device, model, out / "evaluate") if cfg.evaluate else None
     finally:
         torch.set_num_threads(previous_threads)
-    top = str(largest)
-    result: dict[str, Any] = {
+    flops, top = sum(2 * e * n_in * n_out for e, n_in, n_out in shapes), str(largest)
+    result = {
         "format": FORMAT, "task": cfg.task, "model": name, "device": str(device),
         "model_layers": {"members": shapes[0][0], "sizes": [shapes[0][1]] + [n_out for _, _, n_out in shapes]},
         "batch_sizes": batch_sizes, "largest_batch": largest, **run,
@@ -437,13 +410,23 @@ def run_bench(cfg: Any, *, model: str | None = None) -> int:
         "ratios": {d: {k: imagined[d][top] / v for k, v in ground.items()} for d in DTYPES},
         "flops_per_step": flops, "matmul_gflops": matmul,
         "model_gflops": {d: flops * imagined[d][top] / 1e9 for d in DTYPES},
-        "peak_rss_mb": _peak_rss_mb(),
-        "evaluate_seconds": evaluate, "versions": library_versions(), "machine": machine,
+        "peak_rss_mb": _peak_rss_mb(), "evaluate_seconds": evaluate,
+        "versions": library_versions(), "machine": machine,
     }
     result["targets"] = _targets(result)
-    text = json.dumps(result, indent=2) + "\n"
+    return result
+
+
+def run_bench(cfg: Any, *, model: str | None = None) -> int:
+    """``wm-eval bench``: :func:`measure`, then write ``bench.json`` and ``bench.md`` into ``cfg.out``
+    (default ``runs/bench-<time>``) and the JSON also to ``cfg.json`` if set, and print the table."""
+    from wm_eval.commands import default_out
+
+    out = Path(cfg.out) if cfg.out else default_out("bench")
+    out.mkdir(parents=True, exist_ok=True)
+    result = measure(cfg, out=out, model=model)
+    text, table = json.dumps(result, indent=2) + "\n", format_table(result)
     (out / "bench.json").write_text(text, encoding="utf-8")
-    table = format_table(result)
     (out / "bench.md").write_text(table, encoding="utf-8")
     if cfg.json:
         Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)

@@ -222,12 +222,11 @@ def save_config(cfg: Any, folder: str | os.PathLike[str], name: str = "config.ya
     """Write the resolved config as YAML into ``folder`` (atomically) and return the file."""
     from omegaconf import OmegaConf
 
+    from wm_eval.fileio import atomic_write_text
+
     path = Path(folder) / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg))))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg))))
 
 
 def describe(command: str) -> str:

@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 
 import wm_eval
+from wm_eval.fileio import atomic_write_text
 from wm_eval.errors import CheckpointError, ConfigError, PolicyError, TaskError, WmEvalError
 
 __all__ = [
@@ -289,9 +290,7 @@ def record_baseline(path: str | os.PathLike[str], *, task: str, policies: Sequen
     }  # fmt: skip
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(baseline, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, target)
+    atomic_write_text(target, json.dumps(baseline, indent=2, sort_keys=True) + "\n")
     return baseline
 
 

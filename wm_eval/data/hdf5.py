@@ -36,10 +36,9 @@ import json
 import os
 import platform
 import re
-import secrets
 import shutil
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ import numpy as np
 
 from wm_eval import __version__
 from wm_eval.errors import DatasetError, SpaceMismatchError
+from wm_eval.fileio import atomic_write as _atomic_write
 from wm_eval.tasks import get_task
 from wm_eval.types import Trajectory
 
@@ -63,17 +63,6 @@ _EPISODES = "episodes"
 
 def _episode_file(index: int) -> str:
     return f"{_EPISODES}/episode_{index:06d}.h5"
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then move it onto ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _library_versions() -> dict[str, str]:

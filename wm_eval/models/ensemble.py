@@ -38,7 +38,8 @@ class _Workspace:
             tensor = self._buffers[name] = torch.empty(shape, dtype=dtype, device=device)
         return tensor
 
-    def weights(self, model: GaussianMLPEnsemble, dtype: torch.dtype) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def weights(self, model: GaussianMLPEnsemble,
+                dtype: torch.dtype) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The layers' weights and biases in ``dtype`` (the parameters themselves for float32)."""
         weights, biases = list(model.weights), list(model.biases)
         if dtype == torch.float32:
@@ -62,9 +63,11 @@ class GaussianMLPEnsemble(WorldModel):
 
     Prediction follows the :class:`~wm_eval.models.base.WorldModel` contract. Inference
     runs in float32 unless :meth:`set_inference_dtype` selects bfloat16, in which case
-    the matrix products run under ``torch.autocast`` and everything else stays float32.
-    Tensors returned by :meth:`step` are made under ``torch.inference_mode``: clone them
-    before modifying them in place outside it.
+    the layers run in bfloat16 (as under ``torch.autocast``) and everything else stays
+    float32. Tensors returned by :meth:`step` are made under ``torch.inference_mode``:
+    clone them before modifying them in place outside it. :meth:`step` reuses the
+    layers' output buffers from call to call, so one model must not be stepped from
+    several threads at once.
 
     Args:
         task: Gymnasium id of the task.

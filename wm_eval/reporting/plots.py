@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from wm_eval.reporting.report import _atomic_write
+from wm_eval.fileio import atomic_write as _atomic_write
 
 __all__ = ["plot_returns", "plot_horizon_error", "plot_uncertainty", "write_plots"]
 

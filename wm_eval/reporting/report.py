@@ -19,8 +19,6 @@ import json
 import math
 import os
 import platform
-import secrets
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +26,7 @@ import numpy as np
 from scipy import stats
 
 from wm_eval import __version__
+from wm_eval.fileio import atomic_write_text
 
 if TYPE_CHECKING:
     from wm_eval.evaluation.paired import Evaluation
@@ -48,17 +47,6 @@ _LINKED_FILES = (("trajectories.h5", "paired episodes (HDF5; ground truth readab
                  ("rollouts.rrd", "Rerun recording (`wm-eval view` or `rerun rollouts.rrd`)"))
 _PLOTS = (("returns.png", "Imagined vs true return"), ("horizon_error.png", "State error vs horizon"),
           ("uncertainty.png", "Uncertainty vs return error"))
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then move it onto ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def library_versions() -> dict[str, str | None]:
@@ -233,8 +221,8 @@ def write_report(folder: str | os.PathLike[str], report: dict[str, Any]) -> tupl
     text = json.dumps(report, indent=2, allow_nan=False) + "\n"
     markdown = _markdown(report, folder)
     json_path, md_path = folder / "report.json", folder / "report.md"
-    _atomic_write(json_path, lambda tmp: tmp.write_text(text))
-    _atomic_write(md_path, lambda tmp: tmp.write_text(markdown))
+    atomic_write_text(json_path, text)
+    atomic_write_text(md_path, markdown)
     return json_path, md_path
 
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from wm_eval import __version__
 from wm_eval.errors import DatasetError
-from wm_eval.reporting.report import _atomic_write
+from wm_eval.fileio import atomic_write as _atomic_write
 from wm_eval.types import Trajectory
 
 if TYPE_CHECKING:
