@@ -13,6 +13,7 @@ from wm_eval import tasks
 from wm_eval.bench import measure_rate, run_bench
 from wm_eval.config import load_config
 from wm_eval.models import GaussianMLPEnsemble, load_checkpoint, save_checkpoint
+from wm_eval.models.ensemble import FUSED_MIN_ROWS, fused_inference_available
 
 OBS_DIM, ACT_DIM = 17, 6
 
@@ -45,15 +46,16 @@ def test_bench_debug_preset_writes_every_figure(tmp_path, checkpoint, capsys):
     assert torch.get_num_threads() == threads  # restored for the caller
     result = json.loads((out / "bench.json").read_text())
     assert json.loads(extra.read_text()) == result
+    modes = ["float32", "bfloat16"] + (["float32_fused", "bfloat16_fused"] if fused_inference_available() else [])
     for key in ("imagined_steps_per_s", "closed_loop_steps_per_s"):
-        assert set(result[key]) == {"float32", "bfloat16"}
+        assert list(result[key]) == modes
         for per_batch in result[key].values():
             assert set(per_batch) == {"1", "64"}
             assert all(math.isfinite(v) and v > 0 for v in per_batch.values())
     for key in ("gym_single_steps_per_s", "gym_vector_steps_per_s", "mujoco_rollout_steps_per_s",
                 "mujoco_rollout_open_loop_steps_per_s", "peak_rss_mb"):
         assert math.isfinite(result[key]) and result[key] > 0, key
-    for dtype in ("float32", "bfloat16"):
+    for dtype in modes:
         assert set(result["ratios"][dtype]) == {"gym_single", "gym_vector", "mujoco_rollout"}
         assert result["ratios"][dtype]["gym_single"] == pytest.approx(
             result["imagined_steps_per_s"][dtype]["64"] / result["gym_single_steps_per_s"])
@@ -105,3 +107,22 @@ def test_cast_weights_follow_parameter_changes_and_copies_start_empty(tmp_path, 
     clone = copy.deepcopy(model)
     assert clone._workspace is not model._workspace and not clone._workspace._buffers
     torch.testing.assert_close(clone.predict(obs, action).next_obs, model.predict(obs, action).next_obs)
+
+
+@pytest.mark.skipif(not fused_inference_available(), reason="this torch build has no oneDNN")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_inference_matches_the_exact_path(dtype):
+    model = small_model()
+    rows = FUSED_MIN_ROWS + 7
+    obs, action = torch.randn(rows, OBS_DIM) * 2, torch.rand(rows, ACT_DIM) * 2 - 1
+    model.set_inference_dtype(dtype)
+    exact = model.predict(obs, action)
+    model.set_inference_dtype(dtype, fused=True)
+    fused = model.predict(obs, action)
+    small = model.predict(obs[:8], action[:8])  # below FUSED_MIN_ROWS: the batched-matmul path, bitwise
+    assert torch.equal(small.next_obs, exact.next_obs[:8]) and torch.equal(small.uncertainty, exact.uncertainty[:8])
+    tolerance = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 0.05, "atol": 0.05}
+    for name in ("next_obs", "reward", "termination_prob", "uncertainty"):
+        torch.testing.assert_close(getattr(fused, name), getattr(exact, name), **tolerance)
+    assert (dtype, True) in model._workspace._cast  # the grouped-convolution weights were made and used
+    assert model.select_members([0, 2]).fused_inference

@@ -129,14 +129,26 @@ def test_task_termination_when_fallen(tiny_model: Path) -> None:
     assert terminated
 
 
-def test_learned_termination_of_embedded_hopper() -> None:
-    env = gym.make("WorldModel-v0", task="Hopper-v5")
+@pytest.mark.parametrize("termination", ["auto", "learned"])
+def test_embedded_hopper_terminates_when_it_falls(termination: str) -> None:
+    env = gym.make("WorldModel-v0", task="Hopper-v5", termination=termination)
     fallen = tasks.make_env("Hopper-v5").reset(seed=0)[0]
     fallen[0], fallen[1] = 0.5, 0.6  # low and tilted: the hopper has fallen
     env.reset(options={"obs": fallen})
     assert env.step(np.zeros(3, dtype=np.float32))[2]
     env.reset(seed=0)
     assert not env.step(np.zeros(3, dtype=np.float32))[2], "a standing hopper does not terminate at once"
+
+
+def test_embedded_hopper_episode_ends_by_falling_under_random_actions() -> None:
+    env = gym.make("WorldModel-v0", task="Hopper-v5")
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for step in range(1000):
+        _, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, 3).astype(np.float32))
+        if terminated or truncated:
+            break
+    assert terminated and step < 200, "random torques topple the hopper, in imagination as in MuJoCo"
 
 
 def test_max_uncertainty_truncates(tiny_model: Path) -> None:

@@ -5,7 +5,8 @@ each, after a warm-up call. Measured, in this order:
 
 - ``imagined_steps_per_s``: :class:`~wm_eval.world_model_env.WorldModelVectorEnv`
   stepped with fixed random actions, all ensemble members evaluated at every step (so
-  ``info["uncertainty"]`` is there), per inference dtype and batch size;
+  ``info["uncertainty"]`` is there), per batch size and inference mode (:data:`MODES`:
+  ``float32`` and ``bfloat16``, and on CPUs with oneDNN their ``_fused`` variants);
 - ``closed_loop_steps_per_s``: the same with the zoo's most trained SB3 MLP policy
   acting on the whole batch at every step (``LoadedPolicy.act``);
 - ground truth: Gymnasium's single MuJoCo env (random actions, reset when an episode
@@ -14,9 +15,10 @@ each, after a warm-up call. Measured, in this order:
   env step (each action repeated ``frame_skip`` times; what a closed-loop policy needs)
   and open loop (all steps in one call). ``mujoco.rollout`` returns raw simulator
   states only: no observations or rewards are computed, so it is an upper bound;
-- ``matmul_gflops``: plain batched matrix products of the model's layer shapes at the
-  largest batch, against ``model_gflops``, the model's layer FLOPs per env step times
-  the imagined steps per second at that batch;
+- ``matmul_gflops``: plain products of the model's layer shapes at the largest batch
+  (``torch.bmm``; for fused modes the same grouped oneDNN convolution without activation),
+  against ``model_gflops``, the model's layer FLOPs per env step times the imagined steps
+  per second at that batch;
 - ``evaluate_seconds``: one default ``wm-eval evaluate`` (unless ``evaluate=false``).
 
 The model runs on all usable cores (``torch.set_num_threads``); its inference reuses
@@ -39,10 +41,13 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["DTYPES", "FORMAT", "TARGETS", "VECTOR_ENVS", "format_table", "measure", "measure_rate", "run_bench"]
+__all__ = ["FORMAT", "MODES", "TARGETS", "VECTOR_ENVS", "format_table", "inference_modes", "measure", "measure_rate",
+           "run_bench"]
 
 FORMAT = "wm_eval.bench/1"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+#: inference modes of the model: name -> (dtype, fused); see ``GaussianMLPEnsemble.set_inference_dtype``.
+MODES = {"float32": (torch.float32, False), "bfloat16": (torch.bfloat16, False),
+         "float32_fused": (torch.float32, True), "bfloat16_fused": (torch.bfloat16, True)}
 VECTOR_ENVS = 64
 #: issue 8's targets on the 2-core reference machine (see README).
 TARGETS = {"imagined_fp32_min": 100_000, "target_batch": 4096, "vs_gym_single": 15.0, "vs_mujoco_rollout": 3.0,
@@ -72,9 +77,9 @@ def _sync(device: torch.device) -> Callable[[], None]:
     return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
 
-def _imagined(model: Any, task: str, batch: int, *, device: str, policy: Any, seconds: float,
+def _imagined(model: Any, task: str, batch: int, *, modes: list[str], device: str, policy: Any, seconds: float,
               repeats: int) -> dict[str, tuple[float, float | None]]:
-    """``{dtype: (open-loop steps/s, closed-loop steps/s or None)}`` of the vector env at ``batch``."""
+    """``{mode: (open-loop steps/s, closed-loop steps/s or None)}`` of the vector env at ``batch``."""
     from wm_eval.world_model_env import WorldModelVectorEnv
 
     env = WorldModelVectorEnv(batch, task=task, model=model, device=device)
@@ -88,8 +93,9 @@ def _imagined(model: Any, task: str, batch: int, *, device: str, policy: Any, se
 
     out = {}
     try:
-        for name, dtype in DTYPES.items():
-            model.set_inference_dtype(dtype)
+        for name in modes:
+            dtype, fused = MODES[name]
+            model.set_inference_dtype(dtype, fused=fused)
             open_rate = measure_rate(lambda: env.step(actions), items=batch, seconds=seconds, repeats=repeats)
             closed_rate = (None if policy is None else
                            measure_rate(closed_loop, items=batch, seconds=seconds, repeats=repeats))
@@ -182,21 +188,37 @@ def _layer_shapes(model: Any) -> list[tuple[int, int, int]]:
     return [tuple(int(s) for s in w.shape) for w in model.weights]
 
 
-def _matmul_gflops(shapes: list[tuple[int, int, int]], batch: int, dtype: torch.dtype, *, device: torch.device,
+def _matmul_gflops(shapes: list[tuple[int, int, int]], batch: int, mode: str, *, device: torch.device,
                    seconds: float, repeats: int) -> float:
-    """GFLOP/s of ``torch.bmm`` over the layer shapes at ``batch`` rows (preallocated outputs)."""
+    """GFLOP/s of plain products over the layer shapes at ``batch`` rows: ``torch.bmm`` with
+    preallocated outputs, or for fused modes the grouped 1x1 oneDNN convolution without activation."""
+    dtype, fused = MODES[mode]
     gen = torch.Generator(device=device).manual_seed(0)
+    flops = sum(2 * e * batch * n_in * n_out for e, n_in, n_out in shapes)
     operands = [(torch.randn(e, batch, n_in, generator=gen, device=device).to(dtype),
                  torch.randn(e, n_in, n_out, generator=gen, device=device).to(dtype),
                  torch.empty(e, batch, n_out, dtype=dtype, device=device)) for e, n_in, n_out in shapes]
-    flops = sum(2 * e * batch * n_in * n_out for e, n_in, n_out in shapes)
+    if fused:  # rows as channels-last pixels, member e = group e (as GaussianMLPEnsemble._infer_fused)
+        operands = [(x.permute(1, 0, 2).reshape(1, batch, 1, -1).permute(0, 3, 1, 2),
+                     w.transpose(1, 2).reshape(-1, w.shape[1], 1, 1).contiguous(), out) for x, w, out in operands]
 
     def products() -> None:
         for x, w, out in operands:
-            torch.bmm(x, w, out=out)
+            if fused:
+                torch.ops.mkldnn._convolution_pointwise(x, w, None, [0, 0], [1, 1], [1, 1], len(out), "none", [], "")
+            else:
+                torch.bmm(x, w, out=out)
 
     with torch.inference_mode():
         return measure_rate(products, items=flops, seconds=seconds, repeats=repeats, sync=_sync(device)) / 1e9
+
+
+def inference_modes(device: torch.device) -> list[str]:
+    """The :data:`MODES` the bench measures on ``device`` (fused ones only on CPUs with oneDNN)."""
+    from wm_eval.models.ensemble import fused_inference_available
+
+    fused = device.type == "cpu" and fused_inference_available()
+    return [name for name, (_, is_fused) in MODES.items() if fused or not is_fused]
 
 
 def _zoo_policy(task: str, device: str) -> Any:
@@ -294,17 +316,22 @@ def _machine(device: torch.device, threads: int) -> dict[str, Any]:
 
 def _targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Issue 8's targets, each with the measured value and whether it was met (``None``: not measured)."""
-    fp32, bf16 = result["imagined_steps_per_s"]["float32"], result["imagined_steps_per_s"]["bfloat16"]
-    big = int(result["largest_batch"]) >= TARGETS["target_batch"]
-    top, ratios, evaluate = str(result["largest_batch"]), result["ratios"]["float32"], result["evaluate_seconds"]
+    imagined, top, evaluate = result["imagined_steps_per_s"], str(result["largest_batch"]), result["evaluate_seconds"]
+    big = int(top) >= TARGETS["target_batch"]
+    rows: dict[str, tuple[float | None, str, float]] = {}
+    for mode in ("float32", "float32_fused"):
+        if mode in imagined:
+            ratios = result["ratios"][mode]
+            rows |= {f"imagined_{mode}_steps_per_s_at_4096_plus": (imagined[mode][top] if big else None, ">=",
+                                                                   TARGETS["imagined_fp32_min"]),
+                     f"{mode}_over_gym_single": (ratios["gym_single"] if big else None, ">=", TARGETS["vs_gym_single"]),
+                     f"{mode}_over_mujoco_rollout": (ratios["mujoco_rollout"] if big else None, ">=",
+                                                     TARGETS["vs_mujoco_rollout"])}
+    rows["bfloat16_over_float32"] = (imagined["bfloat16"][top] / imagined["float32"][top], ">=",
+                                     TARGETS["bf16_speedup"])
+    rows["evaluate_seconds"] = (None if evaluate is None else evaluate["total"], "<", TARGETS["evaluate_seconds"])
     memory = max(result["peak_rss_mb"], (evaluate or {}).get("peak_memory_mb") or 0.0)
-    rows = {"imagined_fp32_steps_per_s_at_4096_plus": (fp32[top] if big else None, ">=", TARGETS["imagined_fp32_min"]),
-            "imagined_over_gym_single": (ratios["gym_single"] if big else None, ">=", TARGETS["vs_gym_single"]),
-            "imagined_over_mujoco_rollout": (ratios["mujoco_rollout"] if big else None, ">=",
-                                             TARGETS["vs_mujoco_rollout"]),
-            "bf16_over_fp32": (bf16[top] / fp32[top], ">=", TARGETS["bf16_speedup"]),
-            "evaluate_seconds": (None if evaluate is None else evaluate["total"], "<", TARGETS["evaluate_seconds"]),
-            "peak_memory_mb": (memory, "<", TARGETS["peak_memory_mb"])}
+    rows["peak_memory_mb"] = (memory, "<", TARGETS["peak_memory_mb"])
     return {name: {"measured": value, "target": f"{op} {bound:g}",
                    "met": None if value is None else (value >= bound if op == ">=" else value < bound)}
             for name, (value, op, bound) in rows.items()}
@@ -317,31 +344,31 @@ def _num(value: float | None, digits: int = 0) -> str:
 def format_table(result: dict[str, Any]) -> str:
     """The bench result as Markdown (what ``bench.md`` holds and the command prints)."""
     m, mr, layers, top = result["machine"], result["mujoco_rollout"], result["model_layers"], result["largest_batch"]
+    modes = list(result["imagined_steps_per_s"])
+    head, rule = " | ".join(modes), "|".join(["---:"] * len(modes))
     lines = [f"# wm-eval bench: {result['task']}", "",
              f"{m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, device {m['device']}, load "
              f"average at start {m['load_average_at_start'][0]:.2f}; model {result['model']} ({layers['members']} "
              f"members, {'-'.join(map(str, layers['sizes']))}); medians of {result['repeats']} x "
-             f"{result['seconds']} s.",
-             "", "| env-steps per second | batch | float32 | bfloat16 |", "|---|---:|---:|---:|"]
+             f"{result['seconds']} s.", "", f"| env-steps per second | batch | {head} |", f"|---|---:|{rule}|"]
     for key, label in (("imagined_steps_per_s", "imagined, all members (uncertainty)"),
                        ("closed_loop_steps_per_s", f"closed loop, SB3 policy {result['closed_loop_policy']}")):
-        lines += [f"| {label} | {b} | {_num(v)} | {_num(result[key]['bfloat16'][b])} |"
-                  for b, v in result[key]["float32"].items()]
-    lines += [f"| Gymnasium single env | 1 | {_num(result['gym_single_steps_per_s'])} | |",
-              f"| Gymnasium SyncVectorEnv | {VECTOR_ENVS} | {_num(result['gym_vector_steps_per_s'])} | |",
+        lines += [f"| {label} | {b} | " + " | ".join(_num(result[key][d][b]) for d in modes) + " |"
+                  for b in result[key]["float32"]]
+    lines += [f"| Gymnasium single env | 1 | {_num(result['gym_single_steps_per_s'])} |",
+              f"| Gymnasium SyncVectorEnv | {VECTOR_ENVS} | {_num(result['gym_vector_steps_per_s'])} |",
               f"| mujoco.rollout, {mr['threads']} threads, one call per env step | {mr['batch']} | "
-              f"{_num(result['mujoco_rollout_steps_per_s'])} | |",
+              f"{_num(result['mujoco_rollout_steps_per_s'])} |",
               f"| mujoco.rollout, {mr['threads']} threads, open loop | {mr['batch']} | "
-              f"{_num(result['mujoco_rollout_open_loop_steps_per_s'])} | |",
-              "", f"| imagined at batch {top} over | float32 | bfloat16 |", "|---|---:|---:|"]
-    lines += [f"| {name} | {_num(v, 1)}x | {_num(result['ratios']['bfloat16'][name], 1)}x |"
-              for name, v in result["ratios"]["float32"].items()]
-    lines += ["", f"| GFLOP/s at batch {top} | float32 | bfloat16 |", "|---|---:|---:|",
-              f"| plain batched matmul, model's layer shapes | {_num(result['matmul_gflops']['float32'], 1)} | "
-              f"{_num(result['matmul_gflops']['bfloat16'], 1)} |",
-              f"| model step ({result['flops_per_step'] / 1e6:.2f} MFLOP per env step) | "
-              f"{_num(result['model_gflops']['float32'], 1)} | {_num(result['model_gflops']['bfloat16'], 1)} |",
-              "", f"Peak RSS of the bench process: {result['peak_rss_mb']:,.0f} MB."]
+              f"{_num(result['mujoco_rollout_open_loop_steps_per_s'])} |",
+              "", f"| imagined at batch {top} over | {head} |", f"|---|{rule}|"]
+    lines += [f"| {name} | " + " | ".join(f"{_num(result['ratios'][d][name], 1)}x" for d in modes) + " |"
+              for name in result["ratios"]["float32"]]
+    lines += ["", f"| GFLOP/s at batch {top} | {head} |", f"|---|{rule}|"]
+    for key, label in (("matmul_gflops", "plain products of the model's layer shapes"),
+                       ("model_gflops", f"model step ({result['flops_per_step'] / 1e6:.2f} MFLOP per env step)")):
+        lines.append(f"| {label} | " + " | ".join(_num(result[key][d], 1) for d in modes) + " |")
+    lines += ["", f"Peak RSS of the bench process: {result['peak_rss_mb']:,.0f} MB."]
     ev = result["evaluate_seconds"]
     if ev is not None:
         lines += ["", f"Default `wm-eval evaluate` ({ev['policies']} policies x {ev['episodes']} episodes x "
@@ -379,19 +406,20 @@ def measure(cfg: Any, *, out: Path, model: str | None = None) -> dict[str, Any]:
         machine = _machine(device, threads)
         world_model, name, _ = load_model(model, task=cfg.task, device=cfg.device)
         policy = _zoo_policy(cfg.task, cfg.device)
-        imagined: dict[str, dict[str, float]] = {d: {} for d in DTYPES}
-        closed: dict[str, dict[str, float | None]] = {d: {} for d in DTYPES}
+        modes = inference_modes(device)
+        imagined: dict[str, dict[str, float]] = {d: {} for d in modes}
+        closed: dict[str, dict[str, float | None]] = {d: {} for d in modes}
         for batch in batch_sizes:
-            rates = _imagined(world_model, cfg.task, batch, device=cfg.device, policy=policy, **run)
-            for dtype, (open_rate, closed_rate) in rates.items():
-                imagined[dtype][str(batch)], closed[dtype][str(batch)] = open_rate, closed_rate
-                print(f"imagined {dtype} batch {batch}: {open_rate:,.0f} env-steps/s, closed loop "
+            rates = _imagined(world_model, cfg.task, batch, modes=modes, device=cfg.device, policy=policy, **run)
+            for mode, (open_rate, closed_rate) in rates.items():
+                imagined[mode][str(batch)], closed[mode][str(batch)] = open_rate, closed_rate
+                print(f"imagined {mode} batch {batch}: {open_rate:,.0f} env-steps/s, closed loop "
                       f"{_num(closed_rate)}", flush=True)
         ground = {"gym_single": _gym_single(cfg.task, **run), "gym_vector": _gym_vector(cfg.task, **run)}
         ground["mujoco_rollout"], open_loop = _mujoco_rollout(cfg.task, largest, threads=threads, **run)
         print("ground truth: " + ", ".join(f"{k} {v:,.0f}" for k, v in ground.items()) + " env-steps/s", flush=True)
         shapes = _layer_shapes(world_model)
-        matmul = {d: _matmul_gflops(shapes, largest, dt, device=device, **run) for d, dt in DTYPES.items()}
+        matmul = {d: _matmul_gflops(shapes, largest, d, device=device, **run) for d in modes}
         del world_model  # frees its inference buffers before the evaluation
         evaluate = _evaluate_seconds(cfg.task, cfg.device, model, out / "evaluate") if cfg.evaluate else None
     finally:
@@ -407,9 +435,9 @@ def measure(cfg: Any, *, out: Path, model: str | None = None) -> dict[str, Any]:
         "mujoco_rollout_steps_per_s": ground["mujoco_rollout"], "mujoco_rollout_open_loop_steps_per_s": open_loop,
         "mujoco_rollout": {"threads": threads, "batch": largest, "mode": "one call per env step",
                            "note": "raw simulator states only: no observations or rewards computed"},
-        "ratios": {d: {k: imagined[d][top] / v for k, v in ground.items()} for d in DTYPES},
+        "ratios": {d: {k: imagined[d][top] / v for k, v in ground.items()} for d in modes},
         "flops_per_step": flops, "matmul_gflops": matmul,
-        "model_gflops": {d: flops * imagined[d][top] / 1e9 for d in DTYPES},
+        "model_gflops": {d: flops * imagined[d][top] / 1e9 for d in modes},
         "peak_rss_mb": _peak_rss_mb(), "evaluate_seconds": evaluate,
         "versions": library_versions(), "machine": machine,
     }

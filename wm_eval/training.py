@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from wm_eval.errors import ConfigError, DatasetError
 from wm_eval.models import GaussianMLPEnsemble, WorldModel
+from wm_eval.tasks import TASKS
 from wm_eval.types import Trajectory
 
 __all__ = ["HORIZONS", "EnsembleHParams", "data_fingerprint", "evaluate_model", "fit"]
@@ -175,8 +176,10 @@ def evaluate_model(
     Returns:
         ``nll``: mean of :meth:`WorldModel.nll` over transitions; ``mse_per_dim``: mean squared
         next-observation error per dimension (observation units); ``reward_r2``: coefficient of
-        determination of the predicted rewards; ``termination_f1``: F1 of ``terminated``
-        (``None`` without terminal transitions); ``open_loop_error``: ``{str(k): e}``, where the
+        determination of the predicted rewards; ``termination_f1``: F1 of the learned ``terminated``
+        (``None`` without terminal transitions); ``termination_f1_task_rule``: F1 of the task's own
+        termination rule applied to the predicted next observations (``None`` when the task has no
+        rule or no terminal transitions); ``open_loop_error``: ``{str(k): e}``, where the
         model replays the recorded actions open loop for ``k`` steps from up to
         ``starts_per_episode`` evenly spaced start points of every episode at least ``k`` long,
         and ``e`` is the mean over those rollouts of the RMS over dimensions of
@@ -194,6 +197,12 @@ def evaluate_model(
         termination.append(prediction.terminated)
         nll.append(model.nll(data["obs"][rows], data["action"][rows], data["next_obs"][rows], data["reward"][rows]))
     pred_reward, true_reward = torch.cat(reward), data["reward"]
+    spec = TASKS.get(model.task)
+    rule = spec.terminated if spec is not None else None
+    rule_f1 = None
+    if rule is not None:
+        by_rule = torch.as_tensor(rule(torch.cat(next_obs).double().cpu().numpy()), device=model.device)
+        rule_f1 = _f1(by_rule, data["terminated"])
     total_variance = float((true_reward - true_reward.mean()).square().sum())
     residual = float((pred_reward - true_reward).square().sum())
     return {
@@ -201,6 +210,7 @@ def evaluate_model(
         "mse_per_dim": (torch.cat(next_obs) - data["next_obs"]).square().mean(dim=0).tolist(),
         "reward_r2": 1.0 - residual / total_variance if total_variance > 0 else None,
         "termination_f1": _f1(torch.cat(termination), data["terminated"]),
+        "termination_f1_task_rule": rule_f1,
         "open_loop_error": {str(k): _open_loop_error(model, episodes, k, starts_per_episode) for k in horizons},
     }
 

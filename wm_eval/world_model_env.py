@@ -50,23 +50,28 @@ class ImaginedBatch:
         propagation: ``"mean"`` (ensemble mean), ``"ts1"`` (random member each step) or
             ``"ts_inf"`` (one member per rollout, drawn at its reset).
         reward: ``"learned"`` or ``"task"`` (the task's own reward of observations, where it has one).
-        termination: ``"learned"`` or ``"task"`` (the task's own rule applied to imagined observations).
+        termination: ``"task"`` (the task's own rule applied to each imagined next observation),
+            ``"learned"`` (the model's termination head) or ``"auto"``: the task's rule where it has
+            one, else learned. The rule is exact on true states and, on held-out data, flags the
+            model's predicted next states with F1 1.0 on Hopper where the learned head reaches ~0.6
+            (see the checkpoint's ``termination_f1*`` metrics).
         max_episode_steps: truncation limit; default: the task's.
         max_uncertainty: truncate a rollout when its step uncertainty exceeds this.
         sample: sample next states from the members' Gaussians instead of taking their means.
     """
 
     def __init__(self, num_envs: int = 1, *, task: str | None = None, model: Any = None, device: str = "cpu",
-                 propagation: str = "mean", reward: str = "learned", termination: str = "learned",
+                 propagation: str = "mean", reward: str = "learned", termination: str = "auto",
                  max_episode_steps: int | None = None, max_uncertainty: float | None = None,
                  sample: bool = False) -> None:
         if int(num_envs) < 1:
             raise WmEvalError(f"num_envs must be at least 1, got {num_envs}")
         if propagation not in PROPAGATIONS:
             raise WmEvalError(f"unknown propagation '{propagation}': use one of {', '.join(PROPAGATIONS)}")
-        for name, value in (("reward", reward), ("termination", termination)):
-            if value not in ("learned", "task"):
-                raise WmEvalError(f"{name} must be 'learned' or 'task', got '{value}'")
+        if reward not in ("learned", "task"):
+            raise WmEvalError(f"reward must be 'learned' or 'task', got '{reward}'")
+        if termination not in ("learned", "task", "auto"):
+            raise WmEvalError(f"termination must be 'auto', 'learned' or 'task', got '{termination}'")
         if task is not None:
             tasks.get_task(task)  # unknown ids fail here, with a hint, before any model is loaded
         if isinstance(model, WorldModel):
@@ -83,6 +88,8 @@ class ImaginedBatch:
         self.gt_env = tasks.make_env(self.task)
         self.num_envs = int(num_envs)
         self.device = torch.device(device)
+        if termination == "auto":
+            termination = "task" if self.spec.terminated is not None else "learned"
         self.propagation, self.reward_mode, self.termination_mode = propagation, reward, termination
         self.max_episode_steps = int(max_episode_steps or self.gt_env.spec.max_episode_steps)
         self.max_uncertainty = max_uncertainty
