@@ -397,6 +397,8 @@ def measure(cfg: Any, *, out: Path, model: str | None = None) -> dict[str, Any]:
     batch_sizes = sorted({int(b) for b in cfg.batch_sizes})
     if not batch_sizes or batch_sizes[0] < 1 or cfg.seconds <= 0 or cfg.repeats < 1:
         raise ConfigError("bench needs batch_sizes >= 1, seconds > 0 and repeats >= 1")
+    if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={cfg.device} but torch sees no CUDA device here; use device=cpu")
     model = model if model is not None else getattr(cfg, "model", None)
     device, largest, run = torch.device(cfg.device), batch_sizes[-1], {"seconds": cfg.seconds, "repeats": cfg.repeats}
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -449,16 +451,17 @@ def run_bench(cfg: Any, *, model: str | None = None) -> int:
     """``wm-eval bench``: :func:`measure`, then write ``bench.json`` and ``bench.md`` into ``cfg.out``
     (default ``runs/bench-<time>``) and the JSON also to ``cfg.json`` if set, and print the table."""
     from wm_eval.commands import default_out
+    from wm_eval.fileio import atomic_write_text
 
     out = Path(cfg.out) if cfg.out else default_out("bench")
-    out.mkdir(parents=True, exist_ok=True)
     result = measure(cfg, out=out, model=model)
+    out.mkdir(parents=True, exist_ok=True)
     text, table = json.dumps(result, indent=2) + "\n", format_table(result)
-    (out / "bench.json").write_text(text, encoding="utf-8")
-    (out / "bench.md").write_text(table, encoding="utf-8")
+    atomic_write_text(out / "bench.json", text)
+    atomic_write_text(out / "bench.md", table)
     if cfg.json:
         Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.json).write_text(text, encoding="utf-8")
+        atomic_write_text(cfg.json, text)
     print(table)
     print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
     return 0

@@ -201,10 +201,10 @@ def regress(cfg: Any) -> int:
 
 
 def bench(cfg: Any) -> int:
-    """``wm-eval bench``."""
-    from wm_eval.errors import WmEvalError
+    """``wm-eval bench``: imagined vs simulated steps per second, GFLOP/s, evaluate wall time."""
+    from wm_eval.bench import run_bench
 
-    raise WmEvalError("bench is not implemented yet")
+    return run_bench(cfg)
 
 
 os.environ.setdefault("MUJOCO_GL", "egl")

@@ -1,0 +1,34 @@
+"""A non-editable install carries its configs, policy zoo and embedded models as package data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_non_editable_install_runs_from_any_directory(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--disable-pip-version-check", "--target", str(site), str(REPO)], check=True,
+                   capture_output=True)
+    code = f"""
+import importlib.resources as resources
+import gymnasium as gym
+import wm_eval
+assert wm_eval.__file__.startswith({str(site)!r}), wm_eval.__file__
+from wm_eval.models.checkpoint import EMBEDDED_TASKS, resolve_model
+from wm_eval.policy import zoo_manifest
+for task in EMBEDDED_TASKS:
+    assert resolve_model(None, task=task).task == task
+    assert zoo_manifest(task).is_file()
+assert (resources.files("wm_eval.configs") / "train" / "Hopper-v5.yaml").is_file()
+env = gym.make("WorldModel-v0")
+env.reset(seed=0)
+env.step(env.action_space.sample())
+"""
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env=env)

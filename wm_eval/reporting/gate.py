@@ -1,0 +1,101 @@
+"""Reports of the policy CI gate: terminal table, Markdown summary and JUnit XML.
+
+They only read a finished :class:`~wm_eval.regress.RegressResult`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wm_eval.regress import PolicyCheck, RegressResult
+
+__all__ = ["text_table", "markdown_summary", "junit_xml"]
+
+
+def _pct(x: float) -> str:
+    return f"{x:+.1%}" if math.isfinite(x) else str(x)
+
+
+def _verdict(check: PolicyCheck) -> str:
+    if check.true_test is not None:
+        return "REGRESSION (confirmed in MuJoCo)" if check.regressed else "pass (MuJoCo overrules the model)"
+    return "REGRESSION" if check.regressed else "pass"
+
+
+def _rows(result: RegressResult) -> list[list[str]]:
+    level = f"{result.confidence:.0%} CI"
+    rows = [["policy", "file", "baseline", "now", "change", level, "verdict"]]
+    for c in result.checks:
+        file = {None: "-", True: "changed", False: "same"}[c.file_changed]
+        rows.append([c.name, file, f"{c.baseline['mean']:.2f}", f"{c.candidate['mean']:.2f}", _pct(c.test.change),
+                     f"[{_pct(c.test.ci_low)}, {_pct(c.test.ci_high)}]", _verdict(c)])
+    return rows
+
+
+def _message(check: PolicyCheck, result: RegressResult) -> str:
+    """The one-line explanation of a regression (also the JUnit failure message)."""
+    t = check.true_test or check.test
+    where = "true (MuJoCo)" if check.true_test is not None else "imagined"
+    return (f"{check.name}: {where} return changed by {_pct(t.change)} ({result.confidence:.0%} CI "
+            f"{_pct(t.ci_low)} to {_pct(t.ci_high)}), beyond the -{result.tolerance:.0%} tolerance; "
+            f"imagined return {check.baseline['mean']:.2f} -> {check.candidate['mean']:.2f} ({check.path})")
+
+
+def _header(result: RegressResult) -> str:
+    return (f"model {result.model} ({result.fingerprint}), {result.episodes} episodes x {result.horizon} steps, "
+            f"seed {result.seed}, tolerance {result.tolerance:.0%}, paired bootstrap {result.confidence:.0%}")
+
+
+def text_table(result: RegressResult) -> str:
+    """A fixed-width table for the terminal, with one line per regression under it."""
+    rows = _rows(result)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [f"wm-eval regress {result.task}: {_header(result)}"]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines += [f"regression: {_message(c, result)}" for c in result.regressions] + result.notes
+    return "\n".join(lines)
+
+
+def markdown_summary(result: RegressResult) -> str:
+    """The Markdown summary (what goes into ``$GITHUB_STEP_SUMMARY``)."""
+    n = len(result.regressions)
+    status = f"{n} regression{'s' * (n != 1)}" if n else "no regression"
+    rows = _rows(result)
+    lines = [f"## wm-eval regress: {result.task}, {status}", "", _header(result) + ".", "",
+             "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(f"**{c}**" if c.startswith("REGRESSION") else c for c in row) + " |"
+              for row in rows[1:]]
+    extra = [f"- {_message(c, result)}" for c in result.regressions] + [f"- {note}" for note in result.notes]
+    return "\n".join(lines + ([""] + extra if extra else [])) + "\n"
+
+
+def junit_xml(result: RegressResult) -> str:
+    """JUnit XML: one ``<testcase>`` per policy, ``<failure>`` on a regression."""
+    failures = len(result.regressions)
+    suites = ET.Element("testsuites", name="wm-eval regress", tests=str(len(result.checks)),
+                        failures=str(failures), errors="0", time=f"{result.seconds:.3f}")
+    suite = ET.SubElement(suites, "testsuite", name=f"wm-eval regress {result.task}", tests=str(len(result.checks)),
+                          failures=str(failures), errors="0", skipped="0", time=f"{result.seconds:.3f}")
+    props = ET.SubElement(suite, "properties")
+    for key in ("task", "model", "fingerprint", "episodes", "horizon", "seed", "tolerance", "confidence"):
+        ET.SubElement(props, "property", name=key, value=str(getattr(result, key)))
+    per_case = result.seconds / max(len(result.checks), 1)
+    for c in result.checks:
+        case = ET.SubElement(suite, "testcase", classname=f"wm_eval.regress.{result.task}", name=c.name,
+                             file=c.path, time=f"{per_case:.3f}")
+        if c.regressed:
+            failure = ET.SubElement(case, "failure", message=_message(c, result), type="regression")
+            details = {"baseline": c.baseline, "candidate": c.candidate, "change": dataclasses.asdict(c.test),
+                       "true_candidate": c.true_candidate,
+                       "true_change": None if c.true_test is None else dataclasses.asdict(c.true_test)}
+            failure.text = json.dumps(details, indent=2, sort_keys=True)
+        ET.SubElement(case, "system-out").text = (f"imagined return {c.baseline['mean']:.4f} -> "
+                                                  f"{c.candidate['mean']:.4f}, change {_pct(c.test.change)} "
+                                                  f"[{_pct(c.test.ci_low)}, {_pct(c.test.ci_high)}]")
+    ET.indent(suites)
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
