@@ -1,0 +1,36 @@
+"""Every example runs, with a tiny budget (CleanRL habit: scripts users copy must keep working)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _run(script: str, *args: str, cwd: Path) -> str:
+    done = subprocess.run([sys.executable, str(EXAMPLES / script), *args], capture_output=True, text=True, cwd=cwd)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_gym_env_example(tmp_path: Path) -> None:
+    out = _run("gym_env.py", "--task", "Hopper-v5", "--steps", "15", "--num-envs", "8", cwd=tmp_path)
+    assert "imagined return" in out and "evaluate_policy" in out and "8 imagined episodes" in out
+
+
+def test_fidelity_example(tmp_path: Path) -> None:
+    out = _run("fidelity.py", "--tasks", "Hopper-v5", "--episodes", "2", "--horizon", "10", "--out", "fid",
+               cwd=tmp_path)
+    assert "| Hopper-v5 | 12 × 2 |" in out
+    rows = json.loads((tmp_path / "fid" / "fidelity.json").read_text())
+    assert rows[0]["task"] == "Hopper-v5" and "spearman" in rows[0]
+
+
+def test_gate_power_example(tmp_path: Path) -> None:
+    out = _run("gate_power.py", "--task", "Hopper-v5", "--policy", "zoo:Hopper-v5#ppo_0600k", "--episodes", "4",
+               "--horizon", "15", "--trials", "2", "--calibration-episodes", "4", "--json", "g.json", cwd=tmp_path)
+    result = json.loads((tmp_path / "g.json").read_text())
+    assert {"detection_rate", "false_alarm_rate"} <= set(result), out
