@@ -388,7 +388,8 @@ def measure(cfg: Any, *, out: Path, model: str | None = None) -> dict[str, Any]:
 
     ``out``: folder of the timed evaluation's report (``out/evaluate``). ``model``: a checkpoint
     folder or embedded task name (default: ``cfg.model`` if the config has it, else the task's
-    embedded model). Torch uses all usable cores meanwhile.
+    embedded model). Torch uses all usable cores for the speed figures; the evaluation runs
+    with the caller's thread count, as ``wm-eval evaluate`` would.
     """
     from wm_eval.commands import load_model
     from wm_eval.errors import ConfigError
@@ -423,9 +424,10 @@ def measure(cfg: Any, *, out: Path, model: str | None = None) -> dict[str, Any]:
         shapes = _layer_shapes(world_model)
         matmul = {d: _matmul_gflops(shapes, largest, d, device=device, **run) for d in modes}
         del world_model  # frees its inference buffers before the evaluation
-        evaluate = _evaluate_seconds(cfg.task, cfg.device, model, out / "evaluate") if cfg.evaluate else None
     finally:
         torch.set_num_threads(previous_threads)
+    # with the caller's thread count, as ``wm-eval evaluate`` itself would run
+    evaluate = _evaluate_seconds(cfg.task, cfg.device, model, out / "evaluate") if cfg.evaluate else None
     flops, top = sum(2 * e * n_in * n_out for e, n_in, n_out in shapes), str(largest)
     result = {
         "format": FORMAT, "task": cfg.task, "model": name, "device": str(device),

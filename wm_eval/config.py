@@ -140,6 +140,7 @@ class BenchConfig:
     """``wm-eval bench``: imagined vs simulated steps per second, model GFLOP/s, evaluate wall time."""
 
     task: str = _doc("ground-truth task id", "HalfCheetah-v5")
+    model: str | None = _doc("world model: checkpoint folder or embedded task name (default: embedded)", None)
     batch_sizes: list[int] = _doc("vector env batch sizes", factory=lambda: [1, 64, 1024, 8192])
     seconds: float = _doc("seconds of measurement per figure", 1.0)
     repeats: int = _doc("repeats per figure (the median is reported)", 3)

@@ -90,6 +90,35 @@ def _workers(requested: int) -> int:
     return max(1, requested or (os.cpu_count() or 1))
 
 
+def _imagine(task: str, model: Any, policies: Sequence[Any], states: np.ndarray, horizon: int, *, seed: int,
+             mode: str, truth: list[BatchRollout], propagation: str, device: str, threads: int,
+             progress: bool) -> BatchRollout:
+    """Every episode of every policy in one imagined batch (policy ``i`` owns rows ``i*N:(i+1)*N``)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from wm_eval.world_model_env import ImaginedBatch
+
+    n = len(states)
+    world = ImaginedBatch(len(policies) * n, task=task, model=model, device=device, propagation=propagation,
+                          max_episode_steps=horizon)
+    all_states = np.concatenate([states] * len(policies))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with tqdm(total=horizon, desc="imagined steps (all policies at once)", unit="step",
+                  disable=not progress) as bar:
+            if mode == "closed_loop":
+                rows = [(p, slice(i * n, (i + 1) * n)) for i, p in enumerate(policies)]
+                return run_episodes(world, all_states, horizon, policies=rows, seed=seed, progress=bar)
+            actions = np.concatenate([t.actions for t in truth])
+            lengths = np.concatenate([t.lengths for t in truth])
+            return run_episodes(world, all_states, horizon, actions=actions, lengths=lengths, seed=seed,
+                                progress=bar)
+    finally:
+        torch.set_num_threads(previous)
+
+
 def evaluate_policies(*, task: str, model: Any, model_name: str, model_fingerprint: str, policies: Sequence[Any],
                       episodes: int, horizon: int, seed: int, mode: str = "closed_loop", propagation: str = "mean",
                       device: str = "cpu", workers: int = 0, progress: bool = True) -> Evaluation:
@@ -106,10 +135,12 @@ def evaluate_policies(*, task: str, model: Any, model_name: str, model_fingerpri
         mode: ``"closed_loop"`` (policies act in the model) or ``"open_loop"`` (the model replays
             the ground-truth actions).
         workers: processes for the ground truth (0: one per core).
+
+    ``timings`` holds the wall time of the model rollouts and of the ground truth; with worker
+    processes in closed loop the two overlap (the ground truth is timed from its start to its last
+    episode).
     """
     from tqdm.auto import tqdm
-
-    from wm_eval.world_model_env import ImaginedBatch
 
     if mode not in MODES:
         raise WmEvalError(f"unknown mode '{mode}': use closed_loop or open_loop")
@@ -120,56 +151,49 @@ def evaluate_policies(*, task: str, model: Any, model_name: str, model_fingerpri
     names = [p.name for p in policies]
     if len(set(names)) != len(names):
         raise WmEvalError(f"policy names must be unique, got {names}")
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
     seeds, states = start_states(task, episodes, seed)
-    n_pol = len(policies)
-    bar = tqdm(total=n_pol * episodes, desc="ground truth episodes", unit="ep", disable=not progress)
-
-    pool = None
+    n_pol, n_workers = len(policies), min(_workers(workers), len(policies))
+    parallel = n_workers > 1 and all(p.source for p in policies)
     truth: list[Any] = [None] * n_pol
-    parallel = _workers(workers) > 1 and all(p.source for p in policies)
+    timings: dict[str, float] = {}
+    bar = tqdm(total=n_pol * episodes, desc="ground truth episodes", unit="ep", disable=not progress)
+    t_truth = time.perf_counter()
+    pool, futures = None, {}
     if parallel:
-        pool = cf.ProcessPoolExecutor(max_workers=min(_workers(workers), n_pol), mp_context=mp.get_context("spawn"))
+        pool = cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=mp.get_context("spawn"))
         futures = {pool.submit(_ground_truth_job, task, p.source, states, horizon, "cpu"): i
                    for i, p in enumerate(policies)}
-    elif mode == "closed_loop":
-        for i, p in enumerate(policies):
-            truth[i] = _ground_truth(task, p, states, horizon)
-            bar.update(episodes)
-    if mode == "open_loop" and parallel:
-        for fut in cf.as_completed(futures):
-            truth[futures[fut]] = fut.result()
-            bar.update(episodes)
-    if mode == "open_loop" and not parallel:
-        for i, p in enumerate(policies):
-            truth[i] = _ground_truth(task, p, states, horizon)
-            bar.update(episodes)
-    t_truth = time.perf_counter()
 
-    world = ImaginedBatch(n_pol * episodes, task=task, model=model, device=device, propagation=propagation,
-                          max_episode_steps=horizon)
-    all_states = np.concatenate([states] * n_pol)
-    with tqdm(total=horizon, desc="imagined steps (all policies at once)", unit="step",
-              disable=not progress) as steps_bar:
-        if mode == "closed_loop":
-            rows = [(p, slice(i * episodes, (i + 1) * episodes)) for i, p in enumerate(policies)]
-            imagined = run_episodes(world, all_states, horizon, policies=rows, seed=seed, progress=steps_bar)
+    def finish_truth() -> None:
+        start = t_truth if parallel else time.perf_counter()
+        if parallel:
+            for fut in cf.as_completed(futures):
+                truth[futures[fut]] = fut.result()
+                bar.update(episodes)
+            pool.shutdown()
         else:
-            actions = np.concatenate([t.actions for t in truth])
-            lengths = np.concatenate([t.lengths for t in truth])
-            imagined = run_episodes(world, all_states, horizon, actions=actions, lengths=lengths, seed=seed,
-                                    progress=steps_bar)
-    timings["model_rollouts"] = time.perf_counter() - (t_truth if mode == "open_loop" else t0)
-    if parallel and mode == "closed_loop":
-        for fut in cf.as_completed(futures):
-            truth[futures[fut]] = fut.result()
-            bar.update(episodes)
-    if pool is not None:
-        pool.shutdown()
-    bar.close()
-    timings["ground_truth_rollouts"] = time.perf_counter() - t0 - (timings["model_rollouts"]
-                                                                    if not parallel else 0.0)
+            for i, p in enumerate(policies):
+                truth[i] = _ground_truth(task, p, states, horizon)
+                bar.update(episodes)
+        bar.close()
+        timings["ground_truth_rollouts"] = time.perf_counter() - start
+
+    try:
+        if mode == "open_loop":  # the model replays the true actions: they come first
+            finish_truth()
+        t_model = time.perf_counter()
+        # While the ground-truth workers run, leave them their cores (oversubscribed OpenMP threads
+        # slow the model tenfold).
+        busy = n_workers if parallel and mode == "closed_loop" else 0
+        imagined = _imagine(task, model, policies, states, horizon, seed=seed, mode=mode, truth=truth,
+                            propagation=propagation, device=device, threads=max(1, (os.cpu_count() or 1) - busy),
+                            progress=progress)
+        timings["model_rollouts"] = time.perf_counter() - t_model
+        if mode == "closed_loop":
+            finish_truth()
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     results = []
     for i, p in enumerate(policies):
         rows = slice(i * episodes, (i + 1) * episodes)
