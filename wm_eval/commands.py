@@ -31,9 +31,12 @@ def collect(cfg: Any) -> int:
     """``wm-eval collect``."""
     from wm_eval.data.collect import collect as run
 
+    from wm_eval.config import save_config
+
     path = run(task=cfg.task, episodes=cfg.episodes, max_steps=cfg.max_steps, seed=cfg.seed,
                behaviour=list(cfg.behaviour), noise_scales=list(cfg.noise_scales), out=cfg.out,
                overwrite=cfg.overwrite, config=to_dict(cfg))
+    save_config(cfg, path)
     print(f"wrote {cfg.episodes} episodes of {cfg.task} to {path}")
     return 0
 
