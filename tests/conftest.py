@@ -23,7 +23,7 @@ def hopper_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from wm_eval.data import collect
 
     out = tmp_path_factory.mktemp("data") / "hopper"
-    return collect(task="Hopper-v5", episodes=12, max_steps=60, seed=0, out=out, behaviour=["random"],
+    return collect(task="Hopper-v5", episodes=12, max_steps=60, seed=0, out=out, behaviour=["random", "zoo"],
                    noise_scales=[0.0, 0.3], progress=False)
 
 

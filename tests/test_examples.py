@@ -34,3 +34,10 @@ def test_gate_power_example(tmp_path: Path) -> None:
                "--horizon", "15", "--trials", "2", "--calibration-episodes", "4", "--json", "g.json", cwd=tmp_path)
     result = json.loads((tmp_path / "g.json").read_text())
     assert {"detection_rate", "false_alarm_rate"} <= set(result), out
+
+
+def test_model_quality_example(tmp_path: Path, hopper_dataset: Path) -> None:
+    out = _run("model_quality.py", "--tasks", "Hopper-v5", "--dataset", f"Hopper-v5={hopper_dataset}",
+               "--json", "q.json", cwd=tmp_path)
+    row = json.loads((tmp_path / "q.json").read_text())[0]
+    assert row["task"] == "Hopper-v5" and row["reward_r2"] is not None and "| Hopper-v5 |" in out

@@ -1,0 +1,76 @@
+"""Model-quality benchmark: held-out accuracy of the embedded world models (the README's table).
+
+For each task it loads the dataset the embedded model was trained on (regenerate it with
+``wm-eval collect --config configs/collect/<task>.yaml``), takes the same held-out episodes as
+training did (same seed and fraction), and reports reward R^2, termination F1 (learned head, and the
+task's rule applied to predicted next states) and the open-loop k-step normalised state error::
+
+    python examples/model_quality.py
+    python examples/model_quality.py --tasks Hopper-v5 --dataset Hopper-v5=datasets/data/Hopper-v5-seed0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from wm_eval.data import load_dataset
+from wm_eval.models.checkpoint import embedded_model_path, load_checkpoint, read_spec
+from wm_eval.training import evaluate_model
+
+
+def held_out(episodes: list, *, seed: int, val_fraction: float) -> list:
+    """The held-out episodes of :func:`wm_eval.training.fit` for this seed and fraction."""
+    order = np.random.default_rng(seed).permutation(len(episodes))
+    n_val = min(len(episodes) - 1, max(1, round(val_fraction * len(episodes))))
+    return [episodes[i] for i in sorted(order[:n_val])]
+
+
+def quality(task: str, dataset: Path) -> dict:
+    """Held-out metrics of the embedded model of ``task`` on ``dataset``."""
+    path = embedded_model_path(task)
+    spec = read_spec(path)
+    config = spec.get("config", {})
+    episodes = load_dataset(dataset, sim_states=False).episodes
+    val = held_out(episodes, seed=int(spec.get("seed", 0)), val_fraction=float(config.get("val_fraction", 0.1)))
+    metrics = evaluate_model(load_checkpoint(path, task=task), val)
+    return {"task": task, "held_out_episodes": len(val), "train_seconds": spec["metrics"].get("train_seconds"),
+            **{k: metrics[k] for k in ("reward_r2", "termination_f1", "termination_f1_task_rule",
+                                       "open_loop_error")}}
+
+
+def markdown(rows: list[dict]) -> str:
+    """The README table."""
+    def num(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.3f}"
+
+    lines = ["| task | held-out episodes | reward R² | termination F1 (learned / task rule on predictions) "
+             "| open-loop error k=1 / 10 / 50 / 100 | training time |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        errors = " / ".join(num(r["open_loop_error"][k]) for k in ("1", "10", "50", "100"))
+        lines.append(f"| {r['task']} | {r['held_out_episodes']} | {num(r['reward_r2'])} | "
+                     f"{num(r['termination_f1'])} / {num(r['termination_f1_task_rule'])} | {errors} | "
+                     f"{r['train_seconds'] / 60:.1f} min |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"])
+    parser.add_argument("--dataset", nargs="*", default=[], metavar="TASK=PATH",
+                        help="dataset per task (default: datasets/data/<task>-seed0)")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+    paths = {task: Path(f"datasets/data/{task}-seed0") for task in args.tasks}
+    paths.update(dict(item.split("=", 1) for item in args.dataset))
+    rows = [quality(task, Path(paths[task])) for task in args.tasks]
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
