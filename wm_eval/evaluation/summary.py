@@ -5,6 +5,11 @@ bootstrap intervals over episodes; across policies: the DOPE and SIMPLER
 ranking metrics (on discounted returns, as DOPE) with bootstrap intervals over
 policies; per horizon step: the normalised state error; and the trust signal,
 how well per-episode uncertainty flags episodes whose imagined return is off.
+
+The trust signal scores an episode by its *cumulative* uncertainty (the sum of the ensemble
+disagreement over its imagined steps): disagreement compounds along a rollout, and on the
+fidelity benchmark the sum flags wrong Hopper episodes far better than the per-step mean
+(AUROC 0.74 against 0.20; on HalfCheetah, where all episodes run 1000 steps, they coincide).
 """
 
 from __future__ import annotations
@@ -31,14 +36,14 @@ class EpisodeStats:
         self.discounted = M.returns(rollout.rewards, mask=self.mask, gamma=gamma)
         self.lengths = rollout.lengths.copy()
         self.terminated = rollout.terminations.any(axis=1)
-        self.uncertainty = None
+        self.uncertainty = self.total_uncertainty = None
         if rollout.uncertainty is not None:
-            steps = np.maximum(self.mask.sum(axis=1), 1)
-            self.uncertainty = (rollout.uncertainty * self.mask).sum(axis=1) / steps
+            self.total_uncertainty = (rollout.uncertainty * self.mask).sum(axis=1)
+            self.uncertainty = self.total_uncertainty / np.maximum(self.mask.sum(axis=1), 1)
 
 
 def episode_stats(rollout: BatchRollout, *, gamma: float) -> EpisodeStats:
-    """Returns (both kinds), lengths, termination and mean step uncertainty per episode."""
+    """Returns (both kinds), lengths, termination, mean and summed step uncertainty per episode."""
     return EpisodeStats(rollout, gamma=gamma)
 
 
@@ -87,7 +92,7 @@ def summarize(ev: Evaluation, *, gamma: float = M.DOPE_GAMMA, n_resamples: int =
         err, valid = state_error(pr.true, pr.imagined, ev.obs_scale)
         errors.append(err)
         valids.append(valid)
-        all_unc.append(imag.uncertainty)
+        all_unc.append(imag.total_uncertainty)
         all_imag.append(imag.undiscounted)
         all_true.append(true.undiscounted)
         final = err[np.arange(len(err)), np.minimum(pr.true.lengths, pr.imagined.lengths)]
@@ -107,6 +112,7 @@ def summarize(ev: Evaluation, *, gamma: float = M.DOPE_GAMMA, n_resamples: int =
                 "imagined_length": imag.lengths, "true_length": true.lengths,
                 "imagined_terminated": imag.terminated, "true_terminated": true.terminated,
                 "uncertainty": imag.uncertainty,
+                "total_uncertainty": imag.total_uncertainty,
             },
         })
     pred = np.array([p["imagined_return_discounted"]["mean"] for p in policies])
@@ -124,7 +130,7 @@ def summarize(ev: Evaluation, *, gamma: float = M.DOPE_GAMMA, n_resamples: int =
         "auroc": M.trust_auroc(uncertainty=unc, imagined_return=imag_r, true_return=true_r),
         "fraction_off": float(off.mean()),
         "threshold": 0.2,
-        "definition": "AUROC of per-episode mean step uncertainty for flagging episodes whose imagined "
+        "definition": "AUROC of per-episode cumulative uncertainty for flagging episodes whose imagined "
                       "undiscounted return is off by more than 20% of the true one",
     }
     return {

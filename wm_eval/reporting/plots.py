@@ -95,14 +95,14 @@ def plot_horizon_error(report: dict[str, Any], path: str | os.PathLike[str]) -> 
 
 
 def plot_uncertainty(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Per-episode mean uncertainty vs ``|imagined - true|`` return, one colour per policy."""
+    """Per-episode cumulative uncertainty (the trust score) vs ``|imagined - true|`` return, per policy."""
     fig = Figure(figsize=(6, 5))
     ax = fig.add_subplot()
     for p in report["policies"]:
         episodes = p["episodes"]
         error = np.abs(_floats(episodes["imagined_return"]) - _floats(episodes["true_return"]))
-        ax.scatter(_floats(episodes["uncertainty"]), error, s=16, alpha=0.8, label=p["name"])
-    ax.set_xlabel("episode uncertainty (mean ensemble disagreement per step)")
+        ax.scatter(_floats(episodes["total_uncertainty"]), error, s=16, alpha=0.8, label=p["name"])
+    ax.set_xlabel("episode uncertainty (ensemble disagreement summed over its steps)")
     ax.set_ylabel("|imagined - true| return")
     auroc = report["trust"].get("auroc")
     ax.set_title(f"{report['task']}: trust AUROC {'n/a' if auroc is None else f'{auroc:.2f}'} "
