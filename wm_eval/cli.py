@@ -81,7 +81,12 @@ def _runner(command: str) -> Callable[..., int | None]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``wm-eval``; returns the exit code."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    # key=value items after a flag (``--json F out=D``) are not taken by argparse's positional: collect them.
+    args, extra = parser.parse_known_args(argv)
+    stray = [item for item in extra if item.startswith("-") or "=" not in item]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    args.overrides = list(args.overrides) + extra
     try:
         positional = [item for item in args.overrides if "=" not in item]
         if positional and args.command == "view" and args.path is None:
