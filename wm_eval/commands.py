@@ -145,12 +145,14 @@ def run_evaluation(cfg: Any, out: Path, *, progress: bool = True) -> dict[str, A
     ev.timings["metrics"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     trajectories = write_trajectories(out / "trajectories.h5", ev, config=to_dict(cfg))
+    ev.timings["logging"] = time.perf_counter() - t0
     if cfg.rerun:
         from wm_eval.reporting.rerun_log import write_recording
         from wm_eval.reporting.trajectories import read_trajectories
 
+        t0 = time.perf_counter()
         write_recording(out / "rollouts.rrd", read_trajectories(trajectories))
-    ev.timings["logging"] = time.perf_counter() - t0
+        ev.timings["recording"] = time.perf_counter() - t0
     report = build_report(ev, summary, config=to_dict(cfg))
     write_plots(out, report)
     write_report(out, report)
