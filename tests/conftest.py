@@ -17,6 +17,17 @@ def _clean_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for the module (training tests are faster and deterministic that way)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def hopper_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """12 short Hopper-v5 episodes from the zoo and random behaviour (real MuJoCo)."""

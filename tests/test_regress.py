@@ -30,12 +30,7 @@ PERTURBED = ZOO / "ppo_0600k_perturbed40.zip"  # the same weights with 40% noise
 COMMITTED = sorted((REPO / "tests" / "baselines").glob("*.json"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
