@@ -167,3 +167,16 @@ def test_zoo_manifests_span_poor_to_strong() -> None:
         assert {p["algorithm"] for p in manifest["policies"]} >= {"PPO", "A2C"}
         for p in manifest["policies"]:
             assert (REPO / "policies" / task / p["file"]).is_file()
+
+
+def test_evaluate_sb3_zips_the_project_never_saw(tiny_model: Path, tmp_path: Path) -> None:
+    from stable_baselines3 import PPO, SAC
+
+    env = tasks.make_env("Hopper-v5")
+    PPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu").learn(64).save(tmp_path / "a")
+    SAC("MlpPolicy", env, learning_starts=16, buffer_size=256, seed=0, device="cpu").learn(32).save(tmp_path / "b")
+    done = _cli("evaluate", "--preset", "debug", "task=Hopper-v5", f"model={tiny_model}", "policies=[a.zip,b.zip]",
+                "episodes=3", "out=r", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert [p["name"] for p in report["policies"]] == ["a", "b"] and DESIGN_KEYS <= set(report)
