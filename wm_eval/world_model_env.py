@@ -145,7 +145,7 @@ class ImaginedBatch:
             obs = self.starts_from_states(options["state"])
         elif "obs" in options:
             obs = np.asarray(options["obs"], dtype=np.float64).reshape(-1, *self.observation_space.shape)
-            obs = np.broadcast_to(obs, (self.num_envs,) + self.observation_space.shape)
+            obs = np.array(np.broadcast_to(obs, (self.num_envs,) + self.observation_space.shape))
             if not np.isfinite(obs).all():
                 raise InvalidActionError("options['obs'] holds NaN or inf")
         else:
