@@ -41,14 +41,15 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["FORMAT", "MODES", "TARGETS", "VECTOR_ENVS", "format_table", "inference_modes", "measure", "measure_rate",
+from wm_eval.reporting.bench_table import VECTOR_ENVS, format_table, number
+
+__all__ = ["FORMAT", "MODES", "TARGETS", "VECTOR_ENVS", "inference_modes", "measure", "measure_rate",
            "run_bench"]
 
 FORMAT = "wm_eval.bench/1"
 #: inference modes of the model: name -> (dtype, fused); see ``GaussianMLPEnsemble.set_inference_dtype``.
 MODES = {"float32": (torch.float32, False), "bfloat16": (torch.bfloat16, False),
          "float32_fused": (torch.float32, True), "bfloat16_fused": (torch.bfloat16, True)}
-VECTOR_ENVS = 64
 #: issue 8's targets on the 2-core reference machine (see README).
 TARGETS = {"imagined_fp32_min": 100_000, "target_batch": 4096, "vs_gym_single": 15.0, "vs_mujoco_rollout": 3.0,
            "bf16_speedup": 2.0, "evaluate_seconds": 120.0, "peak_memory_mb": 2048.0}
@@ -339,53 +340,6 @@ def _targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
             for name, (value, op, bound) in rows.items()}
 
 
-def _num(value: float | None, digits: int = 0) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}"
-
-
-def format_table(result: dict[str, Any]) -> str:
-    """The bench result as Markdown (what ``bench.md`` holds and the command prints)."""
-    m, mr, layers, top = result["machine"], result["mujoco_rollout"], result["model_layers"], result["largest_batch"]
-    modes = list(result["imagined_steps_per_s"])
-    head, rule = " | ".join(modes), "|".join(["---:"] * len(modes))
-    lines = [f"# wm-eval bench: {result['task']}", "",
-             f"{m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, device {m['device']}, load "
-             f"average at start {m['load_average_at_start'][0]:.2f}; model {result['model']} ({layers['members']} "
-             f"members, {'-'.join(map(str, layers['sizes']))}); medians of {result['repeats']} x "
-             f"{result['seconds']} s.", "", f"| env-steps per second | batch | {head} |", f"|---|---:|{rule}|"]
-    for key, label in (("imagined_steps_per_s", "imagined, all members (uncertainty)"),
-                       ("closed_loop_steps_per_s", f"closed loop, SB3 policy {result['closed_loop_policy']}")):
-        lines += [f"| {label} | {b} | " + " | ".join(_num(result[key][d][b]) for d in modes) + " |"
-                  for b in result[key]["float32"]]
-    lines += [f"| Gymnasium single env | 1 | {_num(result['gym_single_steps_per_s'])} |",
-              f"| Gymnasium SyncVectorEnv | {VECTOR_ENVS} | {_num(result['gym_vector_steps_per_s'])} |",
-              f"| mujoco.rollout, {mr['threads']} threads, one call per env step | {mr['batch']} | "
-              f"{_num(result['mujoco_rollout_steps_per_s'])} |",
-              f"| mujoco.rollout, {mr['threads']} threads, open loop | {mr['batch']} | "
-              f"{_num(result['mujoco_rollout_open_loop_steps_per_s'])} |",
-              "", f"| imagined at batch {top} over | {head} |", f"|---|{rule}|"]
-    lines += [f"| {name} | " + " | ".join(f"{_num(result['ratios'][d][name], 1)}x" for d in modes) + " |"
-              for name in result["ratios"]["float32"]]
-    lines += ["", f"| GFLOP/s at batch {top} | {head} |", f"|---|{rule}|"]
-    for key, label in (("matmul_gflops", "plain products of the model's layer shapes"),
-                       ("model_gflops", f"model step ({result['flops_per_step'] / 1e6:.2f} MFLOP per env step)")):
-        lines.append(f"| {label} | " + " | ".join(_num(result[key][d], 1) for d in modes) + " |")
-    lines += ["", f"Peak RSS of the bench process: {result['peak_rss_mb']:,.0f} MB."]
-    ev = result["evaluate_seconds"]
-    if ev is not None:
-        lines += ["", f"Default `wm-eval evaluate` ({ev['policies']} policies x {ev['episodes']} episodes x "
-                  f"{ev['horizon']} steps): {ev['total']:.1f} s; model rollouts {_num(ev['model_rollouts'], 1)} s, "
-                  f"ground truth {_num(ev['ground_truth_rollouts'], 1)} s, metrics {_num(ev['metrics'], 1)} s, "
-                  f"trajectories.h5 {_num(ev['logging'], 1)} s, Rerun recording {_num(ev['recording'], 1)} s; "
-                  f"peak memory with workers {_num(ev['peak_memory_mb'])} MB."]
-    lines += ["", "| target (2-core reference machine) | measured | met |", "|---|---:|---|"]
-    for name, row in result["targets"].items():
-        value, met = row["measured"], {None: "n/a", True: "yes", False: "no"}[row["met"]]
-        lines.append(f"| {name} {row['target']} | {_num(value, 2 if value is not None and value < 100 else 0)} "
-                     f"| {met} |")
-    return "\n".join(lines) + "\n"
-
-
 def measure(cfg: Any, *, out: Path, model: str | None = None) -> dict[str, Any]:
     """Every figure of the bench for a :class:`~wm_eval.config.BenchConfig` (see the module docstring).
 
@@ -420,7 +374,7 @@ def measure(cfg: Any, *, out: Path, model: str | None = None) -> dict[str, Any]:
             for mode, (open_rate, closed_rate) in rates.items():
                 imagined[mode][str(batch)], closed[mode][str(batch)] = open_rate, closed_rate
                 print(f"imagined {mode} batch {batch}: {open_rate:,.0f} env-steps/s, closed loop "
-                      f"{_num(closed_rate)}", flush=True)
+                      f"{number(closed_rate)}", flush=True)
         ground = {"gym_single": _gym_single(cfg.task, **run), "gym_vector": _gym_vector(cfg.task, **run)}
         ground["mujoco_rollout"], open_loop = _mujoco_rollout(cfg.task, largest, threads=threads, **run)
         print("ground truth: " + ", ".join(f"{k} {v:,.0f}" for k, v in ground.items()) + " env-steps/s", flush=True)
