@@ -7,7 +7,6 @@ Each returns the process exit code.
 from __future__ import annotations
 
 import datetime as _dt
-import os
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +28,8 @@ def default_out(kind: str) -> Path:
 
 def collect(cfg: Any) -> int:
     """``wm-eval collect``."""
-    from wm_eval.data.collect import collect as run
-
     from wm_eval.config import save_config
+    from wm_eval.data.collect import collect as run
 
     path = run(task=cfg.task, episodes=cfg.episodes, max_steps=cfg.max_steps, seed=cfg.seed,
                behaviour=list(cfg.behaviour), noise_scales=list(cfg.noise_scales), out=cfg.out,
@@ -56,7 +54,7 @@ def train(cfg: Any) -> int:
     out = Path(cfg.out)
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise ConfigError(f"{out} exists and is not empty; pass overwrite=true to replace it")
-    datasets = [load_dataset(p) for p in cfg.dataset]
+    datasets = [load_dataset(p, sim_states=False) for p in cfg.dataset]
     first = datasets[0]
     for ds in datasets[1:]:
         if ds.task != first.task:
@@ -76,7 +74,8 @@ def train(cfg: Any) -> int:
                     data_fingerprint=data_fingerprint(episodes), metrics=metrics, config=to_dict(cfg),
                     seed=cfg.seed)
     save_config(cfg, out)
-    summary = {k: metrics[k] for k in ("nll", "reward_r2", "termination_f1", "open_loop_error") if k in metrics}
+    summary = {k: metrics[k] for k in ("nll", "reward_r2", "termination_f1", "termination_f1_task_rule",
+                                       "open_loop_error") if k in metrics}
     print(f"trained {first.task} model on {len(episodes)} episodes -> {out}")
     print(json.dumps(summary, indent=2))
     return 0
@@ -210,6 +209,3 @@ def bench(cfg: Any) -> int:
     from wm_eval.bench import run_bench
 
     return run_bench(cfg)
-
-
-os.environ.setdefault("MUJOCO_GL", "egl")
