@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_non_editable_install_runs_from_any_directory(tmp_path: Path) -> None:
-    site = tmp_path / "site"
+    site, source = tmp_path / "site", tmp_path / "source"
+    # Build from a copy, so the build leaves nothing in the checkout.
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "data", "build",
+                                                                 "*.egg-info", "__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "--target", str(site), str(REPO)], check=True,
+                    "--disable-pip-version-check", "--target", str(site), str(source)], check=True,
                    capture_output=True)
     code = f"""
 import importlib.resources as resources
