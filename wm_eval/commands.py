@@ -94,12 +94,11 @@ def _out_folder(cfg: Any, kind: str) -> Path:
 
 def load_model(ref: str | None, *, task: str, device: str) -> tuple[Any, str, str]:
     """The world model of ``ref`` (default: embedded for ``task``), its display name and fingerprint."""
-    from wm_eval.models.checkpoint import embedded_model_path, model_fingerprint, resolve_model
+    from wm_eval.models.checkpoint import model_identity, resolve_model
 
     model = resolve_model(ref, task=task, device=device)
-    path = Path(ref) if ref is not None and Path(ref).exists() else embedded_model_path(model.task)
-    name = str(ref) if ref is not None and Path(ref).exists() else f"embedded:{model.task}"
-    return model, name, model_fingerprint(path)
+    _, name, fingerprint = model_identity(ref, model)
+    return model, name, fingerprint
 
 
 def load_policy_list(specs: list[str], *, task: str, device: str) -> list[Any]:

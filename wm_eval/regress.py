@@ -158,52 +158,40 @@ class RegressResult:
 # ---- evaluation -------------------------------------------------------------------------------
 def _load_model(ref: str | None, *, task: str, device: str) -> tuple[Any, Path | None, str, str]:
     """``(model, checkpoint path or None if embedded, display name, fingerprint)``."""
-    from wm_eval.models.checkpoint import embedded_model_path, model_fingerprint, resolve_model
+    from wm_eval.models.checkpoint import model_identity, resolve_model
 
     model = resolve_model(ref, task=task, device=device)
-    path = Path(ref) if ref is not None and Path(ref).exists() else None
-    name = str(ref) if path is not None else f"embedded:{model.task}"
-    return model, path, name, model_fingerprint(path if path is not None else embedded_model_path(model.task))
+    return (model, *model_identity(ref, model))
 
 
 def _episode_returns(rollout: Any) -> np.ndarray:
     from wm_eval.evaluation.metrics import returns
 
-    mask = np.arange(rollout.rewards.shape[1])[None, :] < rollout.lengths[:, None]
-    return returns(rollout.rewards, mask=mask, gamma=None)
+    return returns(rollout.rewards, mask=rollout.mask, gamma=None)
 
 
 def imagined_returns(model: Any, groups: Sequence[tuple[Any, np.ndarray]], *, horizon: int, seed: int,
                      device: str = "cpu", propagation: str = "mean") -> list[np.ndarray]:
     """Undiscounted imagined returns ``[len(states)]`` of each ``(policy, start states)`` group.
 
-    All groups run in one :class:`~wm_eval.world_model_env.ImaginedBatch` of a loaded ``model``;
-    ``seed`` seeds the model's own randomness (member draws with ``ts1``/``ts_inf`` propagation).
+    All groups run in one imagined batch of a loaded ``model``; ``seed`` seeds the model's own
+    randomness (member draws with ``ts1``/``ts_inf`` propagation).
     """
-    from wm_eval.evaluation.rollout import run_episodes
-    from wm_eval.world_model_env import ImaginedBatch
+    from wm_eval.evaluation.paired import imagine
 
     bounds = np.cumsum([0] + [len(states) for _, states in groups])
-    world = ImaginedBatch(int(bounds[-1]), task=model.task, model=model, device=device, propagation=propagation,
-                          max_episode_steps=horizon)
-    try:
-        rows = [(policy, slice(a, b)) for (policy, _), a, b in zip(groups, bounds[:-1], bounds[1:])]
-        rollout = run_episodes(world, np.concatenate([s for _, s in groups]), horizon, policies=rows, seed=seed)
-    finally:
-        world.gt_env.close()
+    rows = [(policy, slice(a, b)) for (policy, _), a, b in zip(groups, bounds[:-1], bounds[1:])]
+    rollout = imagine(model, np.concatenate([s for _, s in groups]), horizon, seed=seed, device=device,
+                      propagation=propagation, policies=rows)
     values = _episode_returns(rollout)
     return [values[rows_] for _, rows_ in rows]
 
 
 def true_returns(task: str, policy: Any, states: np.ndarray, horizon: int) -> np.ndarray:
     """Undiscounted MuJoCo returns ``[len(states)]`` of ``policy`` from simulator ``states``."""
-    from wm_eval.evaluation.rollout import MujocoBatch, run_episodes
+    from wm_eval.evaluation.paired import ground_truth
 
-    world = MujocoBatch(task, len(states))
-    try:
-        return _episode_returns(run_episodes(world, states, horizon, policies=[(policy, slice(None))]))
-    finally:
-        world.close()
+    return _episode_returns(ground_truth(task, policy, states, horizon))
 
 
 def _estimate(values: np.ndarray, seed: int) -> dict[str, float]:

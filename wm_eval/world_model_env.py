@@ -105,6 +105,10 @@ class ImaginedBatch:
         self.members = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
         self._starts = np.zeros((0,) + self.observation_space.shape)
 
+    def close(self) -> None:
+        """Release the ground-truth env used for start states."""
+        self.gt_env.close()
+
     # ---- start states -------------------------------------------------------------------------
     def mujoco_starts(self, count: int, seed: int | None = None) -> np.ndarray:
         """Observations of ``count`` MuJoCo resets: seeds ``seed, seed + 1, ...`` when given (as
@@ -244,7 +248,7 @@ class WorldModelEnv(gym.Env):
         return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
 
     def close(self) -> None:
-        self.batch.gt_env.close()
+        self.batch.close()
 
 
 class WorldModelVectorEnv(VectorEnv):
@@ -287,4 +291,4 @@ class WorldModelVectorEnv(VectorEnv):
         return obs, reward, terminated, truncated, info
 
     def close_extras(self, **kwargs: Any) -> None:
-        self.batch.gt_env.close()
+        self.batch.close()

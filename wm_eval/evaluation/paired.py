@@ -25,7 +25,7 @@ from wm_eval import tasks
 from wm_eval.errors import WmEvalError
 from wm_eval.evaluation.rollout import BatchRollout, MujocoBatch, run_episodes
 
-__all__ = ["PolicyRollouts", "Evaluation", "start_states", "evaluate_policies", "MODES"]
+__all__ = ["PolicyRollouts", "Evaluation", "start_states", "ground_truth", "imagine", "evaluate_policies", "MODES"]
 
 MODES = ("closed_loop", "open_loop")
 
@@ -74,14 +74,31 @@ def _ground_truth_job(task: str, source: str, states: np.ndarray, horizon: int, 
     env = tasks.make_env(task)
     (policy,) = load_policies(source, observation_space=env.observation_space, action_space=env.action_space,
                               task=task, device=device)
-    return _ground_truth(task, policy, states, horizon)
+    return ground_truth(task, policy, states, horizon)
 
 
-def _ground_truth(task: str, policy: Any, states: np.ndarray, horizon: int,
-                  actions: np.ndarray | None = None) -> BatchRollout:
+def ground_truth(task: str, policy: Any, states: np.ndarray, horizon: int) -> BatchRollout:
+    """``policy``'s MuJoCo episodes from simulator ``states`` (at most ``horizon`` steps), batched."""
     world = MujocoBatch(task, len(states))
     try:
-        return run_episodes(world, states, horizon, policies=[(policy, slice(None))], actions=actions)
+        return run_episodes(world, states, horizon, policies=[(policy, slice(None))])
+    finally:
+        world.close()
+
+
+def imagine(model: Any, states: np.ndarray, horizon: int, *, seed: int, device: str = "cpu",
+            propagation: str = "mean", **loop: Any) -> BatchRollout:
+    """``len(states)`` episodes in the world model, all in one batch from simulator ``states``.
+
+    ``loop`` is passed to :func:`~wm_eval.evaluation.rollout.run_episodes`: ``policies=[(policy, rows)]``
+    (closed loop) or ``actions=`` and ``lengths=`` (open-loop replay), and ``progress=``.
+    """
+    from wm_eval.world_model_env import ImaginedBatch
+
+    world = ImaginedBatch(len(states), task=model.task, model=model, device=device, propagation=propagation,
+                          max_episode_steps=horizon)
+    try:
+        return run_episodes(world, states, horizon, seed=seed, **loop)
     finally:
         world.close()
 
@@ -90,31 +107,27 @@ def _workers(requested: int) -> int:
     return max(1, requested or (os.cpu_count() or 1))
 
 
-def _imagine(task: str, model: Any, policies: Sequence[Any], states: np.ndarray, horizon: int, *, seed: int,
+def _imagine(model: Any, policies: Sequence[Any], states: np.ndarray, horizon: int, *, seed: int,
              mode: str, truth: list[BatchRollout], propagation: str, device: str, threads: int,
              progress: bool) -> BatchRollout:
     """Every episode of every policy in one imagined batch (policy ``i`` owns rows ``i*N:(i+1)*N``)."""
     import torch
     from tqdm.auto import tqdm
 
-    from wm_eval.world_model_env import ImaginedBatch
-
     n = len(states)
-    world = ImaginedBatch(len(policies) * n, task=task, model=model, device=device, propagation=propagation,
-                          max_episode_steps=horizon)
     all_states = np.concatenate([states] * len(policies))
+    if mode == "closed_loop":
+        loop: dict[str, Any] = {"policies": [(p, slice(i * n, (i + 1) * n)) for i, p in enumerate(policies)]}
+    else:
+        loop = {"actions": np.concatenate([t.actions for t in truth]),
+                "lengths": np.concatenate([t.lengths for t in truth])}
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with tqdm(total=horizon, desc="imagined steps (all policies at once)", unit="step",
                   disable=not progress) as bar:
-            if mode == "closed_loop":
-                rows = [(p, slice(i * n, (i + 1) * n)) for i, p in enumerate(policies)]
-                return run_episodes(world, all_states, horizon, policies=rows, seed=seed, progress=bar)
-            actions = np.concatenate([t.actions for t in truth])
-            lengths = np.concatenate([t.lengths for t in truth])
-            return run_episodes(world, all_states, horizon, actions=actions, lengths=lengths, seed=seed,
-                                progress=bar)
+            return imagine(model, all_states, horizon, seed=seed, device=device, propagation=propagation,
+                           progress=bar, **loop)
     finally:
         torch.set_num_threads(previous)
 
@@ -173,7 +186,7 @@ def evaluate_policies(*, task: str, model: Any, model_name: str, model_fingerpri
             pool.shutdown()
         else:
             for i, p in enumerate(policies):
-                truth[i] = _ground_truth(task, p, states, horizon)
+                truth[i] = ground_truth(task, p, states, horizon)
                 bar.update(episodes)
         bar.close()
         timings["ground_truth_rollouts"] = time.perf_counter() - start
@@ -185,7 +198,7 @@ def evaluate_policies(*, task: str, model: Any, model_name: str, model_fingerpri
         # While the ground-truth workers run, leave them their cores (oversubscribed OpenMP threads
         # slow the model tenfold).
         busy = n_workers if parallel and mode == "closed_loop" else 0
-        imagined = _imagine(task, model, policies, states, horizon, seed=seed, mode=mode, truth=truth,
+        imagined = _imagine(model, policies, states, horizon, seed=seed, mode=mode, truth=truth,
                             propagation=propagation, device=device, threads=max(1, (os.cpu_count() or 1) - busy),
                             progress=progress)
         timings["model_rollouts"] = time.perf_counter() - t_model

@@ -82,6 +82,11 @@ class BatchRollout:
     uncertainty: np.ndarray | None = None  # [N, H], imagined worlds
     sim_states: np.ndarray | None = None  # [N, H + 1, state_dim], real worlds
 
+    @property
+    def mask(self) -> np.ndarray:
+        """``[N, H]`` bool: the steps each episode really took (the rest is padding)."""
+        return np.arange(self.rewards.shape[1])[None, :] < self.lengths[:, None]
+
     def trajectory(self, i: int, *, seed: int | None = None, infos: dict[str, Any] | None = None) -> Trajectory:
         """Episode ``i`` as a :class:`Trajectory` (uncertainty, when present, goes into ``infos``)."""
         t = int(self.lengths[i])

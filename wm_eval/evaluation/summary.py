@@ -23,15 +23,15 @@ from wm_eval.evaluation import metrics as M
 from wm_eval.evaluation.paired import Evaluation
 from wm_eval.evaluation.rollout import BatchRollout
 
-__all__ = ["EpisodeStats", "episode_stats", "state_error", "summarize", "clean"]
+__all__ = ["EpisodeStats", "state_error", "summarize", "clean"]
 
 
 class EpisodeStats:
-    """Per-episode returns, lengths and uncertainty of one side of one policy."""
+    """Per-episode returns (both kinds), lengths, termination, mean and summed step uncertainty of
+    one side of one policy."""
 
     def __init__(self, rollout: BatchRollout, *, gamma: float) -> None:
-        horizon = rollout.rewards.shape[1]
-        self.mask = np.arange(horizon)[None, :] < rollout.lengths[:, None]
+        self.mask = rollout.mask
         self.undiscounted = M.returns(rollout.rewards, mask=self.mask, gamma=None)
         self.discounted = M.returns(rollout.rewards, mask=self.mask, gamma=gamma)
         self.lengths = rollout.lengths.copy()
@@ -41,10 +41,6 @@ class EpisodeStats:
             self.total_uncertainty = (rollout.uncertainty * self.mask).sum(axis=1)
             self.uncertainty = self.total_uncertainty / np.maximum(self.mask.sum(axis=1), 1)
 
-
-def episode_stats(rollout: BatchRollout, *, gamma: float) -> EpisodeStats:
-    """Returns (both kinds), lengths, termination, mean and summed step uncertainty per episode."""
-    return EpisodeStats(rollout, gamma=gamma)
 
 
 def state_error(true: BatchRollout, imagined: BatchRollout, obs_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +83,7 @@ def summarize(ev: Evaluation, *, gamma: float = M.DOPE_GAMMA, n_resamples: int =
     policies, errors, valids = [], [], []
     all_unc, all_imag, all_true = [], [], []
     for k, pr in enumerate(ev.policies):
-        true, imag = episode_stats(pr.true, gamma=gamma), episode_stats(pr.imagined, gamma=gamma)
+        true, imag = EpisodeStats(pr.true, gamma=gamma), EpisodeStats(pr.imagined, gamma=gamma)
         seed = ev.seed + 7919 * (k + 1)
         err, valid = state_error(pr.true, pr.imagined, ev.obs_scale)
         errors.append(err)

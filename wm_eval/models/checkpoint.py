@@ -51,6 +51,7 @@ __all__ = [
     "embedded_model_path",
     "load_checkpoint",
     "model_fingerprint",
+    "model_identity",
     "read_spec",
     "resolve_model",
     "save_checkpoint",
@@ -220,6 +221,14 @@ def model_fingerprint(path: str | os.PathLike[str]) -> str:
 
 def _sha256(file: Path) -> str:
     return hashlib.sha256(file.read_bytes()).hexdigest()
+
+
+def model_identity(ref: str | os.PathLike[str] | None, model: WorldModel) -> tuple[Path | None, str, str]:
+    """Where a model resolved from ``ref`` came from: its checkpoint folder (``None`` when embedded),
+    a display name (the path, or ``embedded:<task>``) and its :func:`model_fingerprint`."""
+    path = Path(ref) if ref is not None and Path(ref).exists() else None
+    name = str(ref) if path is not None else f"embedded:{model.task}"
+    return path, name, model_fingerprint(path if path is not None else embedded_model_path(model.task))
 
 
 def embedded_model_path(task: str) -> Path:
