@@ -15,16 +15,20 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from wm_eval.errors import SpaceMismatchError
 from wm_eval.evaluation.metrics import (
+    _resample,
     auroc,
+    binomial_ci,
     bootstrap_ci,
     bootstrap_over_policies,
     discounted_return,
     dope_normalize,
     kendall,
     mmrv,
+    mmrv_normalized,
     normalized_abs_error,
     pearson,
     ranking_metrics,
@@ -176,20 +180,281 @@ def test_bootstrap_over_policies_skips_undefined_resamples():
     assert math.isnan(single[0]) and math.isnan(single[1]) and math.isnan(single[2])
 
 
+RANKING_KEYS = {
+    "spearman", "kendall", "pearson", "mmrv", "mmrv_normalized", "regret_at_1", "regret_at_3",
+    "normalized_abs_error",
+}  # fmt: skip
+
+
 def test_ranking_metrics_on_simpler_data():
     result = ranking_metrics(**COKE, seed=0, n_resamples=200)
-    assert set(result) == {
-        "spearman", "kendall", "pearson", "mmrv", "regret_at_1", "regret_at_3", "normalized_abs_error"
-    }
+    assert set(result) == RANKING_KEYS
     for name, entry in result.items():
         assert entry["ci_low"] <= entry["ci_high"], name
     assert result["pearson"]["value"] == pytest.approx(pearson(**COKE))
     assert result["spearman"]["value"] == pytest.approx(spearman(**COKE))
-    spread = max(COKE["ground_truth"]) - min(COKE["ground_truth"])
-    assert result["mmrv"]["value"] == pytest.approx(mmrv(**COKE) / spread)
+    assert result["kendall"]["value"] == pytest.approx(kendall(**COKE))
     assert result["regret_at_1"]["value"] == pytest.approx(regret_at_k(**COKE, k=1))
+    assert result["regret_at_3"]["value"] == pytest.approx(regret_at_k(**COKE, k=3))
     assert result["normalized_abs_error"]["value"] == pytest.approx(normalized_abs_error(**COKE))
     assert result == ranking_metrics(**COKE, seed=0, n_resamples=200)
+
+
+def test_ranking_metrics_mmrv_is_simpler_raw_and_normalized_by_spread():
+    result = ranking_metrics(**COKE, seed=0, n_resamples=200)
+    raw = mmrv(**COKE)
+    assert round(raw, 3) == 0.031  # SIMPLER's published coke-can MMRV, in success-rate units
+    assert result["mmrv"]["value"] == raw
+    spread = max(COKE["ground_truth"]) - min(COKE["ground_truth"])
+    assert mmrv_normalized(**COKE) == pytest.approx(raw / spread)
+    assert result["mmrv_normalized"]["value"] == pytest.approx(raw / spread)
+    # The interval is scaled by the full-set spread, not by each resample's spread.
+    assert result["mmrv_normalized"]["ci_low"] == pytest.approx(result["mmrv"]["ci_low"] / spread)
+    assert result["mmrv_normalized"]["ci_high"] == pytest.approx(result["mmrv"]["ci_high"] / spread)
+    # Raw MMRV scales with the units; the normalised one does not.
+    scaled = ranking_metrics(
+        predicted=1000 * np.asarray(COKE["predicted"]), ground_truth=1000 * np.asarray(COKE["ground_truth"]),
+        seed=0, n_resamples=200,
+    )
+    assert scaled["mmrv"]["value"] == pytest.approx(1000 * raw)
+    assert scaled["mmrv_normalized"]["value"] == pytest.approx(raw / spread)
+
+
+def test_mmrv_normalized_hand_examples_and_degenerate_input():
+    assert mmrv_normalized(predicted=[0.9, 0.5], ground_truth=[0.1, 0.9]) == pytest.approx(1.0)
+    assert mmrv_normalized(predicted=[0.5, 0.5], ground_truth=[0.2, 0.8]) == pytest.approx(0.5)
+    assert mmrv_normalized(predicted=[1.0, 2.0, 3.0], ground_truth=[10.0, 20.0, 30.0]) == 0.0
+    assert math.isnan(mmrv_normalized(predicted=[1.0, 2.0], ground_truth=[3.0, 3.0]))
+    assert math.isnan(mmrv_normalized(predicted=[], ground_truth=[]))
+    with pytest.raises(SpaceMismatchError):
+        mmrv_normalized(predicted=[1.0], ground_truth=[1.0, 2.0])
+
+
+def test_ranking_metrics_correlations_use_raw_values_when_the_dope_clip_binds():
+    gt = [0.0, 1.0, 9.0, 10.0]
+    pred = [0.5, 1.5, 9.5, 60.0]  # pred_n of the last policy is 6, clipped to 2 by DOPE
+    clipped = dope_normalize(pred, ground_truth=gt, clip=2.0)
+    assert clipped[-1] == 2.0
+    result = ranking_metrics(predicted=pred, ground_truth=gt, seed=0, n_resamples=100)
+    raw_r = stats.pearsonr(gt, pred).statistic
+    clipped_r = stats.pearsonr(gt, clipped).statistic
+    assert raw_r == pytest.approx(0.740, abs=1e-3) and clipped_r == pytest.approx(0.914, abs=1e-3)
+    assert result["pearson"]["value"] == pytest.approx(raw_r, abs=1e-12)
+    assert result["pearson"]["value"] == pytest.approx(pearson(predicted=pred, ground_truth=gt))
+    # The DOPE metrics keep the clip: pred_n = [.05, .15, .95, 2], gt_n = [0, .1, .9, 1].
+    assert result["normalized_abs_error"]["value"] == pytest.approx((0.05 + 0.05 + 0.05 + 1.0) / 4)
+
+    # Two predictions above the clip tie once clipped; on raw values their order still counts.
+    gt, pred = [0.0, 5.0, 10.0], [1.0, 40.0, 25.0]
+    result = ranking_metrics(predicted=pred, ground_truth=gt, seed=0, n_resamples=100)
+    clipped = dope_normalize(pred, ground_truth=gt, clip=2.0)
+    assert result["spearman"]["value"] == pytest.approx(0.5)
+    assert stats.spearmanr(gt, clipped).statistic == pytest.approx(math.sqrt(3) / 2)
+    assert result["mmrv"]["value"] == pytest.approx(mmrv(predicted=pred, ground_truth=gt))
+    assert result["mmrv"]["value"] != pytest.approx(mmrv(predicted=clipped, ground_truth=gt))
+    # DOPE's regret ranks by the clipped pred_n = [.1, 2, 2]: the tie goes to the later (best)
+    # policy, regret 0; ranking by the raw 40 > 25 would pick policy 1 and give 0.5.
+    assert result["regret_at_1"]["value"] == 0.0
+
+
+# ---------------------------------------------------------------- two-level bootstrap
+
+
+def _noise(rng, noise: float, n: int) -> np.ndarray:
+    x = rng.standard_normal(n)
+    return noise * (x - x.mean())
+
+
+def _episodes(noise: float, *, n_policies: int = 8, n_episodes: int = 20, seed: int = 0):
+    """Paired per-episode values with independent imagined and true noise around exact means.
+
+    The true mean of policy ``i`` is ``i`` and the imagined one ``0.5 + 1.1 * i``, so the policy
+    means rank perfectly whatever the noise; only the episodes are noisy.
+    """
+    rng = np.random.default_rng(seed)
+    true = [i + _noise(rng, noise, n_episodes) for i in range(n_policies)]
+    imagined = [0.5 + 1.1 * i + _noise(rng, noise, n_episodes) for i in range(n_policies)]
+    return dict(
+        predicted=np.array([x.mean() for x in imagined]), ground_truth=np.array([x.mean() for x in true]),
+        predicted_episodes=imagined, true_episodes=true,
+    )
+
+
+def _width(entry):
+    return entry["ci_high"] - entry["ci_low"]
+
+
+def test_two_level_bootstrap_widens_the_interval_under_episode_noise():
+    data = _episodes(noise=4.0)  # episode sd 4 vs. a gap of 1 between policy means
+    two_level = ranking_metrics(**data, seed=0, n_resamples=500)
+    policies_only = ranking_metrics(
+        predicted=data["predicted"], ground_truth=data["ground_truth"], seed=0, n_resamples=500
+    )
+    assert set(two_level) == RANKING_KEYS
+    for name in RANKING_KEYS:  # point values come from the given means either way
+        assert two_level[name]["value"] == policies_only[name]["value"], name
+    # Resampling policies alone cannot see the episode noise: the ranking is perfect in every resample.
+    assert policies_only["spearman"]["value"] == pytest.approx(1.0)
+    assert _width(policies_only["spearman"]) == pytest.approx(0.0, abs=1e-12)
+    assert _width(two_level["spearman"]) > 0.2
+    assert two_level["spearman"]["ci_low"] < 0.9
+    assert _width(two_level["mmrv"]) > _width(policies_only["mmrv"])
+
+
+def test_two_level_bootstrap_equals_policies_only_without_episode_noise():
+    # Values that are not exact in binary; uneven episode counts per policy.
+    means = np.array([0.1, 1 / 3, 0.7, 0.3, 2 / 3, 0.9])
+    truth = np.array([0.2, 0.3, 0.8, 0.1, 0.6, 1.1])
+    imagined = [np.full(3 + i, m) for i, m in enumerate(means)]
+    true = [np.full(3 + i, t) for i, t in enumerate(truth)]
+    two_level = ranking_metrics(
+        predicted=means, ground_truth=truth, predicted_episodes=imagined, true_episodes=true, seed=4, n_resamples=300
+    )
+    assert two_level == ranking_metrics(predicted=means, ground_truth=truth, seed=4, n_resamples=300)
+
+
+def test_two_level_bootstrap_resamples_paired_episodes_together():
+    # A perfect model (imagined == true per episode) with noisy episodes: every paired resample
+    # has identical predicted and true means, so the ranking is perfect in every resample.
+    rng = np.random.default_rng(1)
+    true = [i + 3.0 * rng.standard_normal(15) for i in range(6)]
+    means = np.array([x.mean() for x in true])
+    result = ranking_metrics(
+        predicted=means, ground_truth=means, predicted_episodes=true, true_episodes=[x.copy() for x in true],
+        seed=0, n_resamples=300,
+    )
+    assert result["spearman"]["ci_low"] == pytest.approx(1.0)
+    assert result["mmrv"]["ci_high"] == 0.0
+    assert result["normalized_abs_error"]["ci_high"] == 0.0
+
+
+def test_two_level_resampled_means_are_means_of_drawn_episodes():
+    # Two episodes per policy: a resampled mean is x0, (x0 + x1) / 2 or x1 with odds 1:2:1.
+    p, g = np.array([1.5, 15.0]), np.array([0.5, 5.0])
+    episodes = [(np.array([1.0, 2.0]), np.array([0.0, 1.0])), (np.array([10.0, 20.0]), np.array([0.0, 10.0]))]
+    P, G = _resample(p, g, episodes, n_resamples=4000, seed=0)
+    assert P.shape == G.shape == (4000, 2)
+    for x, y in episodes:
+        drawn = np.array([x[0], x.mean(), x[1]])
+        of_policy = np.isin(P, drawn)
+        assert of_policy.sum() > 3000  # about half of the 8000 slots
+        # paired: the true mean uses the same episode indices as the imagined one
+        frac = (P[of_policy] - x[0]) / (x[1] - x[0])
+        assert np.allclose(G[of_policy], y[0] + frac * (y[1] - y[0]))
+        counts = np.array([np.sum(np.isclose(P[of_policy], v)) for v in drawn])
+        assert counts.sum() == of_policy.sum()
+        assert counts / counts.sum() == pytest.approx([0.25, 0.5, 0.25], abs=0.03)
+    assert np.isin(P, [1.0, 1.5, 2.0, 10.0, 15.0, 20.0]).all()
+
+
+def test_two_level_bootstrap_is_seeded():
+    data = _episodes(noise=2.0, n_episodes=50)
+    first = ranking_metrics(**data, seed=7, n_resamples=200)
+    assert first == ranking_metrics(**data, seed=7, n_resamples=200)
+    assert first != ranking_metrics(**data, seed=8, n_resamples=200)
+
+
+def test_two_level_bootstrap_accepts_a_policies_by_episodes_array():
+    data = _episodes(noise=2.0, n_episodes=12)
+    as_array = dict(data, predicted_episodes=np.stack(data["predicted_episodes"]),
+                    true_episodes=np.stack(data["true_episodes"]))
+    assert ranking_metrics(**as_array, seed=1, n_resamples=100) == ranking_metrics(**data, seed=1, n_resamples=100)
+
+
+def _bad(data, **changes):
+    return {**data, **changes}
+
+
+def test_two_level_bootstrap_rejects_bad_inputs():
+    data = _episodes(noise=1.0, n_policies=4, n_episodes=5)
+    imagined, true = data["predicted_episodes"], data["true_episodes"]
+    bad_inputs = [
+        _bad(data, predicted_episodes=imagined[:3]),                      # too few policies
+        _bad(data, true_episodes=true + [true[0]]),                       # too many policies
+        _bad(data, predicted_episodes=None),                              # only one side given
+        _bad(data, true_episodes=None),
+        _bad(data, predicted_episodes=[imagined[0][None]] + imagined[1:]),  # 2-D episode array
+        _bad(data, predicted_episodes=[np.float64(1.0)] + imagined[1:]),    # 0-D
+        _bad(data, predicted_episodes=[np.array([])] + imagined[1:],
+             true_episodes=[np.array([])] + true[1:]),                    # empty
+        _bad(data, predicted_episodes=[imagined[0][:4]] + imagined[1:],
+             predicted=np.array([imagined[0][:4].mean(), *data["predicted"][1:]])),  # unpaired lengths
+        _bad(data, predicted=data["predicted"] + 1.0),                    # not the episodes' means
+        _bad(data, ground_truth=data["ground_truth"][::-1]),
+    ]
+    for i, kwargs in enumerate(bad_inputs):
+        with pytest.raises(SpaceMismatchError) as info:
+            ranking_metrics(**kwargs, seed=0, n_resamples=10)
+        assert "\n" not in str(info.value), i
+
+
+def test_two_level_bootstrap_is_fast_enough():
+    import time
+
+    rng = np.random.default_rng(0)
+    true = [i + rng.standard_normal(1000) for i in range(12)]
+    imagined = [x + 0.3 * rng.standard_normal(1000) for x in true]
+    start = time.perf_counter()
+    ranking_metrics(
+        predicted=np.array([x.mean() for x in imagined]), ground_truth=np.array([x.mean() for x in true]),
+        predicted_episodes=imagined, true_episodes=true, seed=0, n_resamples=1000,
+    )
+    assert time.perf_counter() - start < 5.0  # ~0.6 s on an idle core; generous for shared machines
+
+
+# ------------------------------------------------------------------ binomial intervals
+
+
+def _wilson_oracle(k: int, n: int, confidence: float) -> tuple[float, float]:
+    """Wilson score interval written out (Wilson 1927; Newcombe 1998 method 3)."""
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    p = k / n
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z / (1 + z**2 / n) * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
+    return centre - half, centre + half
+
+
+def _clopper_pearson_oracle(k: int, n: int, confidence: float) -> tuple[float, float]:
+    alpha = 1 - confidence
+    low = 0.0 if k == 0 else stats.beta.ppf(alpha / 2, k, n - k + 1)
+    high = 1.0 if k == n else stats.beta.ppf(1 - alpha / 2, k + 1, n - k)
+    return low, high
+
+
+CASES = [(0, 10), (3, 10), (10, 10), (1, 1), (47, 100), (199, 200)]
+
+
+@pytest.mark.parametrize("k, n", CASES)
+@pytest.mark.parametrize("confidence", [0.95, 0.9])
+def test_binomial_ci_wilson_matches_the_formula(k, n, confidence):
+    low, high = binomial_ci(k, n, confidence=confidence)
+    assert (low, high) == pytest.approx(_wilson_oracle(k, n, confidence), abs=1e-12)
+    assert binomial_ci(k, n, confidence=confidence, method="wilson") == (low, high)
+    assert isinstance(low, float) and isinstance(high, float)
+    assert 0.0 <= low <= k / n <= high <= 1.0
+
+
+@pytest.mark.parametrize("k, n", CASES)
+@pytest.mark.parametrize("confidence", [0.95, 0.9])
+def test_binomial_ci_exact_is_clopper_pearson(k, n, confidence):
+    low, high = binomial_ci(k, n, confidence=confidence, method="exact")
+    assert (low, high) == pytest.approx(_clopper_pearson_oracle(k, n, confidence), abs=1e-9)
+    wilson = binomial_ci(k, n, confidence=confidence)
+    assert high - low >= (wilson[1] - wilson[0]) - 1e-12 or k in (0, n)
+
+
+def test_binomial_ci_known_value_and_bad_input():
+    # 3/10 at 95%: Wilson (0.1078, 0.6032), Clopper-Pearson (0.0667, 0.6525), as tabulated by Newcombe (1998).
+    assert binomial_ci(3, 10) == pytest.approx((0.1078, 0.6032), abs=5e-5)
+    assert binomial_ci(3, 10, method="exact") == pytest.approx((0.0667, 0.6525), abs=5e-5)
+    assert binomial_ci(np.int64(3), np.int64(10)) == binomial_ci(3, 10)
+    for k, n in [(0, 0), (1, 0), (-1, 10), (11, 10)]:
+        with pytest.raises(ValueError):
+            binomial_ci(k, n)
+    with pytest.raises(ValueError):
+        binomial_ci(3, 10, method="wald")
+    with pytest.raises(TypeError):
+        binomial_ci(2.5, 10)
 
 
 # ------------------------------------------------------------------------------- AUROC

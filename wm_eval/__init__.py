@@ -7,12 +7,34 @@ Gymnasium environment ``WorldModel-v0``::
     import wm_eval  # noqa: F401  (``gym.make("wm_eval:WorldModel-v0")`` imports it for you)
 
     env = gym.make("WorldModel-v0")  # the embedded HalfCheetah-v5 world model
+
+and exposes the typed API: ``wm_eval.evaluate(task, policies, ...)`` returns an
+:class:`~wm_eval.types.Evaluation`, ``wm_eval.report(evaluation, out)`` writes its report folder.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = ["__version__", "evaluate", "report"]
+
+if TYPE_CHECKING:
+    from wm_eval.evaluation.api import evaluate
+    from wm_eval.reporting.report import report
+
+
+def __getattr__(name: str) -> Any:
+    """``evaluate`` and ``report`` are imported on first use, so ``import wm_eval`` stays light."""
+    if name == "evaluate":
+        from wm_eval.evaluation.api import evaluate
+
+        return evaluate
+    if name == "report":
+        from wm_eval.reporting.report import report
+
+        return report
+    raise AttributeError(f"module 'wm_eval' has no attribute {name!r}")
 
 
 def _register() -> None:

@@ -29,10 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import resource
-import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from wm_eval.machine import PeakMemory, library_versions, machine, peak_rss_mb
 from wm_eval.reporting.bench_table import VECTOR_ENVS, format_table, number
 
 __all__ = ["FORMAT", "MODES", "TARGETS", "VECTOR_ENVS", "inference_modes", "measure", "measure_rate",
@@ -242,77 +239,29 @@ def _zoo_policy(task: str, device: str) -> Any:
 
 
 def _evaluate_seconds(task: str, device: str, model: str | None, out: Path) -> dict[str, Any]:
-    """Wall time of the default ``wm-eval evaluate`` (its report in ``out``), split as the report's timings."""
-    from wm_eval.commands import run_evaluation
-    from wm_eval.config import load_config
+    """Wall time and peak memory of the default evaluation (``wm_eval.evaluate`` then ``wm_eval.report``
+    into ``out``, as ``wm-eval evaluate`` runs them), split as the report's timings."""
+    from wm_eval.evaluation.api import evaluate
+    from wm_eval.reporting.report import report
 
-    overrides = [f"task={task}", f"device={device}", f"out={out}", "overwrite=true"]
-    cfg = load_config("evaluate", overrides=overrides + ([f"model={model}"] if model else []))
-    out.mkdir(parents=True, exist_ok=True)
-    stop, peak = threading.Event(), [0.0]
-    sampler = threading.Thread(target=_sample_peak_memory, args=(stop, peak), daemon=True)
-    sampler.start()
-    try:
+    with PeakMemory() as memory:
         start = time.perf_counter()
-        report = run_evaluation(cfg, out, progress=False)
+        ev = evaluate(task, ["zoo"], model=model, device=device, progress=False)
+        result = report(ev, out)
         total = time.perf_counter() - start
-    finally:
-        stop.set()
-        sampler.join()
-    timings = report.get("timings", {})
+    timings = result.get("timings", {})
     parts = ("model_rollouts", "ground_truth_rollouts", "metrics", "logging", "recording")
-    return {"total": total, **{k: timings.get(k) for k in parts}, "episodes": cfg.episodes,
-            "policies": len(report.get("policies", [])), "horizon": cfg.horizon,
-            "peak_memory_mb": peak[0] or None,  # None without /proc
+    return {"total": total, **{k: timings.get(k) for k in parts}, "episodes": ev.episodes,
+            "policies": len(ev.policies), "horizon": ev.horizon,
+            "peak_memory_mb": memory.peak or None,  # None without /proc
             "note": "ground-truth workers run alongside the model rollouts, so the parts may add up to more "
                     "than total; total also covers loading, plots and the report; peak_memory_mb sums the resident "
                     "memory of this process and its workers (the bench's own buffers included)"}
 
 
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, MB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-
-
-def _tree_rss_mb(pid: int) -> float:
-    """Resident memory of ``pid`` and all its descendants, MB (Linux ``/proc``)."""
-    total_kb, stack = 0, [pid]
-    while stack:
-        proc = Path(f"/proc/{stack.pop()}")
-        try:
-            total_kb += next(int(line.split()[1]) for line in (proc / "status").read_text().splitlines()
-                             if line.startswith("VmRSS:"))
-            for task in (proc / "task").iterdir():
-                stack += [int(child) for child in (task / "children").read_text().split()]
-        except (OSError, ValueError, StopIteration):  # the process ended meanwhile
-            continue
-    return total_kb / 2**10
-
-
-def _sample_peak_memory(stop: threading.Event, peak: list[float], interval: float = 0.05) -> None:
-    """Keep the largest :func:`_tree_rss_mb` of this process in ``peak[0]`` until ``stop`` is set."""
-    while True:
-        peak[0] = max(peak[0], _tree_rss_mb(os.getpid()))
-        if stop.wait(interval):
-            return
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _machine(device: torch.device, threads: int) -> dict[str, Any]:
-    return {"cpu": _cpu_name(), "cores": os.cpu_count(), "usable_cores": threads, "torch_threads": threads,
-            "device": str(device),
-            "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "load_average_at_start": list(os.getloadavg()), "platform": platform.platform()}
+    return {**machine(), "torch_threads": threads, "device": str(device),
+            "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
 
 
 def _targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -348,9 +297,8 @@ def measure(cfg: Any, *, out: Path, model: str | None = None) -> dict[str, Any]:
     embedded model). Torch uses all usable cores for the speed figures; the evaluation runs
     with the caller's thread count, as ``wm-eval evaluate`` would.
     """
-    from wm_eval.commands import load_model
     from wm_eval.errors import ConfigError
-    from wm_eval.reporting.report import library_versions
+    from wm_eval.models.checkpoint import model_identity, resolve_model
 
     batch_sizes = sorted({int(b) for b in cfg.batch_sizes})
     if not batch_sizes or batch_sizes[0] < 1 or cfg.seconds <= 0 or cfg.repeats < 1:
@@ -364,7 +312,8 @@ def measure(cfg: Any, *, out: Path, model: str | None = None) -> dict[str, Any]:
     torch.set_num_threads(threads)
     try:
         machine = _machine(device, threads)
-        world_model, name, _ = load_model(model, task=cfg.task, device=cfg.device)
+        world_model = resolve_model(model, task=cfg.task, device=cfg.device)
+        name = model_identity(model, world_model)[1]
         policy = _zoo_policy(cfg.task, cfg.device)
         modes = inference_modes(device)
         imagined: dict[str, dict[str, float]] = {d: {} for d in modes}
@@ -399,20 +348,18 @@ def measure(cfg: Any, *, out: Path, model: str | None = None) -> dict[str, Any]:
         "ratios": {d: {k: imagined[d][top] / v for k, v in ground.items()} for d in modes},
         "flops_per_step": flops, "matmul_gflops": matmul,
         "model_gflops": {d: flops * imagined[d][top] / 1e9 for d in modes},
-        "peak_rss_mb": _peak_rss_mb(), "evaluate_seconds": evaluate,
+        "peak_rss_mb": peak_rss_mb(), "evaluate_seconds": evaluate,
         "versions": library_versions(), "machine": machine,
     }
     result["targets"] = _targets(result)
     return result
 
 
-def run_bench(cfg: Any, *, model: str | None = None) -> int:
-    """``wm-eval bench``: :func:`measure`, then write ``bench.json`` and ``bench.md`` into ``cfg.out``
-    (default ``runs/bench-<time>``) and the JSON also to ``cfg.json`` if set, and print the table."""
-    from wm_eval.commands import default_out
+def run_bench(cfg: Any, *, out: Path, model: str | None = None) -> int:
+    """``wm-eval bench``: :func:`measure`, then write ``bench.json`` and ``bench.md`` into ``out``
+    and the JSON also to ``cfg.json`` if set, and print the table."""
     from wm_eval.fileio import atomic_write_text
 
-    out = Path(cfg.out) if cfg.out else default_out("bench")
     result = measure(cfg, out=out, model=model)
     out.mkdir(parents=True, exist_ok=True)
     text, table = json.dumps(result, indent=2) + "\n", format_table(result)

@@ -92,76 +92,36 @@ def _out_folder(cfg: Any, kind: str) -> Path:
     return out
 
 
-def load_model(ref: str | None, *, task: str, device: str) -> tuple[Any, str, str]:
-    """The world model of ``ref`` (default: embedded for ``task``), its display name and fingerprint."""
-    from wm_eval.models.checkpoint import model_identity, resolve_model
-
-    model = resolve_model(ref, task=task, device=device)
-    _, name, fingerprint = model_identity(ref, model)
-    return model, name, fingerprint
-
-
-def load_policy_list(specs: list[str], *, task: str, device: str) -> list[Any]:
-    """Every policy named by ``specs`` (``zoo`` is the task's zoo), checked against the task's spaces."""
-    from wm_eval.policy import load_policies
-    from wm_eval.tasks import make_env
-
-    env = make_env(task)
-    policies = []
-    for spec in specs:
-        policies += load_policies(f"zoo:{task}" if spec == "zoo" else spec, observation_space=env.observation_space,
-                                  action_space=env.action_space, task=task, device=device)
-    env.close()
-    return policies
-
-
 def run_evaluation(cfg: Any, out: Path, *, progress: bool = True) -> dict[str, Any]:
-    """Evaluate, then write the trajectories, plots, recording and report into ``out``; returns the report.
-
-    ``report.json`` is written last, so a folder without it holds no finished evaluation.
-    """
-    import time
-
+    """``wm_eval.evaluate`` with the config's arguments, then ``wm_eval.report`` into ``out``."""
     from wm_eval.config import save_config
-    from wm_eval.evaluation.paired import evaluate_policies
-    from wm_eval.evaluation.summary import summarize
-    from wm_eval.reporting.plots import write_plots
-    from wm_eval.reporting.report import build_report, write_report
-    from wm_eval.reporting.trajectories import write_trajectories
-    from wm_eval.tasks import get_task
+    from wm_eval.evaluation.api import evaluate as run
+    from wm_eval.reporting.report import report
 
-    get_task(cfg.task)
-    model, name, fingerprint = load_model(cfg.model, task=cfg.task, device=cfg.device)
-    policies = load_policy_list(list(cfg.policies), task=cfg.task, device=cfg.device)
     save_config(cfg, out)
-    ev = evaluate_policies(task=cfg.task, model=model, model_name=name, model_fingerprint=fingerprint,
-                           policies=policies, episodes=cfg.episodes, horizon=cfg.horizon, seed=cfg.seed,
-                           mode=cfg.mode, propagation=cfg.propagation, device=cfg.device, workers=cfg.workers,
-                           progress=progress)
-    t0 = time.perf_counter()
-    summary = summarize(ev, gamma=cfg.gamma, n_resamples=cfg.bootstrap)
-    ev.timings["metrics"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    trajectories = write_trajectories(out / "trajectories.h5", ev, config=to_dict(cfg))
-    ev.timings["logging"] = time.perf_counter() - t0
-    if cfg.rerun:
-        from wm_eval.reporting.rerun_log import write_recording
-        from wm_eval.reporting.trajectories import read_trajectories
+    ev = run(cfg.task, list(cfg.policies), model=cfg.model, episodes=cfg.episodes, horizon=cfg.horizon,
+             seed=cfg.seed, mode=cfg.mode, propagation=cfg.propagation, sample=cfg.sample, device=cfg.device,
+             gamma=cfg.gamma, chunk=cfg.chunk, workers=cfg.workers, out=out, resume=cfg.resume,
+             trajectories=cfg.trajectories, bootstrap=cfg.bootstrap, progress=progress)
+    result = report(ev, out, rerun=cfg.rerun, config=to_dict(cfg))
+    _remove_units(out)
+    return result
 
-        t0 = time.perf_counter()
-        write_recording(out / "rollouts.rrd", read_trajectories(trajectories))
-        ev.timings["recording"] = time.perf_counter() - t0
-    report = build_report(ev, summary, config=to_dict(cfg))
-    write_plots(out, report)
-    write_report(out, report)
-    return report
+
+def _remove_units(out: Path) -> None:
+    """Drop the finished units once the report that merges them is written."""
+    import shutil
+
+    shutil.rmtree(out / "units", ignore_errors=True)
 
 
 def evaluate(cfg: Any) -> int:
     """``wm-eval evaluate``."""
     from wm_eval.reporting.report import summary_table
 
-    out = _out_folder(cfg, "evaluate")
+    out = Path(cfg.out) if cfg.out else default_out("evaluate")
+    if not (cfg.resume and (out / "units").is_dir()):
+        out = _out_folder(cfg, "evaluate")
     report = run_evaluation(cfg, out)
     print(summary_table(report))
     print(f"report: {out / 'report.md'}")
@@ -207,4 +167,4 @@ def bench(cfg: Any) -> int:
     """``wm-eval bench``: imagined vs simulated steps per second, GFLOP/s, evaluate wall time."""
     from wm_eval.bench import run_bench
 
-    return run_bench(cfg)
+    return run_bench(cfg, out=Path(cfg.out) if cfg.out else default_out("bench"))

@@ -48,7 +48,6 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +57,7 @@ import wm_eval
 from wm_eval.errors import CheckpointError, ConfigError, PolicyError, TaskError, WmEvalError
 from wm_eval.fileio import atomic_write_text
 from wm_eval.reporting.gate import junit_xml, markdown_summary, text_table
+from wm_eval.types import ChangeTest, PolicyCheck, RegressResult
 
 __all__ = [
     "FORMAT", "DEFAULT_TOLERANCE", "ChangeTest", "PolicyCheck", "RegressResult", "paired_change",
@@ -69,17 +69,6 @@ FORMAT = "wm_eval.baseline/1"
 DEFAULT_TOLERANCE = 0.05
 DEFAULT_TASK = "HalfCheetah-v5"
 STATISTIC = "undiscounted imagined return per episode"
-
-
-@dataclass(frozen=True)
-class ChangeTest:
-    """Relative change of the mean return, ``(candidate - baseline) / |baseline|``, its paired
-    bootstrap interval, and whether it is a regression (``change < -tolerance`` and ``ci_high < 0``)."""
-
-    change: float
-    ci_low: float
-    ci_high: float
-    regressed: bool
 
 
 def paired_change(baseline: Sequence[float], candidate: Sequence[float], *, tolerance: float,
@@ -113,48 +102,6 @@ def paired_change(baseline: Sequence[float], candidate: Sequence[float], *, tole
     return ChangeTest(value, low, high, bool(value < -tolerance and high < 0.0))
 
 
-@dataclass(frozen=True)
-class PolicyCheck:
-    """One policy's verdict. ``true_*`` are filled by ``confirm=true`` for flagged policies only."""
-
-    name: str
-    path: str
-    file_changed: bool | None  # None: no file (module:callable)
-    baseline: dict[str, float]
-    candidate: dict[str, float]
-    test: ChangeTest
-    true_candidate: dict[str, float] | None = None
-    true_test: ChangeTest | None = None
-
-    @property
-    def regressed(self) -> bool:
-        """The world model's verdict, overruled by MuJoCo when ``confirm`` had ground truth to compare."""
-        return self.true_test.regressed if self.true_test is not None else self.test.regressed
-
-
-@dataclass(frozen=True)
-class RegressResult:
-    """Everything a check found; the summaries only read this."""
-
-    task: str
-    model: str
-    fingerprint: str
-    baseline_fingerprint: str
-    episodes: int
-    horizon: int
-    seed: int
-    tolerance: float
-    confidence: float
-    checks: list[PolicyCheck]
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def regressions(self) -> list[PolicyCheck]:
-        """The policies that failed the gate."""
-        return [c for c in self.checks if c.regressed]
-
-
 # ---- evaluation -------------------------------------------------------------------------------
 def _load_model(ref: str | None, *, task: str, device: str) -> tuple[Any, Path | None, str, str]:
     """``(model, checkpoint path or None if embedded, display name, fingerprint)``."""
@@ -170,28 +117,28 @@ def _episode_returns(rollout: Any) -> np.ndarray:
     return returns(rollout.rewards, mask=rollout.mask, gamma=None)
 
 
-def imagined_returns(model: Any, groups: Sequence[tuple[Any, np.ndarray]], *, horizon: int, seed: int,
+def imagined_returns(model: Any, task: str, policies: Sequence[Any], states: np.ndarray, *, horizon: int, seed: int,
                      device: str = "cpu", propagation: str = "mean") -> list[np.ndarray]:
-    """Undiscounted imagined returns ``[len(states)]`` of each ``(policy, start states)`` group.
+    """Undiscounted imagined returns ``[len(states)]`` of each policy from the same start ``states``.
 
-    All groups run in one imagined batch of a loaded ``model``; ``seed`` seeds the model's own
-    randomness (member draws with ``ts1``/``ts_inf`` propagation).
+    Every episode ``j`` of a policy uses the random streams of ``(seed, policy name, j)``, as in
+    :func:`wm_eval.evaluate`: common random numbers between a baseline and its candidate hold for every
+    propagation, and a policy's returns do not depend on the others in the suite.
     """
-    from wm_eval.evaluation.paired import imagine
+    from wm_eval.evaluation.executor import Job, imagined_rollouts
+    from wm_eval.evaluation.plan import Unit
+    from wm_eval.streams import policy_key
 
-    bounds = np.cumsum([0] + [len(states) for _, states in groups])
-    rows = [(policy, slice(a, b)) for (policy, _), a, b in zip(groups, bounds[:-1], bounds[1:])]
-    rollout = imagine(model, np.concatenate([s for _, s in groups]), horizon, seed=seed, device=device,
-                      propagation=propagation, policies=rows)
-    values = _episode_returns(rollout)
-    return [values[rows_] for _, rows_ in rows]
+    job = Job(task, model, list(policies), states, horizon, seed, "closed_loop", propagation, False, device)
+    units = [Unit(i, p.name, policy_key(p.name), 0, len(states)) for i, p in enumerate(policies)]
+    return [_episode_returns(r) for r in imagined_rollouts(job, units)]
 
 
 def true_returns(task: str, policy: Any, states: np.ndarray, horizon: int) -> np.ndarray:
     """Undiscounted MuJoCo returns ``[len(states)]`` of ``policy`` from simulator ``states``."""
-    from wm_eval.evaluation.paired import ground_truth
+    from wm_eval.evaluation.executor import real_rollouts
 
-    return _episode_returns(ground_truth(task, policy, states, horizon))
+    return _episode_returns(real_rollouts(task, policy, states, horizon))
 
 
 def _estimate(values: np.ndarray, seed: int) -> dict[str, float]:
@@ -238,8 +185,9 @@ def record_baseline(path: str | os.PathLike[str], *, task: str, policies: Sequen
     ``confirm=True`` also records MuJoCo returns from the same start states, so that a later
     ``confirm`` check can compare ground truth with ground truth.
     """
-    from wm_eval.evaluation.paired import start_states
+    from wm_eval.evaluation.plan import start_seeds
     from wm_eval.policy import load_policies
+    from wm_eval.tasks import reset_states
 
     if not policies:
         raise ConfigError("no policies to record: pass policies=[a.zip,b.zip] (SB3 zips, manifests or zoo)")
@@ -258,9 +206,10 @@ def record_baseline(path: str | os.PathLike[str], *, task: str, policies: Sequen
     names = [e["name"] for e in entries]
     if len(set(names)) != len(names):
         raise ConfigError(f"policy names must be unique in a baseline (file stems or manifest names), got {names}")
-    seeds, states = start_states(task, episodes, seed)
-    imagined = imagined_returns(model_obj, [(p, states) for p in loaded], horizon=horizon, seed=seed,
-                                 device=device, propagation=propagation)
+    seeds = start_seeds(seed, episodes)
+    states = reset_states(task, seeds.tolist())[1]
+    imagined = imagined_returns(model_obj, task, loaded, states, horizon=horizon, seed=seed, device=device,
+                                propagation=propagation)
     for k, (entry, values) in enumerate(zip(entries, imagined)):
         entry["imagined_return"] = _estimate(values, _seed(seed, k))
         entry["episode_returns"] = values.tolist()
@@ -313,7 +262,7 @@ def read_baseline(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def check_baseline(path: str | os.PathLike[str], *, model: str | None = None, task: str | None = None,
                    tolerance: float | None = None, allow_model_change: bool = False, confirm: bool = False,
-                   confidence: float | None = None, device: str = "cpu") -> RegressResult:
+                   confidence: float | None = None, device: str = "cpu", allow_code: bool = False) -> RegressResult:
     """Re-evaluate the files a baseline names, with its seeds, and test each against its record.
 
     Args:
@@ -324,6 +273,8 @@ def check_baseline(path: str | os.PathLike[str], *, model: str | None = None, ta
         tolerance, confidence: default: the baseline's.
         confirm: re-run flagged policies in MuJoCo; with ground truth in the baseline, MuJoCo's
             paired verdict replaces the world model's.
+        allow_code: a baseline naming ``module:callable`` policies imports and runs that code; it is
+            refused unless this is ``True`` (a baseline file is data, not code).
 
     Raises:
         ConfigError, TaskError, CheckpointError, PolicyError: bad input (the CLI exits with 2).
@@ -348,10 +299,10 @@ def check_baseline(path: str | os.PathLike[str], *, model: str | None = None, ta
                      "baseline returns come from the old model.")
     tolerance = float(baseline["tolerance"] if tolerance is None else tolerance)
     confidence = float(baseline.get("confidence", 0.95) if confidence is None else confidence)
-    policies, files = _load_suite(baseline["policies"], folder, task=task, device=device)
+    policies, files = _load_suite(baseline["policies"], folder, task=task, device=device, allow_code=allow_code)
     states = reset_states(task, baseline["start_seeds"])[1]
-    imagined = imagined_returns(model_obj, [(p, states) for p in policies], horizon=horizon, seed=seed,
-                                device=device, propagation=baseline["propagation"])
+    imagined = imagined_returns(model_obj, task, policies, states, horizon=horizon, seed=seed, device=device,
+                                propagation=baseline["propagation"])
     checks = []
     for k, (entry, policy, file, values) in enumerate(zip(baseline["policies"], policies, files, imagined)):
         test = paired_change(entry["episode_returns"], values, tolerance=tolerance, confidence=confidence,
@@ -375,12 +326,17 @@ def check_baseline(path: str | os.PathLike[str], *, model: str | None = None, ta
                          tolerance, confidence, checks, time.perf_counter() - start, notes)
 
 
-def _load_suite(entries: list[dict[str, Any]], folder: Path, *, task: str, device: str) -> tuple[list, list]:
+def _load_suite(entries: list[dict[str, Any]], folder: Path, *, task: str, device: str,
+                allow_code: bool) -> tuple[list, list]:
     """The baseline's policies, loaded from the files at its paths now, and those files (``None``: no file)."""
     from wm_eval.policy import load_policies
 
     spaces = _spaces(task)
     policies, files = [], []
+    code = [str(e["path"]) for e in entries if e.get("sha256") is None]
+    if code and not allow_code:
+        raise ConfigError(f"the baseline names code to run ({', '.join(code)}): pass allow_code=true if you trust "
+                          "this baseline file")
     for entry in entries:
         file = None if entry.get("sha256") is None else Path(os.path.normpath(folder / entry["path"]))
         if file is not None and not file.is_file():
@@ -417,7 +373,8 @@ def run_regress(cfg: Any) -> int:
         print(f"recorded {len(baseline['policies'])} policies of {baseline['task']} in {cfg.baseline}")
         return 0
     result = check_baseline(cfg.baseline, model=cfg.model, task=cfg.task, tolerance=cfg.tolerance,
-                            allow_model_change=cfg.allow_model_change, confirm=cfg.confirm, device=cfg.device)
+                            allow_model_change=cfg.allow_model_change, confirm=cfg.confirm, device=cfg.device,
+                            allow_code=cfg.allow_code)
     print(text_table(result))
     if cfg.junit:
         Path(cfg.junit).parent.mkdir(parents=True, exist_ok=True)

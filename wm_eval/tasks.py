@@ -76,6 +76,15 @@ def _pusher_reward(obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) ->
     return dist + ctrl + near
 
 
+PUSHER_SUCCESS_DISTANCE = 0.05
+"""Pusher-v5 succeeds when the object's centre is within this distance (m) of the goal's."""
+
+
+def _pusher_success(obs: np.ndarray) -> np.ndarray:
+    """Pusher-v5: object (obs 17:20) within :data:`PUSHER_SUCCESS_DISTANCE` of the goal (obs 20:23)."""
+    return np.linalg.norm(obs[..., 17:20] - obs[..., 20:23], axis=-1) < PUSHER_SUCCESS_DISTANCE
+
+
 def _planar_pose(n_obs_qpos: int) -> Callable[[np.ndarray, np.ndarray, Any], np.ndarray]:
     """Pose of a planar walker: ``qpos = [root_x, obs[:n_obs_qpos]]``."""
 
@@ -108,6 +117,9 @@ class TaskSpec:
         root_velocity_index: observation index of the root's forward velocity, integrated over
             time to place imagined walkers along x; ``None`` for fixed-base robots.
         make_kwargs: extra keyword arguments for ``gymnasium.make``.
+        success: batched success rule on observations, ``[..., obs_dim] -> [...] bool``, so it
+            applies to imagined states too; an episode succeeds when the rule holds at any of its
+            steps. ``None``: the task defines no success.
     """
 
     id: str
@@ -117,6 +129,7 @@ class TaskSpec:
     pose: Callable[[np.ndarray, np.ndarray, Any], np.ndarray]
     root_velocity_index: int | None = None
     make_kwargs: dict[str, Any] = field(default_factory=dict)
+    success: ObsFn | None = None
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -125,7 +138,7 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("HalfCheetah-v5", "HalfCheetah-v5", None, None, _planar_pose(8), root_velocity_index=8),
         TaskSpec("Hopper-v5", "Hopper-v5", _hopper_terminated, None, _planar_pose(5), root_velocity_index=5),
         TaskSpec("Walker2d-v5", "Walker2d-v5", _walker_terminated, None, _planar_pose(8), root_velocity_index=8),
-        TaskSpec("Pusher-v5", "Pusher-v5", None, _pusher_reward, _pusher_pose),
+        TaskSpec("Pusher-v5", "Pusher-v5", None, _pusher_reward, _pusher_pose, success=_pusher_success),
     )
 }
 

@@ -1,8 +1,8 @@
 """``WorldModel-v0``: a learned world model as a real ``gymnasium.Env`` and a batched ``VectorEnv``.
 
-Both classes share one batched core, :class:`ImaginedBatch`, that holds the
-model's state for ``N`` rollouts as torch tensors and advances all of them in
-one model call. Observation and action spaces are the ground-truth task's, so a
+Both classes share one batched core, :class:`ImaginedCore`, that holds the
+model's state for ``N`` rollouts as torch tensors and advances them in
+fixed-size blocks of rows, each row with its own random stream. Observation and action spaces are the ground-truth task's, so a
 policy trained in MuJoCo acts here unchanged. Episodes start from seeded MuJoCo
 reset states (the same ones ``gymnasium.make(task).reset(seed=...)`` gives), or
 from a given simulator state or observation.
@@ -34,12 +34,24 @@ from wm_eval import tasks
 from wm_eval.errors import CheckpointError, InvalidActionError, SpaceMismatchError, TaskError, WmEvalError
 from wm_eval.models.base import PROPAGATIONS, WorldModel
 from wm_eval.models.checkpoint import resolve_model
+from wm_eval.streams import RowStreams
 
-__all__ = ["ImaginedBatch", "WorldModelEnv", "WorldModelVectorEnv"]
+__all__ = ["BLOCK_ROWS", "ImaginedCore", "WorldModelEnv", "WorldModelVectorEnv"]
+
+BLOCK_ROWS = 256
+"""Rows per model call. Every call has exactly this many rows (packed running rows, the last block
+padded), which makes a row's result independent of its neighbours and of the batch size; measured on
+this project's CPU (AVX-512), float32 rows are bitwise equal for any position inside blocks of 64, 128
+or 256 rows, and 256 keeps large batches at full speed (the fused bfloat16 path starts at 256 rows)."""
 
 
-class ImaginedBatch:
+class ImaginedCore:
     """``N`` imagined rollouts advanced together: the shared core of both environments.
+
+    Each row owns its random stream (:class:`~wm_eval.streams.RowStreams`), and the model is always
+    called on blocks of exactly ``block_rows`` rows (the rows still running, packed, the last block
+    padded), so a row's numbers depend neither on the other rows nor on how many there are: on CPUs
+    a matrix product rounds differently for different row counts, and chaotic dynamics amplify that.
 
     Args:
         num_envs: number of rollouts ``N``.
@@ -58,14 +70,17 @@ class ImaginedBatch:
         max_episode_steps: truncation limit; default: the task's.
         max_uncertainty: truncate a rollout when its step uncertainty exceeds this.
         sample: sample next states from the members' Gaussians instead of taking their means.
+        block_rows: rows per model call (:data:`BLOCK_ROWS`).
     """
 
     def __init__(self, num_envs: int = 1, *, task: str | None = None, model: Any = None, device: str = "cpu",
                  propagation: str = "mean", reward: str = "learned", termination: str = "auto",
                  max_episode_steps: int | None = None, max_uncertainty: float | None = None,
-                 sample: bool = False) -> None:
+                 sample: bool = False, block_rows: int = BLOCK_ROWS) -> None:
         if int(num_envs) < 1:
             raise WmEvalError(f"num_envs must be at least 1, got {num_envs}")
+        if int(block_rows) < 1:
+            raise WmEvalError(f"block_rows must be at least 1, got {block_rows}")
         if propagation not in PROPAGATIONS:
             raise WmEvalError(f"unknown propagation '{propagation}': use one of {', '.join(PROPAGATIONS)}")
         if reward not in ("learned", "task"):
@@ -86,7 +101,7 @@ class ImaginedBatch:
             raise TaskError(f"{self.task} has no reward function of observations (it needs unobserved state): "
                             "use reward='learned'")
         self.gt_env = tasks.make_env(self.task)
-        self.num_envs = int(num_envs)
+        self.num_envs, self.block_rows = int(num_envs), int(block_rows)
         self.device = torch.device(device)
         if termination == "auto":
             termination = "task" if self.spec.terminated is not None else "learned"
@@ -98,11 +113,12 @@ class ImaginedBatch:
         self.action_space = self.gt_env.action_space
         self._low = torch.as_tensor(self.action_space.low, dtype=torch.float32, device=self.device)
         self._high = torch.as_tensor(self.action_space.high, dtype=torch.float32, device=self.device)
-        self.generator = torch.Generator(device=self.device)
-        self.state: torch.Tensor | None = None
+        self.streams = RowStreams(self.num_envs, num_members=self.model.num_members,
+                                  noise_dim=self.model.obs_dim + 1 if sample else 0, step_members=propagation == "ts1")
+        self.state = torch.zeros((self.num_envs, *self.model.state_shape), device=self.device)
         self.obs = np.zeros((self.num_envs,) + self.observation_space.shape, dtype=np.float64)
         self.steps = np.zeros(self.num_envs, dtype=np.int64)
-        self.members = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
+        self.started = False
         self._starts = np.zeros((0,) + self.observation_space.shape)
 
     def close(self) -> None:
@@ -118,62 +134,77 @@ class ImaginedBatch:
             starts[i], _ = self.gt_env.reset(seed=None if seed is None else seed + i)
         return starts
 
-    def _next_starts(self, count: int) -> np.ndarray:
-        """Start observations for autoreset, from a pool refilled in blocks (no per-env work per step)."""
+    def next_starts(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Start observations and stream seeds for autoreset, from a pool refilled in blocks."""
         if len(self._starts) < count:
             block = max(count, min(self.num_envs, 256))
             self._starts = np.concatenate([self._starts, self.mujoco_starts(block)])
         taken, self._starts = self._starts[:count], self._starts[count:]
-        return taken
+        return taken, self._stream_seeds(count)
 
-    def starts_from_states(self, states: np.ndarray) -> np.ndarray:
-        """Observations at the given simulator states ``[N, state_dim]``."""
+    def _stream_seeds(self, count: int) -> np.ndarray:
+        return self.gt_env.unwrapped.np_random.integers(2**63 - 1, size=count, dtype=np.int64)
+
+    def starts_from_states(self, states: np.ndarray, count: int) -> np.ndarray:
+        """Observations at the given simulator states ``[count, state_dim]`` (one state is broadcast)."""
         states = np.asarray(states, dtype=np.float64)
         if states.ndim == 1:
-            states = np.broadcast_to(states, (self.num_envs, states.shape[0]))
-        if states.shape[0] != self.num_envs:
-            raise SpaceMismatchError(f"options['state'] holds {states.shape[0]} states for {self.num_envs} envs")
+            states = np.broadcast_to(states, (count, states.shape[0]))
+        if states.shape[0] != count:
+            raise SpaceMismatchError(f"options['state'] holds {states.shape[0]} states for {count} envs to reset")
         return np.stack([tasks.set_state(self.gt_env, s) for s in states])
 
     def reset(self, seed: int | None, options: dict[str, Any] | None) -> np.ndarray:
-        """Start every rollout: from ``options["state"]``, ``options["obs"]`` or seeded MuJoCo resets."""
+        """Start rollouts: all, or those in ``options["reset_mask"]`` (``[N]`` bool).
+
+        Start from ``options["state"]`` (simulator states), ``options["obs"]`` or seeded MuJoCo
+        resets; ``options["episode_seeds"]`` (``[K]`` ints, one per row reset) seeds each row's
+        random stream, else the streams are seeded from ``seed``.
+        """
         options = dict(options or {})
-        unknown = set(options) - {"state", "obs"}
+        unknown = set(options) - {"state", "obs", "episode_seeds", "reset_mask"}
         if unknown:
-            raise WmEvalError(f"unknown reset option(s) {sorted(unknown)}: use 'state' or 'obs'")
+            raise WmEvalError(f"unknown reset option(s) {sorted(unknown)}: use 'state', 'obs', 'episode_seeds' "
+                              "or 'reset_mask'")
+        mask = np.ones(self.num_envs, dtype=bool)
+        if "reset_mask" in options:
+            mask = np.asarray(options["reset_mask"], dtype=bool)
+            if mask.shape != (self.num_envs,):
+                raise SpaceMismatchError(f"options['reset_mask'] has shape {mask.shape}; expected ({self.num_envs},)")
+            if not self.started and not mask.all():
+                raise WmEvalError("the first reset must reset every env: drop 'reset_mask'")
+        count = int(mask.sum())
         self._starts = np.zeros((0,) + self.observation_space.shape)
         if seed is not None:
-            self.gt_env.reset(seed=seed)  # seeds the stream of later (autoreset) starts
-        self.generator.manual_seed(int(self.gt_env.unwrapped.np_random.integers(2**63 - 1)))
+            self.gt_env.reset(seed=seed)  # seeds the stream of later (autoreset) starts and stream seeds
         if "state" in options:
-            obs = self.starts_from_states(options["state"])
+            obs = self.starts_from_states(options["state"], count)
         elif "obs" in options:
             obs = np.asarray(options["obs"], dtype=np.float64).reshape(-1, *self.observation_space.shape)
-            obs = np.array(np.broadcast_to(obs, (self.num_envs,) + self.observation_space.shape))
+            obs = np.array(np.broadcast_to(obs, (count,) + self.observation_space.shape))
             if not np.isfinite(obs).all():
                 raise InvalidActionError("options['obs'] holds NaN or inf")
         else:
-            obs = self.mujoco_starts(self.num_envs, seed)
-        self._restart(np.ones(self.num_envs, dtype=bool), obs)
+            obs = self.mujoco_starts(count, seed)
+        if "episode_seeds" in options:
+            seeds = np.asarray(options["episode_seeds"], dtype=np.int64).reshape(-1)
+            if seeds.shape != (count,):
+                raise SpaceMismatchError(f"options['episode_seeds'] holds {seeds.size} seeds for {count} envs to reset")
+        else:
+            seeds = self._stream_seeds(count)
+        self.restart(mask, obs, seeds)
+        self.started = True
         return self.obs.copy()
 
-    def reset_to(self, states: np.ndarray, *, seed: int | None = 0) -> np.ndarray:
-        """Start rollout ``i`` from simulator state ``states[i]`` (the evaluation loop's entry)."""
-        return self.reset(seed, {"state": states})
-
-    def _restart(self, mask: np.ndarray, obs: np.ndarray) -> None:
-        """Restart the rollouts in ``mask`` from observations ``obs`` (one row per True entry)."""
-        self.obs[mask] = obs
-        self.steps[mask] = 0
+    def restart(self, mask: np.ndarray, obs: np.ndarray, seeds: np.ndarray) -> None:
+        """Restart the rollouts in ``mask`` from observations ``obs`` and stream ``seeds`` (a row per True)."""
+        rows = np.flatnonzero(mask)
+        self.obs[rows] = obs
+        self.steps[rows] = 0
+        self.streams.reset(rows, seeds)
+        index = torch.as_tensor(rows, device=self.device)
         fresh = self.model.initial_state(torch.as_tensor(obs, dtype=torch.float32, device=self.device))
-        members = torch.randint(self.model.num_members, (self.num_envs,), generator=self.generator,
-                                device=self.device)
-        if mask.all():
-            self.state, self.members = fresh, members
-        else:
-            index = torch.as_tensor(np.flatnonzero(mask), device=self.device)
-            self.state = self.state.index_copy(0, index, fresh)
-            self.members = torch.where(torch.as_tensor(mask, device=self.device), members, self.members)
+        self.state = self.state.index_copy(0, index, fresh.to(self.state.dtype))
 
     # ---- stepping -----------------------------------------------------------------------------
     def check_actions(self, actions: Any) -> torch.Tensor:
@@ -187,37 +218,77 @@ class ImaginedBatch:
         tensor = torch.as_tensor(array, device=self.device)
         return torch.clamp(tensor, self._low, self._high)
 
-    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        """Advance all rollouts one step (no autoreset): obs, reward, terminated, truncated, info."""
-        if self.state is None:
+    def _predict(self, rows: np.ndarray, action: torch.Tensor) -> dict[str, np.ndarray]:
+        """The model's step for ``rows`` (indices ``[K]``), in padded blocks of ``block_rows``."""
+        members, noise = self.streams.draw(rows)
+        if self.propagation == "ts_inf":
+            members = self.streams.initial[rows]
+        size = self.block_rows
+        padded = -(-len(rows) // size) * size
+        take = np.concatenate([rows, np.full(padded - len(rows), rows[0])])
+        pad = padded - len(rows)
+        if members is not None:
+            members = np.concatenate([members, np.zeros(pad, dtype=np.int64)])
+        if noise is not None:
+            noise = np.concatenate([noise, np.zeros((pad, noise.shape[1]), dtype=np.float32)])
+        index = torch.as_tensor(take, device=self.device)
+        state, act = self.state.index_select(0, index), action.index_select(0, index)
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("state", "obs", "reward", "term", "unc", "member")}
+        with torch.inference_mode():
+            for lo in range(0, padded, size):
+                block = slice(lo, lo + size)
+                kwargs: dict[str, Any] = {"propagation": self.propagation, "sample": self.sample}
+                if members is not None:
+                    kwargs["members"] = torch.as_tensor(members[block], device=self.device)
+                if noise is not None:
+                    kwargs["noise"] = torch.as_tensor(noise[block], device=self.device)
+                new_state, pred = self.model.step(state[block], act[block], **kwargs)
+                for key, value in zip(parts, (new_state, pred.next_obs, pred.reward, pred.terminated,
+                                              pred.uncertainty, pred.member)):
+                    parts[key].append(value.clone())
+        k = len(rows)
+        out = {key: torch.cat(values)[:k] for key, values in parts.items()}
+        self.state = self.state.index_copy(0, index[:k], out.pop("state").to(self.state.dtype))
+        return {"obs": out["obs"].double().cpu().numpy(), "reward": out["reward"].double().cpu().numpy(),
+                "term": out["term"].cpu().numpy().astype(bool), "unc": out["unc"].float().cpu().numpy(),
+                "member": out["member"].cpu().numpy()}
+
+    def step(self, actions: Any, active: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Advance the ``active`` rollouts (default all) one step, no autoreset: obs, reward,
+        terminated, truncated, info. Inactive rows keep their observation, with reward 0."""
+        if not self.started:
             raise WmEvalError("call reset() before step()")
         action = self.check_actions(actions)
-        with torch.inference_mode():
-            self.state, pred = self.model.step(self.state, action, propagation=self.propagation,
-                                               members=self.members, generator=self.generator, sample=self.sample)
-        prev_obs = self.obs
-        self.obs = pred.next_obs.double().cpu().numpy()
-        uncertainty = pred.uncertainty.float().cpu().numpy()
-        if self.reward_mode == "task":
-            reward = self.spec.reward(prev_obs, action.cpu().numpy(), self.obs)
-        else:
-            reward = pred.reward.double().cpu().numpy()
-        if self.termination_mode == "task":
-            terminated = (self.spec.terminated(self.obs) if self.spec.terminated is not None
-                          else np.zeros(self.num_envs, dtype=bool))
-        else:
-            terminated = pred.terminated.cpu().numpy().astype(bool)
-        self.steps += 1
-        too_uncertain = (uncertainty > self.max_uncertainty if self.max_uncertainty is not None
-                         else np.zeros(self.num_envs, dtype=bool))
-        truncated = (self.steps >= self.max_episode_steps) | too_uncertain
-        info = {"uncertainty": uncertainty, "member": pred.member.cpu().numpy(),
-                "uncertainty_truncated": too_uncertain}
-        return self.obs.copy(), np.asarray(reward, dtype=np.float64), terminated, truncated & ~terminated, info
+        active = np.ones(self.num_envs, dtype=bool) if active is None else active
+        rows = np.flatnonzero(active)
+        n = self.num_envs
+        reward, terminated = np.zeros(n), np.zeros(n, dtype=bool)
+        uncertainty, member = np.zeros(n, dtype=np.float32), np.full(n, -1, dtype=np.int64)
+        if len(rows):
+            out = self._predict(rows, action)
+            prev_obs = self.obs[rows]
+            self.obs[rows] = out["obs"]
+            uncertainty[rows], member[rows] = out["unc"], out["member"]
+            if self.reward_mode == "task":
+                reward[rows] = self.spec.reward(prev_obs, action.cpu().numpy()[rows], out["obs"])
+            else:
+                reward[rows] = out["reward"]
+            if self.termination_mode == "task":
+                if self.spec.terminated is not None:
+                    terminated[rows] = self.spec.terminated(out["obs"])
+            else:
+                terminated[rows] = out["term"]
+        self.steps[rows] += 1
+        too_uncertain = active & (uncertainty > self.max_uncertainty if self.max_uncertainty is not None
+                                  else np.zeros(n, dtype=bool))
+        truncated = active & ((self.steps >= self.max_episode_steps) | too_uncertain)
+        info = {"uncertainty": uncertainty, "member": member, "uncertainty_truncated": too_uncertain}
+        return self.obs.copy(), reward, terminated, truncated & ~terminated, info
 
 
 class WorldModelEnv(gym.Env):
-    """A learned world model as a single ``gymnasium.Env``; see :class:`ImaginedBatch` for arguments.
+    """A learned world model as a single ``gymnasium.Env``; see :class:`ImaginedCore` for arguments.
 
     ``reset(seed=s)`` starts from the observation of ``gymnasium.make(task).reset(seed=s)``;
     ``reset(options={"state": full_simulator_state})`` or ``{"obs": observation}`` starts there.
@@ -228,7 +299,7 @@ class WorldModelEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, **kwargs: Any) -> None:
-        self.batch = ImaginedBatch(1, **kwargs)
+        self.batch = ImaginedCore(1, **kwargs)
         self.observation_space = self.batch.observation_space
         self.action_space = self.batch.action_space
         self.task = self.batch.task
@@ -252,19 +323,32 @@ class WorldModelEnv(gym.Env):
 
 
 class WorldModelVectorEnv(VectorEnv):
-    """``N`` imagined rollouts stepped in one batched model call (``gym.make_vec(..., "vector_entry_point")``).
+    """``N`` imagined rollouts stepped in batched model calls (``gym.make_vec(..., "vector_entry_point")``).
 
-    Autoreset is ``NEXT_STEP``: the step after an episode ends returns the new start observation
-    with reward 0 and no termination. Truncation at ``max_episode_steps`` is handled here (make_vec
-    adds no TimeLimit). ``reset(options={"state": states[N, state_dim]})`` starts each env from its
-    own simulator state; ``{"obs": obs[N, obs_dim]}`` from given observations. Arguments as
-    :class:`ImaginedBatch`.
+    ``autoreset_mode``:
+
+    * ``NEXT_STEP`` (default): the step after an episode ends returns the new start observation
+      with reward 0 and no termination.
+    * ``DISABLED``: an ended episode stays ended (it is no longer computed; its observation stays,
+      its reward is 0) until ``reset(options={"reset_mask": mask, ...})`` restarts the rows in
+      ``mask``. This is how :mod:`wm_eval.evaluation` rolls policies out.
+
+    Truncation at ``max_episode_steps`` is handled here (make_vec adds no TimeLimit). Reset
+    options: ``{"state": states[K, state_dim]}`` starts each reset env from its own simulator
+    state, ``{"obs": obs[K, obs_dim]}`` from given observations, ``{"episode_seeds": [K]}`` seeds
+    each row's random stream (member draws, samples), ``{"reset_mask": [N] bool}`` chooses the rows
+    (``K`` = its count; default all). Other arguments as :class:`ImaginedCore`.
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
 
-    def __init__(self, num_envs: int = 1, **kwargs: Any) -> None:
-        self.batch = ImaginedBatch(num_envs, **kwargs)
+    def __init__(self, num_envs: int = 1, *, autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+                 **kwargs: Any) -> None:
+        mode = AutoresetMode(autoreset_mode)
+        if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED):
+            raise WmEvalError(f"autoreset_mode {mode.value!r} is not supported: use next_step or disabled")
+        self.metadata = {**self.metadata, "autoreset_mode": mode}
+        self.batch = ImaginedCore(num_envs, **kwargs)
         self.num_envs = self.batch.num_envs
         self.task = self.batch.task
         self.single_observation_space = self.batch.observation_space
@@ -275,18 +359,19 @@ class WorldModelVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        self._done[:] = False
-        return self.batch.reset(seed, options), {}
+        mask = np.asarray((options or {}).get("reset_mask", np.ones(self.num_envs, dtype=bool)), dtype=bool)
+        obs = self.batch.reset(seed, options)
+        self._done[mask] = False
+        return obs, {}
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         restarting = self._done.copy()
-        obs, reward, terminated, truncated, info = self.batch.step(actions)
-        if restarting.any():
-            self.batch._restart(restarting, self.batch._next_starts(int(restarting.sum())))
+        obs, reward, terminated, truncated, info = self.batch.step(actions, active=~restarting)
+        if restarting.any() and self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP:
+            self.batch.restart(restarting, *self.batch.next_starts(int(restarting.sum())))
             obs[restarting] = self.batch.obs[restarting]
-            reward[restarting], terminated[restarting], truncated[restarting] = 0.0, False, False
-            info["uncertainty"][restarting] = 0.0
-        self._done = terminated | truncated
+            self._done[restarting] = False
+        self._done |= terminated | truncated
         info = {**info, **{f"_{key}": np.ones(self.num_envs, dtype=bool) for key in info}}
         return obs, reward, terminated, truncated, info
 

@@ -1,1 +1,1 @@
-"""evaluation"""
+"""Paired evaluation: plan, executors, the rollout loop, statistics and metrics; :func:`evaluate`."""

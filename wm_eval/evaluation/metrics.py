@@ -5,13 +5,20 @@ The ranking metrics copy their reference implementations rather than paraphrase 
 * **DOPE** (Fu et al. 2021, ``google-research/deep_ope``, ``plots.ipynb``): per task,
   normalise by the worst and best ground-truth values among the policies,
   ``gt_n = (gt - worst) / (best - worst)`` and ``pred_n = min((pred - worst) / (best - worst), 2)``;
-  then ``normalized_abs_error = mean|pred_n - gt_n|``, ``rank_correlation = spearman(gt_n, pred_n)``
-  and ``regret@k = (max(gt_n) - max(gt_n[top-k by pred_n])) / max(gt_n)``. Error bars come from a
+  then ``normalized_abs_error = mean|pred_n - gt_n|`` and
+  ``regret@k = (max(gt_n) - max(gt_n[top-k by pred_n])) / max(gt_n)``. Error bars come from a
   bootstrap over policies that keeps the full-set normalisation fixed (so ``max(gt_n)`` is 1 on the
   full set but can be below 1 in a resample, which is why the division is there).
 * **SIMPLER** (Li et al. 2024, ``simpler-env/SimplerEnv``, ``simpler_env/utils/metrics.py``):
   ``pearson_correlation`` and ``mean_maximum_rank_violation``. MMRV is asymmetric and takes no
-  normalisation: ``mean_i max_j |gt_i - gt_j| * 1[(pred_i > pred_j) != (gt_i > gt_j)]``.
+  normalisation: ``mean_i max_j |gt_i - gt_j| * 1[(pred_i > pred_j) != (gt_i > gt_j)]``, in the
+  units of the ground truth. :func:`mmrv_normalized` divides it by the ground-truth spread
+  ``max(gt) - min(gt)`` so that tasks with different return scales can be compared.
+
+:func:`ranking_metrics` computes Spearman, Kendall, Pearson and MMRV on the raw values it is given
+(the DOPE clip at 2 never touches them) and only ``normalized_abs_error`` and ``regret_at_k`` on
+DOPE's normalised values. With per-episode values it bootstraps at two levels (policies, then each
+drawn policy's episodes). :func:`binomial_ci` gives intervals for success rates.
 
 Every function comparing a prediction with the truth takes ``predicted=`` and ``ground_truth=`` by
 keyword. Inputs are array-likes, scalar outputs are Python floats. A metric that is undefined for its
@@ -21,8 +28,8 @@ and the bootstrap skips such resamples.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
+import operator
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -32,9 +39,9 @@ from wm_eval.errors import SpaceMismatchError
 
 __all__ = [
     "DOPE_GAMMA", "DOPE_CLIP", "discounted_return", "returns",
-    "spearman", "kendall", "pearson", "mmrv",
+    "spearman", "kendall", "pearson", "mmrv", "mmrv_normalized",
     "dope_normalize", "normalized_abs_error", "regret_at_k",
-    "bootstrap_ci", "bootstrap_over_policies",
+    "bootstrap_ci", "bootstrap_over_policies", "binomial_ci",
     "auroc", "return_is_off", "trust_auroc", "ranking_metrics",
 ]  # fmt: skip
 
@@ -74,7 +81,8 @@ def returns(rewards: ArrayLike, *, mask: ArrayLike | None = None, gamma: float |
     if np.any(m[:, 1:] & ~m[:, :-1]):
         raise ValueError("mask must be True on a prefix of each row: valid steps first, then padding")
     discount = np.ones(r.shape[1]) if gamma is None else gamma ** np.arange(r.shape[1])
-    return np.where(m, r, 0.0) @ discount
+    # a row-wise sum, not a matrix product: BLAS sums in an order that depends on the number of rows
+    return (np.where(m, r, 0.0) * discount).sum(axis=1)
 
 
 def discounted_return(rewards: ArrayLike, *, gamma: float = DOPE_GAMMA) -> float:
@@ -129,6 +137,23 @@ def mmrv(*, predicted: ArrayLike, ground_truth: ArrayLike) -> float:
         return float("nan")
     violated = (p[:, None] > p[None, :]) != (g[:, None] > g[None, :])
     return float(np.mean(np.max(np.abs(g[:, None] - g[None, :]) * violated, axis=1)))
+
+
+
+def mmrv_normalized(*, predicted: ArrayLike, ground_truth: ArrayLike) -> float:
+    """SIMPLER's :func:`mmrv` divided by the ground-truth spread ``max(gt) - min(gt)``.
+
+    ``predicted`` and ``ground_truth`` are 1-D, one value per policy. The result is a fraction of
+    the spread (0 = no violation, at most 1), comparable across tasks with different return
+    scales. ``nan`` for empty input or when all ground-truth values are equal (no spread).
+    """
+    p, g = _pair(predicted, ground_truth)
+    if p.size == 0:
+        return float("nan")
+    spread = float(np.ptp(g))
+    if spread == 0.0:
+        return float("nan")
+    return mmrv(predicted=p, ground_truth=g) / spread
 
 
 def dope_normalize(values: ArrayLike, *, ground_truth: ArrayLike, clip: float | None = None) -> np.ndarray:
@@ -221,12 +246,37 @@ def bootstrap_over_policies(
     value = float(metric_fn(predicted=p, ground_truth=g))
     indices = np.random.default_rng(seed).integers(0, p.size, size=(n_resamples, p.size))
     draws = np.array([metric_fn(predicted=p[i], ground_truth=g[i]) for i in indices], dtype=float)
+    return (value, *_percentile_interval(draws, confidence))
+
+
+def _percentile_interval(draws: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Percentile interval of the defined (non-nan) bootstrap draws; ``(nan, nan)`` if none is."""
     draws = draws[~np.isnan(draws)]
     if draws.size == 0:
-        return value, float("nan"), float("nan")
+        return float("nan"), float("nan")
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(draws, [alpha, 1.0 - alpha])
-    return value, float(low), float(high)
+    return float(low), float(high)
+
+
+def binomial_ci(successes: int, n: int, *, confidence: float = 0.95, method: str = "wilson") -> tuple[float, float]:
+    """``(low, high)``: two-sided interval for a success rate ``successes / n`` (scalars in, floats out).
+
+    ``scipy.stats.binomtest(successes, n).proportion_ci(confidence_level=confidence, method=method)``
+    with ``method="wilson"`` (Wilson score interval, no continuity correction; the default: good
+    coverage and never a zero-width interval at 0 or n successes) or ``"exact"`` (Clopper-Pearson,
+    conservative). Raises ``ValueError`` for ``n < 1``, ``successes`` outside ``[0, n]`` or another
+    method, and ``TypeError`` for non-integer counts.
+    """
+    k, n = operator.index(successes), operator.index(n)
+    if method not in ("wilson", "exact"):
+        raise ValueError(f"method must be 'wilson' or 'exact', got {method!r}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if not 0 <= k <= n:
+        raise ValueError(f"successes must be in [0, n={n}], got {k}")
+    interval = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method=method)
+    return float(interval.low), float(interval.high)
 
 
 def auroc(*, scores: ArrayLike, labels: ArrayLike) -> float:
@@ -272,29 +322,136 @@ def trust_auroc(
     return auroc(scores=uncertainty, labels=off)
 
 
+def _episode_arrays(episodes: Sequence[ArrayLike], name: str, n_policies: int) -> list[np.ndarray]:
+    if len(episodes) != n_policies:
+        raise SpaceMismatchError(f"{name} must hold one 1-D array per policy ({n_policies}), got {len(episodes)}")
+    arrays = [np.asarray(x, dtype=np.float64) for x in episodes]
+    for i, x in enumerate(arrays):
+        if x.ndim != 1 or x.size == 0:
+            raise SpaceMismatchError(f"{name}[{i}] must be a non-empty 1-D array of episode values, got {x.shape}")
+    return arrays
+
+
+def _check_episodes(
+    p: np.ndarray, g: np.ndarray, predicted_episodes: Sequence[ArrayLike] | None,
+    true_episodes: Sequence[ArrayLike] | None,
+) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Validated ``[(imagined_i, true_i)]`` per policy, or None for a policies-only bootstrap."""
+    if predicted_episodes is None and true_episodes is None:
+        return None
+    if predicted_episodes is None or true_episodes is None:
+        raise SpaceMismatchError("pass both predicted_episodes and true_episodes (paired per policy), or neither")
+    imagined = _episode_arrays(predicted_episodes, "predicted_episodes", p.size)
+    true = _episode_arrays(true_episodes, "true_episodes", p.size)
+    for i, (x, y) in enumerate(zip(imagined, true)):
+        if x.shape != y.shape:
+            raise SpaceMismatchError(
+                f"policy {i}: {x.size} predicted and {y.size} true episodes; they must be paired (same start states)"
+            )
+    for name, values, arrays in (("predicted", p, imagined), ("ground_truth", g, true)):
+        means = np.array([x.mean() for x in arrays])
+        scale = 1e-9 * (1.0 + np.max(np.abs(means)))
+        bad = np.flatnonzero(~np.isclose(values, means, rtol=1e-6, atol=scale))
+        if bad.size:
+            i = int(bad[0])
+            raise SpaceMismatchError(
+                f"{name}[{i}] = {values[i]:g} is not the mean ({means[i]:g}) of its per-episode values"
+            )
+    return list(zip(imagined, true))
+
+
+_EPISODE_CHUNK = 4_000_000
+"""Most episode indices drawn at once in the two-level bootstrap (bounds memory, not results)."""
+
+
+def _resample(
+    p: np.ndarray, g: np.ndarray, episodes: list[tuple[np.ndarray, np.ndarray]] | None,
+    *, n_resamples: int, seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap values ``(P, G)``, each ``[n_resamples, n_policies]``.
+
+    Policies are drawn with replacement exactly as in :func:`bootstrap_over_policies`. With
+    episodes, each drawn slot then draws its policy's episodes with replacement (one index set for
+    the paired imagined and true episodes) and takes the two means. A resampled mean is computed
+    as ``mean_i + mean(d[idx]) - mean(d)`` with ``d = x - x[0]``, which equals ``mean(x[idx])``
+    and is exactly ``mean_i`` when a policy's episodes are all equal.
+    """
+    rng = np.random.default_rng(seed)
+    indices = rng.integers(0, p.size, size=(n_resamples, p.size))
+    if episodes is None:
+        return p[indices], g[indices]
+    flat = indices.ravel()
+    P, G = np.empty(flat.size), np.empty(flat.size)
+    for i, (x, y) in enumerate(episodes):
+        slots = np.flatnonzero(flat == i)
+        dx, dy = x - x[0], y - y[0]
+        rows = max(1, _EPISODE_CHUNK // x.size)
+        for start in range(0, slots.size, rows):
+            chunk = slots[start:start + rows]
+            draw = rng.integers(0, x.size, size=(chunk.size, x.size))
+            P[chunk] = p[i] + (dx[draw].mean(axis=1) - dx.mean())
+            G[chunk] = g[i] + (dy[draw].mean(axis=1) - dy.mean())
+    return P.reshape(indices.shape), G.reshape(indices.shape)
+
+
 def ranking_metrics(
-    *, predicted: ArrayLike, ground_truth: ArrayLike, seed: int, n_resamples: int = 1000, confidence: float = 0.95
+    *, predicted: ArrayLike, ground_truth: ArrayLike, seed: int, n_resamples: int = 1000, confidence: float = 0.95,
+    predicted_episodes: Sequence[np.ndarray] | None = None, true_episodes: Sequence[np.ndarray] | None = None,
 ) -> dict[str, dict[str, float]]:
     """All ranking metrics over one task's policies, each as ``{value, ci_low, ci_high}``.
 
-    Keys: ``spearman, kendall, pearson, mmrv, regret_at_1, regret_at_3, normalized_abs_error``.
-    Following DOPE, values are normalised once per task with the full policy set (``gt_n``,
-    ``pred_n`` clipped at 2) and every metric, point value and bootstrap alike, is computed on
-    the normalised values. Correlations are unchanged by this (affine) normalisation unless the
-    clip binds; MMRV is therefore reported as a fraction of the ground-truth spread
-    ``best - worst`` (SIMPLER's MMRV divided by that spread), comparable across tasks.
-    Intervals: :func:`bootstrap_over_policies` with the same resamples for every metric.
+    ``predicted`` and ``ground_truth`` are 1-D ``[n_policies]`` (e.g. mean imagined and mean true
+    returns). Keys: ``spearman, kendall, pearson, mmrv, mmrv_normalized, regret_at_1, regret_at_3,
+    normalized_abs_error``.
+
+    * ``spearman``, ``kendall``, ``pearson`` and ``mmrv`` are computed on the raw values, as
+      SIMPLER does; ``mmrv`` is in the units of ``ground_truth``.
+    * ``mmrv_normalized`` is ``mmrv`` divided by the full set's ground-truth spread
+      ``best - worst`` (:func:`mmrv_normalized`).
+    * ``normalized_abs_error``, ``regret_at_1`` and ``regret_at_3`` follow DOPE: normalised with
+      the full set's worst/best ground truth, predictions clipped at 2.
+
+    Intervals are percentile bootstraps with the same resamples for every metric; within a
+    resample the normalisation scale (for the DOPE metrics and ``mmrv_normalized``) stays the
+    full-set one, as in DOPE. Without episodes, policies are resampled (as
+    :func:`bootstrap_over_policies`). With ``predicted_episodes`` and ``true_episodes`` (one 1-D
+    array ``[n_episodes_i]`` per policy, ``predicted``/``ground_truth`` being their means, and
+    index ``j`` of both arrays of a policy coming from the same start state), each resample draws
+    policies with replacement, then each drawn policy's episodes with replacement (the same
+    indices for its imagined and true episodes), and computes the metrics on the resampled means;
+    the interval then also reflects the finite number of episodes per policy. Resamples where a
+    metric is undefined (nan) are skipped. The same seed gives the same result.
+
+    Raises ``SpaceMismatchError`` for inconsistent inputs (lengths, shapes, unpaired episodes,
+    means that are not the episodes' means) and ``ValueError`` if all ground-truth values are equal.
     """
-    p_n, g_n = _normalized_pair(predicted, ground_truth)
-    metric_fns: dict[str, PairMetric] = {
-        "spearman": spearman, "kendall": kendall, "pearson": pearson, "mmrv": mmrv,
-        "regret_at_1": partial(_regret_n, k=1), "regret_at_3": partial(_regret_n, k=3),
-        "normalized_abs_error": _abs_error_n,
-    }  # fmt: skip
+    p, g = _pair(predicted, ground_truth)
+    episodes = _check_episodes(p, g, predicted_episodes, true_episodes)
+    dope_normalize(g, ground_truth=g)  # ValueError if the ground truth has no spread
+    spread = float(np.ptp(g))
+
+    def evaluate(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+        """Every metric for one set of policy values (full set or one resample); scale from ``g``."""
+        pred_n = dope_normalize(pred, ground_truth=g, clip=DOPE_CLIP)
+        truth_n = dope_normalize(truth, ground_truth=g)
+        raw_mmrv = mmrv(predicted=pred, ground_truth=truth)
+        return {
+            "spearman": spearman(predicted=pred, ground_truth=truth),
+            "kendall": kendall(predicted=pred, ground_truth=truth),
+            "pearson": pearson(predicted=pred, ground_truth=truth),
+            "mmrv": raw_mmrv,
+            "mmrv_normalized": raw_mmrv / spread,
+            "regret_at_1": _regret_n(predicted=pred_n, ground_truth=truth_n, k=1),
+            "regret_at_3": _regret_n(predicted=pred_n, ground_truth=truth_n, k=3),
+            "normalized_abs_error": _abs_error_n(predicted=pred_n, ground_truth=truth_n),
+        }
+
+    values = evaluate(p, g)
+    P, G = _resample(p, g, episodes, n_resamples=n_resamples, seed=seed)
+    per_resample = [evaluate(P[b], G[b]) for b in range(n_resamples)]
     result = {}
-    for name, fn in metric_fns.items():
-        value, low, high = bootstrap_over_policies(
-            fn, predicted=p_n, ground_truth=g_n, n_resamples=n_resamples, confidence=confidence, seed=seed
-        )
+    for name, value in values.items():
+        draws = np.array([r[name] for r in per_resample], dtype=float)
+        low, high = _percentile_interval(draws, confidence)
         result[name] = {"value": value, "ci_low": low, "ci_high": high}
     return result

@@ -1,64 +1,34 @@
-"""From paired rollouts to the numbers of ``report.json``.
+"""From finished units to the numbers of an :class:`~wm_eval.types.Evaluation`.
 
-Per policy: mean undiscounted and discounted returns, imagined and true, with
-bootstrap intervals over episodes; across policies: the DOPE and SIMPLER
-ranking metrics (on discounted returns, as DOPE) with bootstrap intervals over
-policies; per horizon step: the normalised state error; and the trust signal,
-how well per-episode uncertainty flags episodes whose imagined return is off.
+Per policy: every statistic imagined and true with its interval (bootstrap for returns, Wilson for
+success), the absolute error, the mean uncertainty; across policies: DOPE and SIMPLER ranking
+metrics per statistic with a two-level bootstrap (policies, then paired episodes within each);
+per horizon step: the state error over pairs still running on both sides and the share of pairs
+whose termination has diverged; and the trust signal.
 
-The trust signal scores an episode by its *cumulative* uncertainty (the sum of the ensemble
-disagreement over its imagined steps): disagreement compounds along a rollout, and on the
-fidelity benchmark the sum flags wrong Hopper episodes far better than the per-step mean
-(AUROC 0.74 against 0.20; on HalfCheetah, where all episodes run 1000 steps, they coincide).
+**Trust score** (one definition everywhere: report, Rerun, README): an episode's *summed* ensemble
+disagreement over its imagined steps. Disagreement compounds along a rollout, and an imagined
+episode that ends early has less of it only if it was confident. ``trust.auroc`` is its AUROC for
+flagging episodes whose imagined undiscounted return is off by more than 20%, with a control: the
+AUROC of the imagined episode length alone (``trust.length_auroc``), which a useful trust score beats.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from wm_eval.evaluation import metrics as M
-from wm_eval.evaluation.paired import Evaluation
-from wm_eval.evaluation.rollout import BatchRollout
+from wm_eval.evaluation.statistics import Statistic, interval
+from wm_eval.evaluation.units import UnitResult
 
-__all__ = ["EpisodeStats", "state_error", "summarize", "clean"]
+__all__ = ["clean", "merge_values", "policy_summary", "ranking", "horizon_error", "trust", "METRIC_NAMES"]
 
-
-class EpisodeStats:
-    """Per-episode returns (both kinds), lengths, termination, mean and summed step uncertainty of
-    one side of one policy."""
-
-    def __init__(self, rollout: BatchRollout, *, gamma: float) -> None:
-        self.mask = rollout.mask
-        self.undiscounted = M.returns(rollout.rewards, mask=self.mask, gamma=None)
-        self.discounted = M.returns(rollout.rewards, mask=self.mask, gamma=gamma)
-        self.lengths = rollout.lengths.copy()
-        self.terminated = rollout.terminations.any(axis=1)
-        self.uncertainty = self.total_uncertainty = None
-        if rollout.uncertainty is not None:
-            self.total_uncertainty = (rollout.uncertainty * self.mask).sum(axis=1)
-            self.uncertainty = self.total_uncertainty / np.maximum(self.mask.sum(axis=1), 1)
-
-
-
-def state_error(true: BatchRollout, imagined: BatchRollout, obs_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised state error per episode and step, ``[N, H + 1]``, and where it is defined.
-
-    The error at step ``t`` is the RMS over dimensions of ``(imagined - true) / obs_scale``; it is
-    defined while both episodes are still running (``t <= min`` of the two lengths).
-    """
-    diff = (imagined.observations - true.observations) / np.maximum(obs_scale, 1e-8)
-    error = np.sqrt(np.mean(diff**2, axis=-1))
-    steps = np.arange(error.shape[1])[None, :]
-    valid = steps <= np.minimum(true.lengths, imagined.lengths)[:, None]
-    return np.where(valid, error, 0.0), valid
-
-
-def _interval(values: np.ndarray, *, seed: int, n_resamples: int) -> dict[str, float]:
-    low, high = M.bootstrap_ci(values, np.mean, n_resamples=n_resamples, seed=seed)
-    return {"mean": float(np.mean(values)), "ci_low": float(low), "ci_high": float(high)}
+METRIC_NAMES = ("spearman", "kendall", "pearson", "mmrv", "mmrv_normalized", "regret_at_1", "regret_at_3",
+                "normalized_abs_error")
 
 
 def clean(value: Any) -> Any:
@@ -71,77 +41,72 @@ def clean(value: Any) -> Any:
         return clean(value.tolist())
     if isinstance(value, (np.floating, float)):
         return None if not math.isfinite(float(value)) else float(value)
-    if isinstance(value, (np.integer,)):
+    if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.bool_):
         return bool(value)
     return value
 
 
-def summarize(ev: Evaluation, *, gamma: float = M.DOPE_GAMMA, n_resamples: int = 1000) -> dict[str, Any]:
-    """The metric part of ``report.json`` (keys ``policies``, ``metrics``, ``horizon_error``, ``trust`` ...)."""
-    policies, errors, valids = [], [], []
-    all_unc, all_imag, all_true = [], [], []
-    for k, pr in enumerate(ev.policies):
-        true, imag = EpisodeStats(pr.true, gamma=gamma), EpisodeStats(pr.imagined, gamma=gamma)
-        seed = ev.seed + 7919 * (k + 1)
-        err, valid = state_error(pr.true, pr.imagined, ev.obs_scale)
-        errors.append(err)
-        valids.append(valid)
-        all_unc.append(imag.total_uncertainty)
-        all_imag.append(imag.undiscounted)
-        all_true.append(true.undiscounted)
-        final = err[np.arange(len(err)), np.minimum(pr.true.lengths, pr.imagined.lengths)]
-        policies.append({
-            "name": pr.name,
-            "source": pr.source,
-            "imagined_return": _interval(imag.undiscounted, seed=seed, n_resamples=n_resamples),
-            "true_return": _interval(true.undiscounted, seed=seed, n_resamples=n_resamples),
-            "imagined_return_discounted": _interval(imag.discounted, seed=seed, n_resamples=n_resamples),
-            "true_return_discounted": _interval(true.discounted, seed=seed, n_resamples=n_resamples),
-            "abs_error": float(abs(imag.undiscounted.mean() - true.undiscounted.mean())),
-            "uncertainty": float(imag.uncertainty.mean()),
-            "final_state_error": float(final.mean()),
-            "episodes": {
-                "imagined_return": imag.undiscounted, "true_return": true.undiscounted,
-                "imagined_return_discounted": imag.discounted, "true_return_discounted": true.discounted,
-                "imagined_length": imag.lengths, "true_length": true.lengths,
-                "imagined_terminated": imag.terminated, "true_terminated": true.terminated,
-                "uncertainty": imag.uncertainty,
-                "total_uncertainty": imag.total_uncertainty,
-            },
-        })
-    pred = np.array([p["imagined_return_discounted"]["mean"] for p in policies])
-    truth = np.array([p["true_return_discounted"]["mean"] for p in policies])
-    pred_u = np.array([p["imagined_return"]["mean"] for p in policies])
-    truth_u = np.array([p["true_return"]["mean"] for p in policies])
-    ranking = _ranking(pred, truth, seed=ev.seed, n_resamples=n_resamples)
-    ranking_u = _ranking(pred_u, truth_u, seed=ev.seed, n_resamples=n_resamples)
-    err, valid = np.concatenate(errors), np.concatenate(valids)
-    counts = valid.sum(axis=0)
-    horizon_error = np.where(counts > 0, err.sum(axis=0) / np.maximum(counts, 1), np.nan)
-    unc, imag_r, true_r = np.concatenate(all_unc), np.concatenate(all_imag), np.concatenate(all_true)
-    off = M.return_is_off(imagined_return=imag_r, true_return=true_r)
-    trust = {
-        "auroc": M.trust_auroc(uncertainty=unc, imagined_return=imag_r, true_return=true_r),
-        "fraction_off": float(off.mean()),
-        "threshold": 0.2,
-        "definition": "AUROC of per-episode cumulative uncertainty for flagging episodes whose imagined "
-                      "undiscounted return is off by more than 20% of the true one",
+def merge_values(results: Sequence[UnitResult]) -> dict[str, np.ndarray]:
+    """One policy's per-episode values, its units concatenated in plan order."""
+    return {k: np.concatenate([r.values[k] for r in results]) for k in results[0].values}
+
+
+def policy_summary(values: dict[str, np.ndarray], statistics: Sequence[Statistic], *, seed: int,
+                   n_resamples: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(statistics map, summary)`` of one policy (see :class:`~wm_eval.types.PolicyResult`)."""
+    stats = {s.name: {side: interval(s, values[f"{side}_{s.name}"], seed=seed, n_resamples=n_resamples)
+                      for side in ("imagined", "true")} for s in statistics}
+    summary = {
+        "imagined_return": stats["return"]["imagined"], "true_return": stats["return"]["true"],
+        "imagined_return_discounted": stats["discounted_return"]["imagined"],
+        "true_return_discounted": stats["discounted_return"]["true"],
+        "abs_error": float(abs(values["imagined_return"].mean() - values["true_return"].mean())),
+        "uncertainty": float(values["imagined_uncertainty"].mean()),
+        "trust_score": float(values["imagined_trust_score"].mean()),
+        "final_state_error": float(values["final_state_error"].mean()),
     }
+    return stats, summary
+
+
+def ranking(predicted: Sequence[np.ndarray], truth: Sequence[np.ndarray], *, seed: int,
+            n_resamples: int) -> dict[str, dict[str, float]]:
+    """Ranking metrics over policies from per-episode values (two-level bootstrap intervals)."""
+    pred, true = np.array([p.mean() for p in predicted]), np.array([t.mean() for t in truth])
+    if len(pred) < 2 or np.ptp(true) == 0:
+        return {n: {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan} for n in METRIC_NAMES}
+    return M.ranking_metrics(predicted=pred, ground_truth=true, seed=seed, n_resamples=n_resamples,
+                             predicted_episodes=list(predicted), true_episodes=list(truth))
+
+
+def horizon_error(results: Sequence[UnitResult], pairs: int) -> dict[str, Any]:
+    """The horizon error over all units: see :attr:`wm_eval.types.Evaluation.horizon_error`."""
+    error_sum = np.sum([r.error_sum for r in results], axis=0)
+    running = np.sum([r.running for r in results], axis=0)
+    diverged = np.sum([r.diverged for r in results], axis=0)
+    error = np.where(running > 0, error_sum / np.maximum(running, 1), np.nan)
+    return {"error": error, "running": running, "diverged": diverged, "pairs": int(pairs),
+            "diverged_fraction": diverged / max(pairs, 1)}
+
+
+def trust(values: Sequence[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """How well the trust score flags episodes whose imagined return is off (see the module docstring)."""
+    score = np.concatenate([v["imagined_trust_score"] for v in values])
+    length = np.concatenate([v["imagined_length"] for v in values]).astype(float)
+    imagined = np.concatenate([v["imagined_return"] for v in values])
+    true = np.concatenate([v["true_return"] for v in values])
+    off = M.return_is_off(imagined_return=imagined, true_return=true)
     return {
-        "policies": policies,
-        "metrics": {k: v["value"] for k, v in ranking.items()},
-        "metrics_ci": ranking,
-        "metrics_undiscounted": ranking_u,
-        "horizon_error": horizon_error,
-        "horizon_error_episodes": counts,
-        "trust": trust,
+        "auroc": M.auroc(scores=score, labels=off),
+        "length_auroc": M.auroc(scores=-length, labels=off),
+        "fraction_off": float(off.mean()),
+        "off_episodes": int(off.sum()),
+        "episodes": int(off.size),
+        "threshold": 0.2,
+        "score": "trust_score",
+        "definition": "trust score = ensemble disagreement summed over an episode's imagined steps; auroc = its "
+                      "AUROC for flagging episodes whose imagined undiscounted return is off by more than 20% of "
+                      "max(|true|, 10% of the largest |true|); length_auroc = the same for shorter imagined "
+                      "episodes (a control)",
     }
-
-
-def _ranking(pred: np.ndarray, truth: np.ndarray, *, seed: int, n_resamples: int) -> dict[str, dict[str, float]]:
-    if len(pred) < 2 or np.ptp(truth) == 0:
-        names = ("spearman", "kendall", "pearson", "mmrv", "regret_at_1", "regret_at_3", "normalized_abs_error")
-        return {n: {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan} for n in names}
-    return M.ranking_metrics(predicted=pred, ground_truth=truth, seed=seed, n_resamples=n_resamples)

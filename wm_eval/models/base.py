@@ -67,7 +67,8 @@ class WorldModel(nn.Module, abc.ABC):
       this raises ``ValueError``.
 
     ``sample=True`` draws the next observation and reward from the chosen member's
-    Gaussian (with ``generator``) instead of using its mean (for ``"mean"``: from the
+    Gaussian instead of using its mean, with standard normals ``noise`` ``[B, obs_dim + 1]``
+    when given (else from ``generator``) (for ``"mean"``: from the
     Gaussian with the members' average mean and average variance); termination is
     always ``termination_prob > 0.5``.
 
@@ -126,12 +127,14 @@ class WorldModel(nn.Module, abc.ABC):
         members: Any = None,
         generator: torch.Generator | None = None,
         sample: bool = False,
+        noise: Any = None,
     ) -> tuple[torch.Tensor, Prediction]:
         """Advance ``state`` ``[B, *state_shape]`` by ``action`` ``[B, act_dim]``.
 
         Returns the new state and the :class:`Prediction` of the transition. See the
-        class docstring for ``propagation``, ``members`` (``[B]`` int, for ``"ts_inf"``),
-        ``generator`` and ``sample``.
+        class docstring for ``propagation``, ``members`` (``[B]`` int: required for
+        ``"ts_inf"``, this step's draws for ``"ts1"``), ``generator``, ``sample`` and
+        ``noise`` (``[B, obs_dim + 1]`` standard normals for ``sample=True``).
         """
         state = self._batch(state, self.state_shape, "state")
         action = self._batch(action, (self.act_dim,), "action")
@@ -141,9 +144,12 @@ class WorldModel(nn.Module, abc.ABC):
             raise InvalidActionError("action contains NaN or infinite values; check the policy's output")
         if propagation not in PROPAGATIONS:
             raise ValueError(f"unknown propagation {propagation!r}; use one of {', '.join(PROPAGATIONS)}")
-        if propagation == "ts_inf":
+        if propagation == "ts_inf" or (propagation == "ts1" and members is not None):
             members = self._members(members, len(action))
-        return self._step(state, action, propagation=propagation, members=members, generator=generator, sample=sample)
+        if sample and noise is not None:
+            noise = self._batch(noise, (self.obs_dim + 1,), "noise")
+        return self._step(state, action, propagation=propagation, members=members, generator=generator,
+                          sample=sample, noise=noise)
 
     def predict(self, obs: Any, action: Any, **kwargs: Any) -> Prediction:
         """One transition from observations ``[B, obs_dim]``: ``step(initial_state(obs), action, **kwargs)[1]``."""
@@ -159,8 +165,10 @@ class WorldModel(nn.Module, abc.ABC):
         members: torch.Tensor | None,
         generator: torch.Generator | None,
         sample: bool,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Prediction]:
-        """:meth:`step` on validated float32 inputs (``members`` is set for ``"ts_inf"``)."""
+        """:meth:`step` on validated float32 inputs (``members`` is set for ``"ts_inf"``, and for
+        ``"ts1"`` when the caller drew them; ``noise`` ``[B, obs_dim + 1]`` or ``None``)."""
 
     @abc.abstractmethod
     def nll(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:

@@ -248,6 +248,7 @@ class GaussianMLPEnsemble(WorldModel):
         members: torch.Tensor | None,
         generator: torch.Generator | None,
         sample: bool,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Prediction]:
         with torch.inference_mode():
             inputs = self.input_norm.normalize(torch.cat([state, action], dim=-1))
@@ -264,7 +265,7 @@ class GaussianMLPEnsemble(WorldModel):
                 chosen_mean, termination_prob = average, probs.mean(dim=0)
                 chosen_logvar = torch.logsumexp(logvar, dim=0) - math.log(self.num_members) if sample else None
             else:
-                if propagation == "ts1":
+                if propagation == "ts1" and members is None:
                     member = torch.randint(self.num_members, (batch,), generator=generator, device=self.device)
                 else:
                     member = members
@@ -272,7 +273,8 @@ class GaussianMLPEnsemble(WorldModel):
                 chosen_mean, termination_prob = mean[member, rows], probs[member, rows]
                 chosen_logvar = logvar[member, rows] if sample else None
             if chosen_logvar is not None:
-                noise = torch.randn(chosen_mean.shape, generator=generator, device=self.device)
+                if noise is None:
+                    noise = torch.randn(chosen_mean.shape, generator=generator, device=self.device)
                 chosen_mean = torch.addcmul(chosen_mean, noise, torch.exp(0.5 * chosen_logvar))
             target = self.target_norm.denormalize(chosen_mean)
             next_obs = state + target[:, : self.obs_dim]

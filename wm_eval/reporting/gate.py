@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from wm_eval.regress import PolicyCheck, RegressResult
+    from wm_eval.types import PolicyCheck, RegressResult
 
 __all__ = ["text_table", "markdown_summary", "junit_xml"]
 

@@ -69,25 +69,31 @@ def plot_returns(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     ax.set_xlabel("true return (MuJoCo)")
     ax.set_ylabel("imagined return (world model)")
     ax.set_title(f"{report['task']}: Spearman {_metric(report, 'spearman', '.2f')}, "
-                 f"MMRV {_metric(report, 'mmrv', '.3f')} (discounted)", fontsize=10)
+                 f"MMRV {_metric(report, 'mmrv_normalized', '.3f')} of spread (discounted)", fontsize=10)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
 
 def plot_horizon_error(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Normalised state error vs horizon step (mean over running episodes); log scale when the
-    positive errors span more than two decades."""
+    """Normalised state error vs horizon step (mean over pairs running on both sides; log scale when
+    the positive errors span more than two decades) and, below, the fraction of pairs whose
+    termination has diverged (one side ended, the other not), so no fallen episode goes unseen."""
     error = _floats(report["horizon_error"])
     steps = np.arange(len(error))
-    fig = Figure(figsize=(6, 4))
-    ax = fig.add_subplot()
+    fig = Figure(figsize=(6, 5.5))
+    ax, below = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2.2, 1]})
+    pairs = max(int(report.get("horizon_pairs") or 1), 1)
+    below.plot(steps, _floats(report.get("horizon_diverged", np.zeros(len(error)))) / pairs, color="C3", lw=1.5)
+    below.set_ylabel("termination\ndiverged", fontsize=8)
+    below.set_ylim(0, 1)
+    below.set_xlabel("horizon step")
+    below.grid(alpha=0.3)
     positive = error[np.isfinite(error) & (error > 0)]
     log = positive.size > 1 and positive.max() > 100 * positive.min()
     shown = np.where(error > 0, error, np.nan) if log else error
     ax.plot(steps, shown, lw=1.5)
     if log:
         ax.set_yscale("log")
-    ax.set_xlabel("horizon step")
     ax.set_ylabel("state error (RMS, in model obs std)")
     ax.set_title(f"{report['task']}: imagined vs true state, {report['mode']}", fontsize=10)
     ax.grid(alpha=0.3, which="both")

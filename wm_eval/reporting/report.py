@@ -1,47 +1,53 @@
 """``report.json`` and ``report.md``: what an evaluation found, for machines and for people.
 
-:func:`build_report` turns a finished :class:`~wm_eval.evaluation.paired.Evaluation` and its
-:func:`~wm_eval.evaluation.summary.summarize` output into one JSON-safe dict (NaN becomes
-``null``); :func:`write_report` writes it with a Markdown rendering beside it::
+:func:`build_report` turns a finished :class:`~wm_eval.types.Evaluation` into one JSON-safe dict
+(NaN becomes ``null``); :func:`report` (``wm_eval.report``) writes the whole folder: trajectories,
+recording, plots, then ``report.json`` and ``report.md``::
 
-    summary = summarize(ev, gamma=cfg.gamma)
-    report = build_report(ev, summary, config=to_dict(cfg))
-    write_plots(out, report)
-    write_report(out, report)  # last: report.md links what the folder holds; "complete": true
+    ev = wm_eval.evaluate("Hopper-v5", ["zoo"])
+    wm_eval.report(ev, "runs/hopper")   # last: report.md links what the folder holds; "complete": true
+
+This module reads only :mod:`wm_eval.types`, never the evaluation modules.
 
 The report's keys are a contract (DESIGN.md): keys may be added, never renamed.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import math
 import os
-import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import stats
 
-from wm_eval import __version__
 from wm_eval.fileio import atomic_write_text
+from wm_eval.machine import library_versions, machine
 
 if TYPE_CHECKING:
-    from wm_eval.evaluation.paired import Evaluation
+    from wm_eval.types import Evaluation
 
-__all__ = ["FORMAT", "METRIC_NAMES", "SPEARMAN_WARN", "TRUST_AUROC_WARN", "library_versions", "build_report",
-           "write_report", "summary_table"]
+__all__ = ["FORMAT", "METRIC_NAMES", "SPEARMAN_WARN", "TRUST_AUROC_WARN", "OWNED_FILES", "library_versions",
+           "machine", "build_report", "report", "write_report", "summary_table"]
 
 FORMAT = "wm_eval.report/1"
-METRIC_NAMES = ("spearman", "kendall", "pearson", "mmrv", "regret_at_1", "regret_at_3", "normalized_abs_error")
+METRIC_NAMES = ("spearman", "kendall", "pearson", "mmrv", "mmrv_normalized", "regret_at_1", "regret_at_3",
+                "normalized_abs_error")
+OWNED_FILES = ("report.json", "report.md", "trajectories.h5", "minari", "rollouts.rrd", "returns.png",
+               "horizon_error.png", "uncertainty.png")
+"""What :func:`report` writes into a folder (and removes first, so no stale artifact is linked)."""
+INTERVALS = {
+    "imagined": "95% percentile bootstrap over episodes (Wilson for success): the spread of the model's "
+                "predictions over start states, NOT an interval for the policy's true value",
+    "true": "95% percentile bootstrap over the real episodes (Wilson for success)",
+    "metrics": "95% two-level bootstrap: policies resampled, then paired episodes within each policy",
+}
 SPEARMAN_WARN = 0.7
 """Below this Spearman correlation the report warns that the model's ranking is not to be trusted."""
 TRUST_AUROC_WARN = 0.6
 """Below this trust AUROC the report warns that uncertainty does not flag the wrong episodes."""
-_PACKAGES = ("torch", "numpy", "scipy", "mujoco", "gymnasium", "stable-baselines3", "h5py", "minari", "rerun-sdk",
-             "matplotlib")
 _HORIZON_STEPS = (1, 10, 50, 100)
 _LINKED_FILES = (("trajectories.h5", "paired episodes (HDF5; ground truth readable by Minari via minari/)"),
                  ("rollouts.rrd", "Rerun recording (`wm-eval view` or `rerun rollouts.rrd`)"))
@@ -49,43 +55,63 @@ _PLOTS = (("returns.png", "Imagined vs true return"), ("horizon_error.png", "Sta
           ("uncertainty.png", "Uncertainty vs return error"))
 
 
-def library_versions() -> dict[str, str | None]:
-    """Versions of wm_eval, Python and the libraries that shape the numbers (``None``: not installed)."""
-    versions: dict[str, str | None] = {"wm_eval": __version__, "python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
 def _ranks(values: list[float]) -> list[int]:
     """Rank 1 = highest value (ties share the better rank)."""
     return [int(r) for r in stats.rankdata(-np.asarray(values, dtype=np.float64), method="min")]
 
 
-def build_report(ev: Evaluation, summary: dict[str, Any], *, config: dict[str, Any],
+def _jsonable(value: Any) -> Any:
+    """JSON-safe copy: numpy to Python, NaN and inf to ``None``."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+_EPISODE_KEYS = {  # report.json's per-episode names -> PolicyResult.episodes keys
+    "imagined_return": "imagined_return", "true_return": "true_return",
+    "imagined_return_discounted": "imagined_discounted_return", "true_return_discounted": "true_discounted_return",
+    "imagined_length": "imagined_length", "true_length": "true_length",
+    "imagined_terminated": "imagined_terminated", "true_terminated": "true_terminated",
+    "imagined_success": "imagined_success", "true_success": "true_success",
+    "uncertainty": "imagined_uncertainty", "trust_score": "imagined_trust_score",
+    "final_state_error": "final_state_error",
+}
+
+
+def build_report(ev: Evaluation, *, config: dict[str, Any] | None = None,
                  versions: dict[str, str | None] | None = None) -> dict[str, Any]:
-    """The content of ``report.json``.
+    """The content of ``report.json`` for an :class:`~wm_eval.types.Evaluation`.
 
     Args:
-        ev: the finished evaluation (identity, start seeds, timings).
-        summary: ``summarize(ev, ...)``; its ``gamma`` (else ``config["gamma"]``) is recorded.
-        config: the resolved configuration of the run (JSON-serialisable; other values become strings).
+        ev: the finished evaluation.
+        config: the resolved configuration to record (default: the evaluation's own arguments).
         versions: library versions to record (default: :func:`library_versions`).
 
     Returns:
-        A JSON-safe dict (NaN and inf are ``None``). Each policy entry carries the summary's fields
-        plus ``imagined_rank`` and ``true_rank`` (1 = best, by mean undiscounted return).
+        A JSON-safe dict (NaN and inf are ``None``). Each policy entry carries its statistics,
+        per-episode values, ``imagined_rank`` and ``true_rank`` (1 = best, by mean undiscounted return).
     """
-    from wm_eval.evaluation.summary import clean
-
-    policies = [dict(p) for p in summary["policies"]]
+    policies = []
+    for p in ev.policies:
+        entry = {"name": p.name, "source": p.source, **p.summary, "statistics": p.statistics,
+                 "episodes": {k: p.episodes[v] for k, v in _EPISODE_KEYS.items() if v in p.episodes}}
+        entry["episodes"]["total_uncertainty"] = entry["episodes"]["trust_score"]  # the name of report/1
+        policies.append(entry)
     imagined_ranks = _ranks([p["imagined_return"]["mean"] for p in policies])
     true_ranks = _ranks([p["true_return"]["mean"] for p in policies])
     for p, imagined_rank, true_rank in zip(policies, imagined_ranks, true_ranks):
         p["imagined_rank"], p["true_rank"] = imagined_rank, true_rank
+    main = ev.metrics["discounted_return"]
     report = {
         "format": FORMAT,
         "task": ev.task,
@@ -94,23 +120,74 @@ def build_report(ev: Evaluation, summary: dict[str, Any], *, config: dict[str, A
         "seed": ev.seed,
         "mode": ev.mode,
         "propagation": ev.propagation,
-        "episodes": len(ev.start_seeds),
+        "sample": ev.sample,
+        "episodes": ev.episodes,
         "horizon": ev.horizon,
-        "gamma": summary.get("gamma", config.get("gamma")),
+        "gamma": ev.gamma,
+        "chunk": ev.chunk,
         "start_seeds": ev.start_seeds,
         "policies": policies,
-        "metrics": summary["metrics"],
-        "metrics_ci": summary["metrics_ci"],
-        "metrics_undiscounted": summary["metrics_undiscounted"],
-        "horizon_error": summary["horizon_error"],
-        "horizon_error_episodes": summary.get("horizon_error_episodes"),
-        "trust": summary["trust"],
+        "metrics": {k: v["value"] for k, v in main.items()},
+        "metrics_ci": main,
+        "metrics_undiscounted": ev.metrics["return"],
+        "metrics_by_statistic": ev.metrics,
+        "horizon_error": ev.horizon_error["error"],
+        "horizon_error_episodes": ev.horizon_error["running"],
+        "horizon_diverged": ev.horizon_error["diverged"],
+        "horizon_pairs": ev.horizon_error["pairs"],
+        "trust": ev.trust,
+        "intervals": INTERVALS,
         "timings": dict(ev.timings),
+        "units": list(ev.units),
         "versions": library_versions() if versions is None else dict(versions),
-        "config": json.loads(json.dumps(clean(config), default=str)),
+        "machine": machine(),
+        "config": json.loads(json.dumps(_jsonable(ev.config if config is None else config), default=str)),
         "complete": True,
     }
-    return clean(report)
+    return _jsonable(report)
+
+
+def report(evaluation: Evaluation, out: str | os.PathLike[str], *, trajectories: bool = True, rerun: bool = True,
+           config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the report folder of ``evaluation`` into ``out`` and return the report.
+
+    Writes ``trajectories.h5`` (with its ``minari/`` view) of the kept episodes, ``rollouts.rrd``
+    (``rerun=True``), the plots, then ``report.json`` and ``report.md`` last, so a folder without
+    ``report.json`` holds no finished report. Artifacts of an earlier run in ``out`` that this run
+    does not write are removed before anything is written, so the report never links stale files.
+    """
+    import shutil
+    import time
+
+    from wm_eval.reporting.plots import write_plots
+    from wm_eval.reporting.trajectories import write_trajectories
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in OWNED_FILES:
+        target = folder / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+    timings = dict(evaluation.timings)
+    kept = any(p.kept for p in evaluation.policies)
+    if trajectories and kept:
+        t0 = time.perf_counter()
+        path = write_trajectories(folder / "trajectories.h5", evaluation, config=config or evaluation.config)
+        timings["logging"] = time.perf_counter() - t0
+        if rerun:
+            from wm_eval.reporting.rerun_log import write_recording
+            from wm_eval.reporting.trajectories import read_trajectories
+
+            t0 = time.perf_counter()
+            write_recording(folder / "rollouts.rrd", read_trajectories(path))
+            timings["recording"] = time.perf_counter() - t0
+    content = build_report(evaluation, config=config)
+    content["timings"] = _jsonable(timings)
+    write_plots(folder, content)
+    write_report(folder, content)
+    return content
 
 
 def _num(value: float | None, spec: str = ".1f") -> str:
@@ -170,18 +247,23 @@ def _markdown(report: dict[str, Any], folder: Path) -> str:
         "",
         "## Policies (sorted by true return)",
         "",
-        "Undiscounted returns, mean over episodes with 95% bootstrap intervals; ranks are 1 = best.",
+        "Undiscounted returns, mean over episodes with 95% bootstrap intervals; ranks are 1 = best. An imagined "
+        "interval is the spread of the model's predictions over start states, not an interval for the policy's "
+        "true value. Trust score: ensemble disagreement summed over an episode's imagined steps (mean per policy).",
         "",
-        "| policy | imagined return [95% CI] | true return [95% CI] | abs error | uncertainty | rank imagined / true |",
+        "| policy | imagined return [95% CI] | true return [95% CI] | abs error | trust score | rank imagined / true |",
         "|---|---|---|---|---|---|",
     ]
     for p in _by_true_return(report):
         lines.append(f"| {p['name']} | {_interval(p['imagined_return'])} | {_interval(p['true_return'])} | "
-                     f"{_num(p['abs_error'])} | {_num(p['uncertainty'], '.3g')} | "
+                     f"{_num(p['abs_error'])} | {_num(p['trust_score'], '.3g')} | "
                      f"{p['imagined_rank']} / {p['true_rank']} |")
     lines += [
         "",
-        f"## Ranking metrics (discounted returns, γ = {_num(gamma, 'g')}; 95% bootstrap over policies)",
+        f"## Ranking metrics (discounted returns, γ = {_num(gamma, 'g')}; 95% two-level bootstrap)",
+        "",
+        "Spearman, Kendall, Pearson and MMRV on raw returns (MMRV in return units, as SIMPLER; "
+        "mmrv_normalized divides it by the true best - worst spread); normalized_abs_error and regret as DOPE.",
         "",
         "| metric | value [95% CI] | undiscounted |",
         "|---|---|---|",
@@ -195,11 +277,15 @@ def _markdown(report: dict[str, Any], folder: Path) -> str:
         "",
         "## State error vs horizon",
         "",
-        "RMS over dimensions of (imagined - true) / model observation std, mean over running episodes.",
+        "RMS over dimensions of (imagined - true) / model observation std, mean over the pairs still running on "
+        "both sides; diverged: pairs where exactly one side has terminated by that step (no survivor bias: a "
+        "fallen imagined episode shows there).",
         "",
         "| step | " + " | ".join(str(s) for s in steps) + " |",
         "|---|" + "---|" * len(steps),
         "| error | " + " | ".join(_num(error[s], ".3g") for s in steps) + " |",
+        "| pairs running | " + " | ".join(str(report["horizon_error_episodes"][s]) for s in steps) + " |",
+        "| diverged | " + " | ".join(str(report["horizon_diverged"][s]) for s in steps) + " |",
         "",
         "## Files",
         "",
@@ -231,11 +317,12 @@ def summary_table(report: dict[str, Any]) -> str:
     one line of ranking metrics."""
     policies = _by_true_return(report)
     width = max(len("policy"), *(len(p["name"]) for p in policies))
-    rows = [f"{'policy':<{width}}  {'imagined':>10}  {'true':>10}  {'|error|':>9}  {'uncertainty':>11}"]
+    rows = [f"{'policy':<{width}}  {'imagined':>10}  {'true':>10}  {'|error|':>9}  {'trust score':>11}"]
     rows += [f"{p['name']:<{width}}  {_num(p['imagined_return']['mean']):>10}  {_num(p['true_return']['mean']):>10}  "
-             f"{_num(p['abs_error']):>9}  {_num(p['uncertainty'], '.3g'):>11}" for p in policies]
+             f"{_num(p['abs_error']):>9}  {_num(p['trust_score'], '.3g'):>11}" for p in policies]
     m = report["metrics"]
     rows.append(f"Spearman {_num(m['spearman'], '.2f')}  Kendall {_num(m['kendall'], '.2f')}  "
-                f"Pearson {_num(m['pearson'], '.2f')}  MMRV {_num(m['mmrv'], '.3f')}  "
+                f"Pearson {_num(m['pearson'], '.2f')}  MMRV {_num(m['mmrv'], '.1f')} "
+                f"({_num(m['mmrv_normalized'], '.3f')} of spread)  "
                 f"regret@1 {_num(m['regret_at_1'], '.3f')}  NAE {_num(m['normalized_abs_error'], '.3f')}")
     return "\n".join(rows)

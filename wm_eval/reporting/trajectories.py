@@ -36,10 +36,10 @@ import numpy as np
 from wm_eval import __version__
 from wm_eval.errors import DatasetError
 from wm_eval.fileio import atomic_write as _atomic_write
-from wm_eval.types import Trajectory
+from wm_eval.types import PairedEpisode, Trajectory
 
 if TYPE_CHECKING:
-    from wm_eval.evaluation.paired import Evaluation
+    from wm_eval.types import Evaluation
 
 __all__ = ["FORMAT", "FILE_NAME", "PairedEpisode", "TrajectoryFile", "write_trajectories", "read_trajectories"]
 
@@ -50,22 +50,6 @@ FORMAT = "wm_eval.trajectories/1"
 FILE_NAME = "trajectories.h5"
 _FORMAT_RE = re.compile(r"wm_eval\.trajectories/(\d+)")
 _SIDE = ("observations", "actions", "rewards", "terminations", "truncations")
-
-
-@dataclass(frozen=True)
-class PairedEpisode:
-    """One start state, rolled out by one policy in MuJoCo (``true``) and in the model (``imagined``).
-
-    ``true.sim_states`` holds the simulator states; ``imagined.infos["uncertainty"]`` the per-step
-    uncertainty ``[T']``. Both trajectories carry the start ``seed``.
-    """
-
-    policy: str
-    policy_index: int
-    episode: int
-    seed: int
-    true: Trajectory
-    imagined: Trajectory
 
 
 @dataclass(frozen=True)
@@ -95,7 +79,6 @@ def _write_side(group: h5py.Group, traj: Trajectory) -> None:
 
 
 def _write_file(tmp: Path, ev: Evaluation, config: dict[str, Any]) -> None:
-    n = len(ev.start_seeds)
     with h5py.File(tmp, "w") as f:
         f.attrs.update({
             "format": FORMAT, "wm_eval_version": __version__, "task": ev.task, "model": ev.model,
@@ -103,23 +86,24 @@ def _write_file(tmp: Path, ev: Evaluation, config: dict[str, Any]) -> None:
             "propagation": ev.propagation, "obs_scale": np.asarray(ev.obs_scale, dtype=np.float64),
             "policies": json.dumps([p.name for p in ev.policies]),
             "policy_sources": json.dumps([p.source for p in ev.policies]),
-            "episodes_per_policy": n, "config": json.dumps(config, default=str),
+            "episodes_per_policy": ev.episodes, "config": json.dumps(config, default=str),
         })
-        for j, pr in enumerate(ev.policies):
-            for i, seed in enumerate(ev.start_seeds.tolist()):
-                k = j * n + i
-                true, imagined = pr.true.trajectory(i, seed=seed), pr.imagined.trajectory(i, seed=seed)
+        k = 0
+        for pr in ev.policies:
+            for ep in pr.kept:
                 group = f.create_group(f"episode_{k}")
-                group.attrs.update({"id": k, "total_steps": len(true), "seed": seed, "policy": pr.name,
-                                    "policy_index": j, "episode": i})
-                _write_side(group, true)
+                group.attrs.update({"id": k, "total_steps": len(ep.true), "seed": ep.seed, "policy": ep.policy,
+                                    "policy_index": ep.policy_index, "episode": ep.episode})
+                _write_side(group, ep.true)
                 infos = group.create_group("infos")
-                if true.sim_states is not None:
-                    infos.create_dataset("sim_state", data=true.sim_states, **_PACKED)
+                if ep.true.sim_states is not None:
+                    infos.create_dataset("sim_state", data=ep.true.sim_states, **_PACKED)
                 side = group.create_group("imagined")
-                _write_side(side, imagined)
-                if "uncertainty" in imagined.infos:
-                    side.create_dataset("uncertainty", data=imagined.infos["uncertainty"], **_PACKED)
+                _write_side(side, ep.imagined)
+                if "uncertainty" in ep.imagined.infos:
+                    side.create_dataset("uncertainty", data=ep.imagined.infos["uncertainty"], **_PACKED)
+                k += 1
+        f.attrs["episodes_kept"] = k
 
 
 def _write_minari(folder: Path, target: str, ev: Evaluation, total_steps: int) -> None:
@@ -137,7 +121,7 @@ def _write_minari(folder: Path, target: str, ev: Evaluation, total_steps: int) -
         env_spec: str | None = env.spec.to_json()  # what MinariDataset.recover_environment makes
     except (gym.error.Error, TypeError, ValueError):  # a callable entry point has no JSON form
         env_spec = None
-    episodes = len(ev.policies) * len(ev.start_seeds)
+    episodes = sum(len(p.kept) for p in ev.policies)
     metadata = {
         "dataset_id": f"wm_eval/{ev.task.lower()}/trajectories-v0",
         "total_episodes": episodes,
@@ -164,7 +148,7 @@ def _write_minari(folder: Path, target: str, ev: Evaluation, total_steps: int) -
 
 
 def write_trajectories(path: str | os.PathLike[str], ev: Evaluation, *, config: dict[str, Any]) -> Path:
-    """Write every paired episode of ``ev`` to ``path`` (an ``.h5`` file, or a folder: ``<folder>/trajectories.h5``)
+    """Write the kept paired episodes of ``ev`` to ``path`` (an ``.h5`` file, or a folder: ``<folder>/trajectories.h5``)
     and the Minari view of its ground truth to ``minari/`` beside it; both atomically. Returns the ``.h5`` path.
 
     Args:
@@ -175,7 +159,7 @@ def write_trajectories(path: str | os.PathLike[str], ev: Evaluation, *, config: 
     path = _resolve(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(path, lambda tmp: _write_file(tmp, ev, config))
-    total_steps = int(sum(pr.true.lengths.sum() for pr in ev.policies))
+    total_steps = int(sum(len(ep.true) for pr in ev.policies for ep in pr.kept))
     _write_minari(path.parent / "minari", f"../{path.name}", ev, total_steps)
     return path
 
@@ -229,7 +213,7 @@ def read_trajectories(path: str | os.PathLike[str]) -> TrajectoryFile:
             attrs = {key: _decode(value) for key, value in f.attrs.items()}
             for key in ("policies", "policy_sources", "config"):
                 attrs[key] = json.loads(attrs[key])
-            count = len(attrs["policies"]) * int(attrs["episodes_per_policy"])
+            count = int(attrs.get("episodes_kept", len(attrs["policies"]) * int(attrs["episodes_per_policy"])))
             episodes = [_read_episode(f[f"episode_{k}"]) for k in range(count)]
     except DatasetError:
         raise

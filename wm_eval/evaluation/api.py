@@ -1,0 +1,219 @@
+"""``wm_eval.evaluate``: the typed entry point of a paired evaluation.
+
+    import wm_eval
+
+    ev = wm_eval.evaluate("HalfCheetah-v5", ["zoo"], episodes=10, horizon=1000, seed=0)
+    ev.policy("ppo_0300k").statistics["return"]   # {"imagined": {...}, "true": {...}}
+    wm_eval.report(ev, "runs/my-eval")            # report.json/.md, plots, trajectories.h5, rollouts.rrd
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wm_eval.errors import ConfigError, WmEvalError
+from wm_eval.evaluation import summary as S
+from wm_eval.evaluation.executor import Job, LocalExecutor
+from wm_eval.evaluation.plan import Unit, plan, start_seeds
+from wm_eval.evaluation.statistics import statistics_for
+from wm_eval.evaluation.units import UnitResult, load_unit, reduce_unit, save_unit
+from wm_eval.fileio import atomic_write_text
+from wm_eval.streams import policy_key
+from wm_eval.types import Evaluation, PairedEpisode, PolicyResult
+
+__all__ = ["evaluate", "load_policy_list", "MODES", "TRAJECTORIES", "AUTO_ALL_STEPS"]
+
+MODES = ("closed_loop", "open_loop")
+TRAJECTORIES = ("auto", "all", "selected", "summary")
+AUTO_ALL_STEPS = 400_000
+"""``trajectories="auto"`` keeps every episode up to this many paired steps (about 200 MB of HDF5)."""
+
+
+def load_policy_list(specs: Sequence[Any], *, task: str, device: str = "cpu") -> list[Any]:
+    """Every policy named by ``specs`` (``"zoo"`` is the task's zoo; objects pass through), checked
+    against the task's spaces."""
+    from wm_eval.policy import load_policies
+    from wm_eval.tasks import make_env
+
+    env = make_env(task)
+    env.close()
+    policies: list[Any] = []
+    for spec in specs:
+        spec = f"zoo:{task}" if spec == "zoo" else spec
+        policies += load_policies(spec, observation_space=env.observation_space, action_space=env.action_space,
+                                  task=task, device=device)
+    return policies
+
+
+def _identity(job: dict[str, Any]) -> str:
+    return json.dumps(job, sort_keys=True, default=str)
+
+
+def _unit_store(out: Path | None, identity: dict[str, Any], resume: bool) -> Path | None:
+    """``out/units`` checked for (or prepared for) this evaluation; ``None`` without ``out``."""
+    if out is None:
+        return None
+    folder = out / "units"
+    plan_file = folder / "plan.json"
+    if plan_file.exists():
+        if not resume:
+            raise ConfigError(f"{folder} holds units of an earlier run: pass resume=true to continue it, or "
+                              "choose another out")
+        if json.loads(plan_file.read_text()) != json.loads(_identity(identity)):
+            raise ConfigError(f"{folder} was written by a different evaluation (other policies, model, seed or "
+                              "settings): resume needs the same ones, or choose another out")
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(plan_file, _identity(identity))
+    return folder
+
+
+def _select(values: dict[str, np.ndarray]) -> list[int]:
+    """The worst episode (largest |imagined - true| return) and a typical one (median gap)."""
+    gap = np.abs(values["imagined_return"] - values["true_return"])
+    worst = int(np.argmax(gap))
+    typical = int(np.argsort(gap, kind="stable")[(len(gap) - 1) // 2])
+    return sorted({worst, typical})
+
+
+def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes: int = 10, horizon: int = 1000,
+             seed: int = 0, mode: str = "closed_loop", propagation: str = "mean", sample: bool = False,
+             device: str = "cpu", gamma: float = 0.995, chunk: int = 10, workers: int = 0,
+             out: str | Path | None = None, resume: bool = False, trajectories: str = "auto",
+             bootstrap: int = 1000, progress: bool = True) -> Evaluation:
+    """Roll every policy out in the world model and in MuJoCo from the same seeded start states.
+
+    Args:
+        task: ground-truth task id (``"Hopper-v5"``).
+        policies: SB3 ``.zip`` paths, zoo manifests, ``"zoo"``, ``"module:callable"`` or loaded
+            policy objects (with ``predict(obs)`` or ``act(obs)``).
+        model: checkpoint folder, embedded task name or loaded ``WorldModel`` (default: embedded).
+        episodes: paired episodes per policy; horizon: steps per episode at most.
+        seed: seed of the start states (shared by all policies) and of each episode's model streams.
+        mode: ``"closed_loop"`` (policies act in the model) or ``"open_loop"`` (the model replays
+            the ground-truth actions, separating model error from policy feedback).
+        propagation: ``"mean"``, ``"ts1"`` or ``"ts_inf"``; sample: sample from the members' Gaussians.
+        device: torch device of the world model.
+        gamma: discount of ``discounted_return``.
+        chunk: episodes per work unit (results do not depend on it).
+        workers: ground-truth processes (0: one per core).
+        out: folder for finished units (``out/units``), so a killed run resumes with ``resume=True``.
+        trajectories: which paired episodes are kept whole: ``"all"``, ``"selected"`` (per policy the
+            worst and a typical one, re-rolled from their seeds at the end), ``"summary"`` (none), or
+            ``"auto"`` (all up to :data:`AUTO_ALL_STEPS` paired steps, else selected).
+        bootstrap: bootstrap resamples for intervals.
+        progress: show progress bars.
+
+    Returns:
+        An :class:`~wm_eval.types.Evaluation`; an episode's numbers depend only on ``seed``, the
+        policy's name and the episode index.
+    """
+    from tqdm.auto import tqdm
+
+    from wm_eval import tasks
+    from wm_eval.models.checkpoint import model_identity, resolve_model
+    from wm_eval.models.base import WorldModel
+
+    if mode not in MODES:
+        raise WmEvalError(f"unknown mode '{mode}': use closed_loop or open_loop")
+    if trajectories not in TRAJECTORIES:
+        raise WmEvalError(f"unknown trajectories '{trajectories}': use {', '.join(TRAJECTORIES)}")
+    if episodes < 1 or horizon < 1 or chunk < 1:
+        raise WmEvalError(f"episodes, horizon and chunk must be at least 1 (got {episodes}, {horizon}, {chunk})")
+    if not policies:
+        raise WmEvalError("no policies to evaluate")
+    spec = tasks.get_task(task)
+    started = time.perf_counter()
+    if isinstance(model, WorldModel):
+        world, name, fingerprint = model.to(device), f"in-memory:{model.task}", "in-memory"
+    else:
+        world = resolve_model(model, task=task, device=device)
+        _, name, fingerprint = model_identity(model, world)
+    if world.task != task:
+        raise WmEvalError(f"the model was trained for {world.task}, not {task}")
+    loaded = load_policy_list(policies, task=task, device=device)
+    units = plan([p.name for p in loaded], episodes=episodes, chunk=chunk)
+    seeds = start_seeds(seed, episodes)
+    states = tasks.reset_states(task, seeds.tolist())[1]
+    keep = trajectories == "all" or (trajectories == "auto" and len(loaded) * episodes * horizon <= AUTO_ALL_STEPS)
+    config = {"task": task, "policies": [p.source or p.name for p in loaded], "model": name,
+              "fingerprint": fingerprint, "episodes": episodes, "horizon": horizon, "seed": seed, "mode": mode,
+              "propagation": propagation, "sample": sample, "gamma": gamma, "chunk": chunk}
+    store = _unit_store(Path(out) if out is not None else None, config, resume)
+    obs_scale = world.obs_scale.detach().cpu().numpy().astype(np.float64)
+    job = Job(task, world, loaded, states, horizon, seed, mode, propagation, sample, device)
+    results: dict[str, UnitResult] = {}
+    if store is not None and resume:
+        for unit in units:
+            path = store / f"{unit.id}.npz"
+            if path.exists():
+                results[unit.id] = load_unit(path)
+    todo = [u for u in units if u.id not in results]
+    bar = tqdm(total=sum(u.size for u in todo), desc="paired episodes (imagined + MuJoCo)", unit="ep",
+               disable=not progress)
+
+    def done(unit: Unit, true: Any, imagined: Any) -> None:
+        result = reduce_unit(unit.id, true, imagined, obs_scale=obs_scale, gamma=gamma, success_rule=spec.success,
+                             keep=keep)
+        if store is not None:
+            save_unit(store, result)
+        results[unit.id] = result
+        bar.update(unit.size)
+
+    try:
+        timings = LocalExecutor(workers=workers).run(job, todo, done)
+    finally:
+        bar.close()
+    timings["resumed_units"] = float(len(units) - len(todo))
+    t0 = time.perf_counter()
+    by_policy = [[results[u.id] for u in units if u.policy == i] for i in range(len(loaded))]
+    values = [S.merge_values(r) for r in by_policy]
+    kept = _kept(job, units, by_policy, values, seeds, keep=keep, select=trajectories != "summary")
+    statistics = statistics_for(spec.success)
+    results_ = []
+    for i, (policy, vals) in enumerate(zip(loaded, values)):
+        stats, summary = S.policy_summary(vals, statistics, seed=seed + 7919 * (i + 1), n_resamples=bootstrap)
+        results_.append(PolicyResult(policy.name, policy.source, policy_key(policy.name), vals,
+                                     tuple(kept[i]), stats, summary))
+    metrics = {s.name: S.ranking([v[f"imagined_{s.name}"] for v in values], [v[f"true_{s.name}"] for v in values],
+                                 seed=seed, n_resamples=bootstrap) for s in statistics}
+    timings["metrics"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - started
+    return Evaluation(task=task, model=name, model_fingerprint=fingerprint, seed=seed, mode=mode, horizon=horizon,
+                      propagation=propagation, sample=sample, gamma=gamma, chunk=chunk, start_seeds=seeds,
+                      obs_scale=obs_scale, policies=tuple(results_), metrics=metrics,
+                      horizon_error=S.horizon_error([r for rs in by_policy for r in rs], len(loaded) * episodes),
+                      trust=S.trust(values), config=config, timings=timings, units=tuple(u.id for u in units))
+
+
+def _kept(job: Job, units: list[Unit], by_policy: list[list[UnitResult]], values: list[dict[str, np.ndarray]],
+          seeds: np.ndarray, *, keep: bool, select: bool) -> list[list[PairedEpisode]]:
+    """Per policy, the paired episodes kept whole: all (from the units) or the selected ones, re-rolled
+    from their own seeds as one-episode units (identical to the originals by construction)."""
+    from wm_eval.evaluation.executor import imagined_rollouts, real_rollouts
+
+    out: list[list[PairedEpisode]] = [[] for _ in by_policy]
+    for i, results in enumerate(by_policy):
+        if keep:
+            j = 0
+            for r in results:
+                for k in range(len(r.true)):
+                    out[i].append(PairedEpisode(job.policies[i].name, i, j,
+                                                int(seeds[j]), r.true.trajectory(k, seed=int(seeds[j])),
+                                                r.imagined.trajectory(k, seed=int(seeds[j]))))
+                    j += 1
+        elif select:
+            for j in _select(values[i]):
+                unit = Unit(i, job.policies[i].name, policy_key(job.policies[i].name), j, j + 1)
+                true = real_rollouts(job.task, job.policies[i], job.states[j:j + 1], job.horizon)
+                truth = [true] if job.mode == "open_loop" else None
+                (imagined,) = imagined_rollouts(job, [unit], truth)
+                out[i].append(PairedEpisode(job.policies[i].name, i, j, int(seeds[j]),
+                                            true.trajectory(0, seed=int(seeds[j])),
+                                            imagined.trajectory(0, seed=int(seeds[j]))))
+    return out

@@ -1,0 +1,165 @@
+"""Executors run work units. ``local`` (the default): the imagined side in this process, batched
+over a group of units, the ground truth in spawned worker processes across the cores, overlapping.
+
+An executor receives a :class:`Job` (everything a unit needs besides its episode range) and the
+units still to run, and hands back each unit's paired rollouts through ``done(unit, true,
+imagined)`` **in plan order**. Because every episode owns its random streams and the model and
+policies are called on fixed-size row blocks, how units are grouped, ordered or spread over
+processes does not change any number; another executor (a Ray cluster, say) only has to honour
+this interface.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from wm_eval.evaluation.plan import Unit
+from wm_eval.evaluation.rollout import imagined_env, real_env, run_episodes
+from wm_eval.types import BatchRollout
+
+__all__ = ["Job", "LocalExecutor", "real_rollouts", "imagined_rollouts"]
+
+Done = Callable[[Unit, BatchRollout, BatchRollout], None]
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every unit of one evaluation shares.
+
+    Attributes:
+        task, model: the ground-truth task and the loaded world model.
+        policies: loaded policies, indexed by ``Unit.policy``.
+        states: ``[episodes, state_dim]`` start states (episode ``j`` starts from ``states[j]``).
+        horizon, seed, mode, propagation, sample, device: as in :func:`wm_eval.evaluate`.
+    """
+
+    task: str
+    model: Any
+    policies: Sequence[Any]
+    states: np.ndarray
+    horizon: int
+    seed: int
+    mode: str
+    propagation: str
+    sample: bool
+    device: str
+
+
+def real_rollouts(task: str, policy: Any, states: np.ndarray, horizon: int) -> BatchRollout:
+    """``policy``'s MuJoCo episodes from simulator ``states`` ``[K, state_dim]`` (at most ``horizon`` steps)."""
+    env = real_env(task, len(states), horizon=horizon)
+    try:
+        return run_episodes(env, states, horizon, policies=[(policy, slice(None))])
+    finally:
+        env.close()
+
+
+def imagined_rollouts(job: Job, units: Sequence[Unit], truth: Sequence[BatchRollout] | None = None,
+                      progress: Any = None) -> list[BatchRollout]:
+    """The imagined episodes of ``units``, all in one batched world model (closed loop, or replaying
+    ``truth``'s actions in open loop); one ``BatchRollout`` per unit."""
+    bounds = np.cumsum([0] + [u.size for u in units])
+    states = np.concatenate([job.states[u.start:u.stop] for u in units])
+    seeds = np.concatenate([u.episode_seeds(job.seed) for u in units])
+    loop: dict[str, Any]
+    if truth is None:
+        loop = {"policies": [(job.policies[u.policy], slice(a, b)) for u, a, b in zip(units, bounds[:-1], bounds[1:])]}
+    else:
+        loop = {"actions": np.concatenate([t.actions for t in truth]), "lengths": np.concatenate([t.lengths for t in truth])}
+    env = imagined_env(job.model, len(states), horizon=job.horizon, device=job.device, propagation=job.propagation,
+                       sample=job.sample)
+    try:
+        rollout = run_episodes(env, states, job.horizon, episode_seeds=seeds, progress=progress, **loop)
+    finally:
+        env.close()
+    return [rollout.rows(slice(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _real_job(task: str, source: str, states: np.ndarray, horizon: int) -> BatchRollout:
+    """Worker-process job: reload one policy from its source and roll it out in MuJoCo."""
+    import torch
+
+    from wm_eval import tasks
+    from wm_eval.policy import load_policies
+
+    torch.set_num_threads(1)
+    env = tasks.make_env(task)
+    (policy,) = load_policies(source, observation_space=env.observation_space, action_space=env.action_space,
+                              task=task, device="cpu")
+    env.close()
+    return real_rollouts(task, policy, states, horizon)
+
+
+class LocalExecutor:
+    """Units in groups of at most ``max_rows`` episodes: per group, the ground truth of each unit in a
+    pool of ``workers`` spawned processes (0: one per core; in-process when 1 or when a policy has
+    no ``source`` to reload from), the imagined side of the whole group in one batch here.
+
+    Memory is bounded by a group, whatever the number of episodes.
+    """
+
+    def __init__(self, *, workers: int = 0, max_rows: int = 512) -> None:
+        self.workers = max(1, workers or (os.cpu_count() or 1))
+        self.max_rows = max(1, max_rows)
+
+    def groups(self, units: Sequence[Unit]) -> list[list[Unit]]:
+        """Consecutive units, at most ``max_rows`` episodes per group (at least one unit)."""
+        out: list[list[Unit]] = []
+        for unit in units:
+            if out and sum(u.size for u in out[-1]) + unit.size <= self.max_rows:
+                out[-1].append(unit)
+            else:
+                out.append([unit])
+        return out
+
+    def run(self, job: Job, units: Sequence[Unit], done: Done, *, progress: Any = None) -> dict[str, float]:
+        """Run ``units`` and call ``done`` for each, in order; returns wall seconds per side."""
+        import time
+
+        import torch
+
+        timings = {"model_rollouts": 0.0, "ground_truth_rollouts": 0.0}
+        parallel = self.workers > 1 and all(job.policies[u.policy].source for u in units)
+        pool = (cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"))
+                if parallel and units else None)
+        threads = torch.get_num_threads()
+        try:
+            for group in self.groups(units):
+                t0 = time.perf_counter()
+                futures = []
+                if pool is not None:
+                    futures = [pool.submit(_real_job, job.task, job.policies[u.policy].source,
+                                           job.states[u.start:u.stop], job.horizon) for u in group]
+
+                def collect() -> list[BatchRollout]:
+                    if pool is not None:
+                        out = [f.result() for f in futures]
+                    else:
+                        out = [real_rollouts(job.task, job.policies[u.policy], job.states[u.start:u.stop],
+                                             job.horizon) for u in group]
+                    timings["ground_truth_rollouts"] += time.perf_counter() - t0
+                    return out
+
+                truth = collect() if job.mode == "open_loop" else None
+                t1 = time.perf_counter()
+                # Leave the ground-truth workers their cores: oversubscribed threads slow the model tenfold.
+                busy = self.workers if pool is not None and truth is None else 0
+                torch.set_num_threads(max(1, (os.cpu_count() or 1) - busy))
+                imagined = imagined_rollouts(job, group, truth, progress)
+                torch.set_num_threads(threads)
+                timings["model_rollouts"] += time.perf_counter() - t1
+                truth = truth if truth is not None else collect()
+                for unit, true, imag in zip(group, truth, imagined):
+                    done(unit, true, imag)
+        finally:
+            torch.set_num_threads(threads)
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+        return timings

@@ -1,0 +1,65 @@
+"""An evaluation as a plan of work units: policy × fixed-size chunk of episodes.
+
+Each :class:`Unit` has a stable id built from the policy's stream key and its episode range, and
+its seeds follow from the evaluation seed, the policy's name and the episode index alone
+(:mod:`wm_eval.streams`). An executor may therefore run units in any grouping and order, on any
+number of workers: results are merged in plan order and do not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from wm_eval.errors import WmEvalError
+from wm_eval.streams import episode_seed, policy_key, start_seed
+
+__all__ = ["Unit", "plan", "start_seeds"]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Episodes ``start .. stop - 1`` of policy number ``policy`` (called ``name``, stream key ``key``)."""
+
+    policy: int
+    name: str
+    key: int
+    start: int
+    stop: int
+
+    @property
+    def id(self) -> str:
+        """Stable id, e.g. ``"1a2b3c4d-000010-000020"``: the same whatever else is in the plan."""
+        return f"{self.key:08x}-{self.start:06d}-{self.stop:06d}"
+
+    @property
+    def size(self) -> int:
+        """Number of episodes."""
+        return self.stop - self.start
+
+    def episode_seeds(self, seed: int) -> np.ndarray:
+        """``[size]`` seeds of the world model's random stream of each episode."""
+        return np.array([episode_seed(seed, self.key, j) for j in range(self.start, self.stop)], dtype=np.int64)
+
+
+def start_seeds(seed: int, episodes: int) -> np.ndarray:
+    """``[episodes]`` Gymnasium reset seeds of the start states (shared by all policies)."""
+    return np.array([start_seed(seed, j) for j in range(episodes)], dtype=np.int64)
+
+
+def plan(names: Sequence[str], *, episodes: int, chunk: int) -> list[Unit]:
+    """The units of evaluating policies ``names`` on ``episodes`` episodes, ``chunk`` per unit.
+
+    Units are ordered by policy, then episode. Names must be unique (they key the random streams).
+    """
+    if episodes < 1 or chunk < 1:
+        raise WmEvalError(f"episodes and chunk must be at least 1 (got {episodes} and {chunk})")
+    if len(set(names)) != len(names):
+        raise WmEvalError(f"policy names must be unique, got {list(names)}")
+    keys = [policy_key(n) for n in names]
+    if len(set(keys)) != len(keys):
+        raise WmEvalError(f"two policy names share a stream key: rename one of {list(names)}")
+    return [Unit(i, name, key, lo, min(lo + chunk, episodes))
+            for i, (name, key) in enumerate(zip(names, keys)) for lo in range(0, episodes, chunk)]
