@@ -1,182 +1,256 @@
-"""Paired evaluation: same start states, known returns, report schema, CLI end to end, bad input."""
+"""The evaluation core: typed API, per-episode streams, work units, resume, the oracle model (real MuJoCo)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
+import wm_eval
 from wm_eval import tasks
-from wm_eval.commands import load_model, load_policy_list, run_evaluation
-from wm_eval.config import load_config
-from wm_eval.evaluation.paired import evaluate_policies, start_states
-from wm_eval.evaluation.rollout import MujocoBatch, run_episodes
-from wm_eval.policy import LinearPolicy, load_policies
-from wm_eval.reporting.trajectories import read_trajectories
+from wm_eval.evaluation.plan import plan, start_seeds
+from wm_eval.models.base import Prediction, WorldModel
+from wm_eval.policy import LinearPolicy
 
 REPO = Path(__file__).resolve().parents[1]
-DESIGN_KEYS = {"task", "model", "seed", "policies", "metrics", "horizon_error", "versions", "config"}
-POLICY_KEYS = {"name", "imagined_return", "true_return", "abs_error", "uncertainty"}
-METRIC_KEYS = {"spearman", "kendall", "pearson", "mmrv", "regret_at_1", "normalized_abs_error"}
+HOPPER_ZOO = [f"{REPO}/policies/Hopper-v5/manifest.json#{n}" for n in ("ppo_0200k", "a2c_0150k", "ppo_0100k")]
+SMALL = {"episodes": 3, "horizon": 40, "seed": 3, "workers": 1, "progress": False, "bootstrap": 50}
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "wm_eval.cli", *args], capture_output=True, text=True, cwd=cwd)
+def _imagined(ev: Any, name: str, key: str = "imagined_return") -> np.ndarray:
+    return ev.policy(name).episodes[key]
 
 
-def test_start_states_are_seeded_mujoco_resets() -> None:
-    seeds, states = start_states("Hopper-v5", 3, seed=4)
+def test_signature_without_heavy_imports() -> None:
+    code = ("import sys, inspect, wm_eval; sig = inspect.signature(wm_eval.evaluate); "
+            "assert 'episodes' in sig.parameters and 'propagation' in sig.parameters; "
+            "heavy = [m for m in ('torch', 'mujoco', 'rerun') if m in sys.modules]; assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_start_seeds_are_per_episode_and_states_are_mujoco_resets() -> None:
+    assert np.array_equal(start_seeds(4, 5)[:3], start_seeds(4, 3)), "episode j's seed ignores the episode count"
+    seeds = start_seeds(4, 3)
+    obs, states = tasks.reset_states("Hopper-v5", seeds.tolist())
     env = tasks.make_env("Hopper-v5")
-    for seed, state in zip(seeds, states):
-        env.reset(seed=int(seed))
-        assert np.array_equal(tasks.get_state(env), state)
-    again_seeds, again = start_states("Hopper-v5", 3, seed=4)
-    assert np.array_equal(seeds, again_seeds) and np.array_equal(states, again)
+    assert np.array_equal(env.reset(seed=int(seeds[1]))[0], obs[1])
 
 
-def test_known_linear_policy_gives_its_known_return() -> None:
-    env = tasks.make_env("HalfCheetah-v5")
-    rng = np.random.default_rng(0)
-    weights = rng.normal(scale=0.3, size=(17, 6)).astype(np.float32)
-    (policy,) = load_policies(LinearPolicy(weights), observation_space=env.observation_space,
-                              action_space=env.action_space)
-    _, states = start_states("HalfCheetah-v5", 2, seed=0)
-    batch = MujocoBatch("HalfCheetah-v5", 2)
-    rollout = run_episodes(batch, states, 50, policies=[(policy, slice(None))])
-    envs = [tasks.make_env("HalfCheetah-v5").unwrapped for _ in range(2)]
-    obs = np.stack([tasks.set_state(e, s) for e, s in zip(envs, states)])
-    totals = np.zeros(2)
-    for _ in range(50):  # the same function, stepped by hand in plain Gymnasium envs (batched alike:
-        actions = np.clip(obs.astype(np.float32) @ weights, -1, 1)  # BLAS rounding depends on the batch)
-        for i, e in enumerate(envs):
-            obs[i], reward, *_ = e.step(actions[i])
-            totals[i] += reward
-    assert np.allclose(rollout.rewards.sum(axis=1), totals, rtol=1e-12)
-    assert (rollout.lengths == 50).all() and rollout.truncations[:, -1].all()
+def test_plan_has_stable_unit_ids() -> None:
+    units = plan(["a", "b"], episodes=5, chunk=2)
+    assert [(u.name, u.start, u.stop) for u in units] == [("a", 0, 2), ("a", 2, 4), ("a", 4, 5), ("b", 0, 2),
+                                                          ("b", 2, 4), ("b", 4, 5)]
+    alone = plan(["b"], episodes=5, chunk=2)
+    assert [u.id for u in alone] == [u.id for u in units[3:]], "a unit's id does not depend on the other policies"
+    assert np.array_equal(alone[0].episode_seeds(0), units[3].episode_seeds(0))
 
 
-@pytest.mark.parametrize("mode", ["closed_loop", "open_loop"])
-def test_pairing_starts_both_worlds_in_the_same_state(tiny_model: Path, mode: str) -> None:
-    model, name, fingerprint = load_model(str(tiny_model), task="Hopper-v5", device="cpu")
-    policies = load_policy_list(["zoo:Hopper-v5#ppo_0600k", "zoo:Hopper-v5#ppo_0000k"], task="Hopper-v5",
-                                device="cpu")
-    ev = evaluate_policies(task="Hopper-v5", model=model, model_name=name, model_fingerprint=fingerprint,
-                           policies=policies, episodes=3, horizon=25, seed=1, mode=mode, workers=1, progress=False)
-    for pr in ev.policies:
-        assert np.array_equal(pr.true.observations[:, 0], pr.imagined.observations[:, 0])
-        assert np.array_equal(pr.true.sim_states[:, 0], ev.start_states)
-        if mode == "open_loop":
-            steps = np.minimum(pr.true.lengths, pr.imagined.lengths)
-            for i, t in enumerate(steps):
-                assert np.array_equal(pr.imagined.actions[i, :t], pr.true.actions[i, :t])
+@pytest.mark.parametrize(("propagation", "sample"), [("mean", False), ("ts1", False), ("ts_inf", False),
+                                                     ("ts1", True)])
+def test_episode_numbers_do_not_depend_on_the_other_policies(tiny_model: Path, propagation: str,
+                                                             sample: bool) -> None:
+    kw = {**SMALL, "model": str(tiny_model), "propagation": propagation, "sample": sample}
+    both = wm_eval.evaluate("Hopper-v5", HOPPER_ZOO, **kw)
+    alone = wm_eval.evaluate("Hopper-v5", HOPPER_ZOO[1:2], **kw)
+    reordered = wm_eval.evaluate("Hopper-v5", HOPPER_ZOO[::-1], **kw)
+    for key in ("imagined_return", "imagined_length", "true_return"):
+        assert np.array_equal(_imagined(both, "a2c_0150k", key), _imagined(alone, "a2c_0150k", key)), key
+        assert np.array_equal(_imagined(both, "ppo_0200k", key), _imagined(reordered, "ppo_0200k", key)), key
+    if propagation != "mean" or sample:  # the streams differ between episodes: the draws matter
+        returns = _imagined(both, "a2c_0150k")
+        assert len(set(returns.tolist())) == len(returns)
 
 
-def test_parallel_ground_truth_equals_in_process(tiny_model: Path) -> None:
-    model, name, fingerprint = load_model(str(tiny_model), task="Hopper-v5", device="cpu")
-    policies = load_policy_list(["zoo:Hopper-v5#ppo_0600k", "zoo:Hopper-v5#a2c_0300k"], task="Hopper-v5", device="cpu")
-    kwargs = dict(task="Hopper-v5", model=model, model_name=name, model_fingerprint=fingerprint, policies=policies,
-                  episodes=2, horizon=20, seed=0, progress=False)
-    one, two = evaluate_policies(workers=1, **kwargs), evaluate_policies(workers=2, **kwargs)
-    for a, b in zip(one.policies, two.policies):
-        assert np.array_equal(a.true.observations, b.true.observations)
-        assert np.array_equal(a.imagined.observations, b.imagined.observations)
+def test_chunking_and_workers_do_not_change_numbers(tiny_model: Path) -> None:
+    kw = {**SMALL, "model": str(tiny_model), "propagation": "ts1", "sample": True}
+    a = wm_eval.evaluate("Hopper-v5", HOPPER_ZOO[:2], chunk=1, max_batch=1, **kw)
+    b = wm_eval.evaluate("Hopper-v5", HOPPER_ZOO[:2], chunk=3, **{**kw, "workers": 2})
+    for p, q in zip(a.policies, b.policies):
+        for key, values in p.episodes.items():
+            assert np.array_equal(values, q.episodes[key]), (p.name, key)
+    assert a.metrics == b.metrics or json.dumps(a.metrics, default=str) == json.dumps(b.metrics, default=str)
 
 
-def test_report_schema_and_outputs(tiny_model: Path, tmp_path: Path) -> None:
-    cfg = load_config("evaluate", preset="debug", overrides=[
-        "task=Hopper-v5", f"model={tiny_model}", "policies=[zoo]", "episodes=3", "horizon=20"])
-    report = run_evaluation(cfg, tmp_path, progress=False)
-    on_disk = json.loads((tmp_path / "report.json").read_text())
-    assert on_disk == json.loads(json.dumps(report)) and on_disk["complete"] is True
-    assert DESIGN_KEYS <= set(on_disk) and METRIC_KEYS <= set(on_disk["metrics"])
-    assert len(on_disk["policies"]) == 12
-    for entry in on_disk["policies"]:
-        assert POLICY_KEYS <= set(entry)
-        assert set(entry["true_return"]) == {"mean", "ci_low", "ci_high"}
-    assert len(on_disk["horizon_error"]) == 21 and on_disk["horizon_error"][0] == 0.0
-    for name in ("report.md", "returns.png", "horizon_error.png", "uncertainty.png", "trajectories.h5",
-                 "rollouts.rrd", "config.yaml"):
-        assert (tmp_path / name).stat().st_size > 0, name
-    pairs = read_trajectories(tmp_path)
-    assert len(pairs.episodes) == 36
+def test_a_row_does_not_depend_on_its_neighbours(tiny_model: Path) -> None:
+    """The model is called on fixed-size row blocks: a row's trajectory is the same alone, among 299
+    others and at another position."""
+    from wm_eval.evaluation.rollout import imagined_env, run_episodes
+    from wm_eval.models.checkpoint import load_checkpoint
+
+    model = load_checkpoint(tiny_model)
+    _, states = tasks.reset_states("Hopper-v5", list(range(300)))
+    policy = LinearPolicy.random("Hopper-v5", seed=0) if hasattr(LinearPolicy, "random") else None
+    actions = np.random.default_rng(0).uniform(-1, 1, (300, 30, 3)).astype(np.float32)
+
+    def run(rows: np.ndarray) -> Any:
+        env = imagined_env(model, len(rows), horizon=30, propagation="ts1", sample=True)
+        return run_episodes(env, states[rows], 30, actions=actions[rows], episode_seeds=rows + 11)
+
+    full = run(np.arange(300))
+    for rows in (np.array([7]), np.array([250, 7, 3]), np.arange(299, -1, -1)):
+        part = run(rows)
+        where = {int(r): i for i, r in enumerate(rows)}
+        assert np.array_equal(part.observations[where[7]], full.observations[7])
+    del policy
 
 
-def test_same_seed_same_numbers(tiny_model: Path, tmp_path: Path) -> None:
-    def run(folder: str) -> dict:
-        cfg = load_config("evaluate", preset="debug", overrides=[
-            "task=Hopper-v5", f"model={tiny_model}", "policies=[zoo:Hopper-v5#ppo_0300k,zoo:Hopper-v5#a2c_0075k]",
-            "rerun=false", "propagation=ts1"])
-        report = run_evaluation(cfg, tmp_path / folder, progress=False)
-        return {k: report[k] for k in ("policies", "metrics", "horizon_error", "trust")}
+class OracleModel(WorldModel):
+    """MuJoCo itself behind the WorldModel contract: the state is the full simulator state."""
 
-    assert run("a") == run("b")
+    def __init__(self, task: str, starts: np.ndarray) -> None:
+        self.env = tasks.make_env(task).unwrapped
+        obs_dim, act_dim = self.env.observation_space.shape[0], self.env.action_space.shape[0]
+        super().__init__(task=task, obs_dim=obs_dim, act_dim=act_dim, num_members=1)
+        self.lookup = {}
+        for state in starts:
+            obs = tasks.set_state(self.env, state)
+            self.lookup[np.float32(obs).tobytes()] = state
 
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        return (tasks.state_dim(self.env),)
 
-def test_cli_end_to_end_on_debug_preset(tiny_model: Path, tmp_path: Path) -> None:
-    done = _cli("evaluate", "--preset", "debug", "task=Hopper-v5", f"model={tiny_model}", "out=run", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert "Spearman" in done.stdout and "ppo_0600k" in done.stdout
-    assert json.loads((tmp_path / "run" / "report.json").read_text())["task"] == "Hopper-v5"
-    view = _cli("view", "run", "--save", "v.rrd", cwd=tmp_path)
-    assert view.returncode == 0, view.stderr and (tmp_path / "v.rrd").stat().st_size > 0
+    def initial_state(self, obs: Any) -> torch.Tensor:
+        rows = np.asarray(obs, dtype=np.float32)
+        return torch.as_tensor(np.stack([self.lookup[r.tobytes()] for r in rows]), dtype=torch.float64)
 
+    def step(self, state: Any, action: Any, **kwargs: Any) -> tuple[torch.Tensor, Prediction]:
+        states, actions = np.asarray(state, dtype=np.float64), np.asarray(action, dtype=np.float64)
+        new, obs, rewards = [], [], []
+        for s, a in zip(states, actions):
+            tasks.set_state(self.env, s)
+            o, r, _, _, _ = self.env.step(a.astype(np.float32))
+            new.append(tasks.get_state(self.env))
+            obs.append(o)
+            rewards.append(r)
+        b = len(states)
+        pred = Prediction(torch.as_tensor(np.array(obs)), torch.as_tensor(np.array(rewards)), torch.zeros(b, dtype=bool),
+                          torch.zeros(b), torch.zeros(b), torch.full((b,), -1))
+        return torch.as_tensor(np.array(new)), pred
 
-def _bad(tmp_path: Path, tiny_model: Path, policy: str) -> subprocess.CompletedProcess:
-    return _cli("evaluate", "--preset", "debug", "task=Hopper-v5", f"model={tiny_model}", f"policies=[{policy}]",
-                "out=run", cwd=tmp_path)
+    def _step(self, *args: Any, **kwargs: Any) -> Any:  # step is overridden whole
+        raise NotImplementedError
 
+    def nll(self, *args: Any) -> torch.Tensor:
+        raise NotImplementedError
 
-def test_policy_for_another_task_is_refused(tiny_model: Path, tmp_path: Path) -> None:
-    done = _bad(tmp_path, tiny_model, str(REPO / "policies" / "HalfCheetah-v5" / "ppo_0600k.zip"))
-    assert done.returncode == 2 and "ppo_0600k" in done.stderr and "Traceback" not in done.stderr
-
-
-def test_truncated_zip_is_refused(tiny_model: Path, tmp_path: Path) -> None:
-    broken = tmp_path / "broken.zip"
-    data = (REPO / "policies" / "Hopper-v5" / "ppo_0600k.zip").read_bytes()
-    broken.write_bytes(data[: len(data) // 3])
-    done = _bad(tmp_path, tiny_model, str(broken))
-    assert done.returncode == 2 and "broken.zip" in done.stderr
-
-
-def test_missing_policy_path_is_refused(tiny_model: Path, tmp_path: Path) -> None:
-    done = _bad(tmp_path, tiny_model, str(tmp_path / "nothing.zip"))
-    assert done.returncode == 2 and "nothing.zip" in done.stderr
-
-
-@pytest.mark.parametrize(("body", "message"), [
-    ("return np.full(3, np.nan)", "NaN"),
-    ("return np.zeros(5)", "shape"),
-])
-def test_bad_callable_policy_fails_without_a_report(tiny_model: Path, tmp_path: Path, body: str, message: str) -> None:
-    (tmp_path / "mypolicies.py").write_text(f"import numpy as np\n\ndef act(obs):\n    {body}\n")
-    done = _bad(tmp_path, tiny_model, "mypolicies:act")
-    assert done.returncode == 2 and message in done.stderr and "act" in done.stderr, done.stderr
-    assert not (tmp_path / "run" / "report.json").exists()
+    def spec(self) -> dict[str, Any]:
+        return {}
 
 
-def test_zoo_manifests_span_poor_to_strong() -> None:
-    for task in ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"):
-        manifest = json.loads((REPO / "policies" / task / "manifest.json").read_text())
-        returns = [p["true_return"] for p in manifest["policies"]]
-        assert len(returns) >= 11 and max(returns) > 3 * max(min(returns), 1.0)
-        assert {p["algorithm"] for p in manifest["policies"]} >= {"PPO", "A2C"}
-        for p in manifest["policies"]:
-            assert (REPO / "policies" / task / p["file"]).is_file()
+def test_oracle_world_model_scores_perfectly() -> None:
+    task, seed, episodes = "HalfCheetah-v5", 5, 3
+    states = tasks.reset_states(task, start_seeds(seed, episodes).tolist())[1]
+    zoo = [f"{REPO}/policies/{task}/manifest.json#{n}" for n in ("ppo_0000k", "a2c_0075k", "ppo_0200k", "ppo_0400k")]
+    ev = wm_eval.evaluate(task, zoo, model=OracleModel(task, states), episodes=episodes, horizon=60, seed=seed,
+                          workers=1, progress=False, bootstrap=50)
+    m = {k: v["value"] for k, v in ev.metrics["discounted_return"].items()}
+    assert m["spearman"] == pytest.approx(1) and m["kendall"] == pytest.approx(1) and m["pearson"] == pytest.approx(1)
+    assert m["mmrv"] == 0 and m["regret_at_1"] == 0 and m["normalized_abs_error"] == pytest.approx(0, abs=1e-12)
+    assert np.nanmax(ev.horizon_error["error"]) == pytest.approx(0, abs=1e-9)
+    for p in ev.policies:
+        assert np.allclose(p.episodes["imagined_return"], p.episodes["true_return"], rtol=0, atol=1e-9)
 
 
-def test_evaluate_sb3_zips_the_project_never_saw(tiny_model: Path, tmp_path: Path) -> None:
-    from stable_baselines3 import PPO, SAC
+def test_horizon_error_counts_diverged_terminations(tiny_model: Path) -> None:
+    ev = wm_eval.evaluate("Hopper-v5", HOPPER_ZOO[:2], model=str(tiny_model), trajectories="all",
+                          **{**SMALL, "horizon": 80})
+    h = ev.horizon_error
+    expected = np.zeros_like(h["diverged"])
+    for p in ev.policies:
+        for ep in p.kept:
+            ends = [np.concatenate([[False], np.cumsum(t.terminations) > 0]) for t in (ep.true, ep.imagined)]
+            length = max(len(e) for e in ends)
+            padded = [np.concatenate([e, np.full(81 - len(e), e[-1])]) for e in ends]
+            expected += padded[0] != padded[1]
+            assert length <= 81
+    assert np.array_equal(h["diverged"], expected)
+    assert h["pairs"] == 6 and h["running"][0] == 6
 
-    env = tasks.make_env("Hopper-v5")
-    PPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu").learn(64).save(tmp_path / "a")
-    SAC("MlpPolicy", env, learning_starts=16, buffer_size=256, seed=0, device="cpu").learn(32).save(tmp_path / "b")
-    done = _cli("evaluate", "--preset", "debug", "task=Hopper-v5", f"model={tiny_model}", "policies=[a.zip,b.zip]",
-                "episodes=3", "out=r", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    report = json.loads((tmp_path / "r" / "report.json").read_text())
-    assert [p["name"] for p in report["policies"]] == ["a", "b"] and DESIGN_KEYS <= set(report)
+
+def test_api_equals_cli_report(tiny_model: Path, tmp_path: Path) -> None:
+    from wm_eval.cli import main
+
+    policies = ",".join(HOPPER_ZOO[:2])
+    code = main(["evaluate", "task=Hopper-v5", f"model={tiny_model}", f"policies=[{policies}]", "episodes=3",
+                 "horizon=40", "seed=3", "workers=1", "bootstrap=50", "rerun=false", f"out={tmp_path / 'cli'}"])
+    assert code == 0
+    report = json.loads((tmp_path / "cli" / "report.json").read_text())
+    ev = wm_eval.evaluate("Hopper-v5", HOPPER_ZOO[:2], model=str(tiny_model), **SMALL)
+    for entry, p in zip(report["policies"], ev.policies):
+        assert entry["episodes"]["imagined_return"] == p.episodes["imagined_return"].tolist()
+        assert entry["episodes"]["true_return"] == p.episodes["true_return"].tolist()
+        assert set(entry["statistics"]) == {"return", "discounted_return"}
+    assert "mmrv_normalized" in report["metrics"] and not (tmp_path / "cli" / "units").exists()
+
+
+_KILLED_RUN = """
+import sys, wm_eval
+wm_eval.evaluate("Hopper-v5", sys.argv[3].split(","), model=sys.argv[1], out=sys.argv[2], resume=sys.argv[4] == "1",
+                 episodes=4, horizon=150, seed=3, chunk=1, max_batch=1, workers=1, progress=False, bootstrap=50)
+"""
+
+
+def test_resume_after_sigkill(tiny_model: Path, tmp_path: Path) -> None:
+    out, policies = tmp_path / "run", ",".join(HOPPER_ZOO[:2])
+    args = [sys.executable, "-c", _KILLED_RUN, str(tiny_model), str(out), policies]
+    proc = subprocess.Popen(args + ["0"], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "units").glob("*.npz"))) < 2:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = sorted(p.name for p in (out / "units").glob("*.npz"))
+    assert 2 <= len(finished) < 8, "killed between units"
+    kw = {"episodes": 4, "horizon": 150, "seed": 3, "chunk": 1, "max_batch": 1, "workers": 1, "progress": False,
+          "bootstrap": 50}
+    with pytest.raises(wm_eval.errors.ConfigError, match="resume"):
+        wm_eval.evaluate("Hopper-v5", HOPPER_ZOO[:2], model=str(tiny_model), out=out, **kw)
+    resumed = wm_eval.evaluate("Hopper-v5", HOPPER_ZOO[:2], model=str(tiny_model), out=out, resume=True, **kw)
+    assert resumed.timings["resumed_units"] == len(finished)
+    fresh = wm_eval.evaluate("Hopper-v5", HOPPER_ZOO[:2], model=str(tiny_model), **kw)
+    for p, q in zip(resumed.policies, fresh.policies):
+        for key, values in p.episodes.items():
+            assert np.array_equal(values, q.episodes[key]), key
+    with pytest.raises(wm_eval.errors.ConfigError, match="different evaluation"):
+        wm_eval.evaluate("Hopper-v5", HOPPER_ZOO[:1], model=str(tiny_model), out=out, resume=True, **kw)
+
+
+def test_selected_trajectories_are_replayed_exactly(tiny_model: Path) -> None:
+    kw = {**SMALL, "model": str(tiny_model), "propagation": "ts_inf"}
+    sel = wm_eval.evaluate("Hopper-v5", HOPPER_ZOO[:2], trajectories="selected", **kw)
+    for p in sel.policies:
+        assert 1 <= len(p.kept) <= 2
+        for ep in p.kept:
+            assert ep.imagined.total_reward == pytest.approx(p.episodes["imagined_return"][ep.episode], abs=0)
+            assert ep.true.total_reward == pytest.approx(p.episodes["true_return"][ep.episode], abs=0)
+    none = wm_eval.evaluate("Hopper-v5", HOPPER_ZOO[:1], trajectories="summary", **kw)
+    assert none.policies[0].kept == ()
+
+
+def test_success_statistic_and_wilson_interval() -> None:
+    from scipy.stats import binomtest
+
+    from wm_eval.evaluation.statistics import SUCCESS, interval, side_values
+    from wm_eval.types import BatchRollout
+
+    obs = np.zeros((4, 6, 2))
+    obs[0, 3, 0] = obs[2, 5, 0] = obs[3, 5, 0] = 1.0  # row 3 reaches it only after its last step
+    lengths = np.array([5, 5, 5, 4])
+    mask = np.arange(5)[None] < lengths[:, None]
+    rollout = BatchRollout(obs, np.zeros((4, 5, 1)), np.ones((4, 5)) * mask, np.zeros((4, 5), bool),
+                           np.zeros((4, 5), bool), lengths)
+    values = side_values(rollout, gamma=0.99, success_rule=lambda o: o[..., 0] > 0.5)
+    assert values["success"].tolist() == [1, 0, 1, 0]
+    ci = interval(SUCCESS, values["success"], seed=0, n_resamples=10)
+    ref = binomtest(2, 4).proportion_ci(method="wilson")
+    assert (ci["ci_low"], ci["ci_high"]) == pytest.approx((ref.low, ref.high))

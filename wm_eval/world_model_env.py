@@ -115,7 +115,7 @@ class ImaginedCore:
         self._high = torch.as_tensor(self.action_space.high, dtype=torch.float32, device=self.device)
         self.streams = RowStreams(self.num_envs, num_members=self.model.num_members,
                                   noise_dim=self.model.obs_dim + 1 if sample else 0, step_members=propagation == "ts1")
-        self.state = torch.zeros((self.num_envs, *self.model.state_shape), device=self.device)
+        self.state: torch.Tensor | None = None  # [N, *state_shape], allocated at the first reset in the model's dtype
         self.obs = np.zeros((self.num_envs,) + self.observation_space.shape, dtype=np.float64)
         self.steps = np.zeros(self.num_envs, dtype=np.int64)
         self.started = False
@@ -204,6 +204,8 @@ class ImaginedCore:
         self.streams.reset(rows, seeds)
         index = torch.as_tensor(rows, device=self.device)
         fresh = self.model.initial_state(torch.as_tensor(obs, dtype=torch.float32, device=self.device))
+        if self.state is None:
+            self.state = torch.zeros((self.num_envs, *fresh.shape[1:]), dtype=fresh.dtype, device=self.device)
         self.state = self.state.index_copy(0, index, fresh.to(self.state.dtype))
 
     # ---- stepping -----------------------------------------------------------------------------
@@ -248,7 +250,7 @@ class ImaginedCore:
                     parts[key].append(value.clone())
         k = len(rows)
         out = {key: torch.cat(values)[:k] for key, values in parts.items()}
-        self.state = self.state.index_copy(0, index[:k], out.pop("state").to(self.state.dtype))
+        self.state = self.state.index_copy(0, index[:k], out.pop("state").to(state.dtype))
         return {"obs": out["obs"].double().cpu().numpy(), "reward": out["reward"].double().cpu().numpy(),
                 "term": out["term"].cpu().numpy().astype(bool), "unc": out["unc"].float().cpu().numpy(),
                 "member": out["member"].cpu().numpy()}

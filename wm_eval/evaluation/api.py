@@ -85,7 +85,7 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
              seed: int = 0, mode: str = "closed_loop", propagation: str = "mean", sample: bool = False,
              device: str = "cpu", gamma: float = 0.995, chunk: int = 10, workers: int = 0,
              out: str | Path | None = None, resume: bool = False, trajectories: str = "auto",
-             bootstrap: int = 1000, progress: bool = True) -> Evaluation:
+             bootstrap: int = 1000, max_batch: int = 512, progress: bool = True) -> Evaluation:
     """Roll every policy out in the world model and in MuJoCo from the same seeded start states.
 
     Args:
@@ -107,6 +107,7 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
             worst and a typical one, re-rolled from their seeds at the end), ``"summary"`` (none), or
             ``"auto"`` (all up to :data:`AUTO_ALL_STEPS` paired steps, else selected).
         bootstrap: bootstrap resamples for intervals.
+        max_batch: episodes imagined at once (whole units); bounds memory, changes no number.
         progress: show progress bars.
 
     Returns:
@@ -166,7 +167,7 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
         bar.update(unit.size)
 
     try:
-        timings = LocalExecutor(workers=workers).run(job, todo, done)
+        timings = LocalExecutor(workers=workers, max_rows=max_batch).run(job, todo, done)
     finally:
         bar.close()
     timings["resumed_units"] = float(len(units) - len(todo))
