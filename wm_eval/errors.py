@@ -7,6 +7,7 @@ it as ``wm-eval: error: <message>`` and exits with :attr:`WmEvalError.exit_code`
 from __future__ import annotations
 
 __all__ = [
+    "did_you_mean",
     "WmEvalError",
     "ConfigError",
     "TaskError",
@@ -58,3 +59,11 @@ class MissingDependencyError(WmEvalError, ImportError):
 
 class InvalidActionError(WmEvalError, ValueError):
     """An action batch with NaN or infinite entries."""
+
+
+def did_you_mean(value: object, choices: object, *, cutoff: float = 0.6) -> str:
+    """``"did you mean 'x'? "`` for the closest of ``choices`` to ``value``, or ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=cutoff)  # type: ignore[attr-defined]
+    return f"did you mean '{close[0]}'? " if close else ""

@@ -42,7 +42,6 @@ A ``module:callable`` policy has no file: its spec is its ``path`` and its ``sha
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -55,7 +54,7 @@ import numpy as np
 
 import wm_eval
 from wm_eval.errors import CheckpointError, ConfigError, PolicyError, TaskError, WmEvalError
-from wm_eval.fileio import atomic_write_text
+from wm_eval.fileio import atomic_write_text, sha256
 from wm_eval.reporting.gate import junit_xml, markdown_summary, text_table
 from wm_eval.types import ChangeTest, PolicyCheck, RegressResult
 
@@ -152,10 +151,6 @@ def _seed(*keys: int) -> int:
     return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _spaces(task: str) -> dict[str, Any]:
     from wm_eval.tasks import make_env
 
@@ -201,7 +196,7 @@ def record_baseline(path: str | os.PathLike[str], *, task: str, policies: Sequen
         for policy in load_policies(f"zoo:{task}" if spec == "zoo" else spec, task=task, device=device, **spaces):
             file = _policy_file(policy)
             stored = policy.source if file is None else _stored(file, folder, absolute=os.path.isabs(spec))
-            entries.append({"name": policy.name, "path": stored, "sha256": None if file is None else _sha256(file)})
+            entries.append({"name": policy.name, "path": stored, "sha256": None if file is None else sha256(file)})
             loaded.append(policy)
     names = [e["name"] for e in entries]
     if len(set(names)) != len(names):
@@ -307,7 +302,7 @@ def check_baseline(path: str | os.PathLike[str], *, model: str | None = None, ta
     for k, (entry, policy, file, values) in enumerate(zip(baseline["policies"], policies, files, imagined)):
         test = paired_change(entry["episode_returns"], values, tolerance=tolerance, confidence=confidence,
                              seed=_seed(seed, k))
-        check = PolicyCheck(entry["name"], entry["path"], None if file is None else _sha256(file) != entry["sha256"],
+        check = PolicyCheck(entry["name"], entry["path"], None if file is None else sha256(file) != entry["sha256"],
                             entry["imagined_return"], _estimate(values, _seed(seed, k)), test)
         if confirm and test.regressed:
             truth = true_returns(task, policy, states, horizon)

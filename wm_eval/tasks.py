@@ -18,7 +18,6 @@ drift by ~1e-15 from the first step. With it, a state restored with
 from __future__ import annotations
 
 import contextlib
-import difflib
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from wm_eval.errors import TaskError
+from wm_eval.errors import TaskError, did_you_mean
 
 __all__ = [
     "TaskSpec",
@@ -153,8 +152,7 @@ def get_task(task_id: str) -> TaskSpec:
     try:
         return TASKS[task_id]
     except (KeyError, TypeError):
-        close = difflib.get_close_matches(str(task_id), TASKS, n=1, cutoff=0.5)
-        hint = f"did you mean '{close[0]}'? " if close else ""
+        hint = did_you_mean(task_id, TASKS, cutoff=0.5)
         raise TaskError(f"unknown task '{task_id}': {hint}known tasks are {', '.join(task_ids())}") from None
 
 
