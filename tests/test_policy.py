@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -60,6 +61,31 @@ def batched(obs):
 def one_row(obs):
     assert obs.shape == (3,), "one observation at a time"
     return np.array([obs[2]])
+
+
+one_row.batched = False
+
+
+def one_row_undeclared(obs):
+    assert obs.shape == (3,), "one observation at a time"
+    return np.array([obs[2]])
+
+
+class Counting:
+    """Stateful: counts its calls; answers a batch with one action (the wrong shape) or raises."""
+
+    def __init__(self, fail=False):
+        self.calls, self.fail = 0, fail
+
+    def act(self, obs):
+        self.calls += 1
+        if self.fail:
+            raise ValueError(f"cannot handle shape {obs.shape}")
+        return np.zeros(1)
+
+
+class CountingRows(Counting):
+    batched = False
 
 
 def nan_policy(obs):
@@ -232,6 +258,53 @@ def test_broken_files_give_one_line_errors(zips, tmp_path):
         assert name.removesuffix(".zip") in str(info.value) and "\n" not in str(info.value)
 
 
+def test_zip_is_read_once_so_swapping_the_file_midway_changes_nothing(zips, tmp_path, monkeypatch):
+    """The checks and the weights come from one read of the file: no time-of-check/time-of-use gap."""
+    from wm_eval import sb3_loading
+
+    path = tmp_path / "swapped.zip"
+    path.write_bytes(zips["PPO"][0].read_bytes())
+    other = PPO("MlpPolicy", PENDULUM, seed=99, device="cpu")  # same architecture, other weights
+    detect = sb3_loading._detect
+
+    def detect_then_swap(raw, where):
+        other.save(path)  # the file changes after it was checked, before the weights are read
+        return detect(raw, where)
+
+    monkeypatch.setattr(sb3_loading, "_detect", detect_then_swap)
+    (policy,) = load_policies(path, **SPACES)
+    obs = _obs(PENDULUM.observation_space)
+    np.testing.assert_allclose(policy.act(obs), zips["PPO"][1].predict(obs, deterministic=True)[0], atol=1e-6)
+    assert not np.allclose(policy.act(obs), other.predict(obs, deterministic=True)[0], atol=1e-6)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.getcwd, ())  # would run if unpickled; weights_only refuses any call
+
+
+def test_only_policy_pth_is_deserialized_with_weights_only(zips, tmp_path, monkeypatch):
+    from wm_eval.sb3_loading import IgnoredEntriesWarning
+
+    with zipfile.ZipFile(zips["SAC"][0]) as src, zipfile.ZipFile(tmp_path / "extra.zip", "w") as dst:
+        for item in src.namelist():
+            dst.writestr(item, src.read(item))
+        dst.writestr("evil.pth", pickle.dumps(_Evil()))
+    calls = []
+    real_load = torch.load
+
+    def spy(f, *args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    with pytest.warns(IgnoredEntriesWarning, match=r"ignored actor\.optimizer\.pth.*evil\.pth"):
+        (policy,) = load_policies(tmp_path / "extra.zip", **SPACES)
+    assert calls == [True]  # policy.pth only, with weights_only=True passed explicitly
+    obs = _obs(PENDULUM.observation_space)
+    np.testing.assert_allclose(policy.act(obs), zips["SAC"][1].predict(obs, deterministic=True)[0], atol=1e-6)
+
+
 @pytest.mark.parametrize("attr", ["Heuristic", "make", "HEURISTIC"])
 def test_module_predict_objects(callables_dir, monkeypatch, attr):
     monkeypatch.syspath_prepend(str(callables_dir))
@@ -249,9 +322,49 @@ def test_module_functions_batched_and_per_row(callables_dir, monkeypatch):
     obs = _obs(PENDULUM.observation_space)
     (batched,) = load_policies("wm_eval_test_callables:batched", **SPACES)
     np.testing.assert_allclose(batched.act(obs), np.clip(-obs[:, :1], -2, 2))
-    (one_row,) = load_policies("wm_eval_test_callables:one_row", **SPACES)
+    (one_row,) = load_policies("wm_eval_test_callables:one_row", **SPACES)  # declares batched = False
     np.testing.assert_allclose(one_row.act(obs), np.clip(obs[:, 2:3], -2, 2))
     assert one_row.actor.batched is False and batched.actor.batched is True
+
+
+def test_single_observation_policies_must_say_so(callables_dir, monkeypatch):
+    """A batch call that raises is a PolicyError with the cause chained and a hint, never a silent retry by rows."""
+    monkeypatch.syspath_prepend(str(callables_dir))
+    obs = _obs(PENDULUM.observation_space, n=8)
+    (undeclared,) = load_policies("wm_eval_test_callables:one_row_undeclared", **SPACES)
+    with pytest.raises(PolicyError, match=r"raised AssertionError: one observation at a time.*batched = False") as info:
+        undeclared.act(obs)
+    assert isinstance(info.value.__cause__, AssertionError) and "\n" not in str(info.value)
+
+
+def test_stateful_policy_is_called_once_per_step(callables_dir, monkeypatch):
+    monkeypatch.syspath_prepend(str(callables_dir))
+    import wm_eval_test_callables as module
+
+    obs = _obs(PENDULUM.observation_space, n=8)
+    wrong = module.Counting()
+    (policy,) = load_policies(wrong, **SPACES)
+    with pytest.raises(PolicyError, match=r"returned shape \(1,\) for a batch of 8.*batched = False"):
+        policy.act(obs)
+    assert wrong.calls == 1  # not called again, row by row, on the same observations
+    raising = module.Counting(fail=True)
+    (policy,) = load_policies(raising, **SPACES)
+    with pytest.raises(PolicyError, match="raised ValueError: cannot handle shape") as info:
+        policy.act(obs)
+    assert raising.calls == 1 and isinstance(info.value.__cause__, ValueError)
+    rows = module.CountingRows()
+    (policy,) = load_policies(rows, **SPACES)
+    assert policy.act(obs).shape == (8, 1) and rows.calls == 8  # declared: once per observation
+    assert policy.act(obs[:1]).shape == (1, 1) and rows.calls == 9
+
+
+def test_batched_attribute_must_be_a_bool():
+    def policy(obs):
+        return obs[:, :1]
+
+    policy.batched = "yes"
+    with pytest.raises(PolicyError, match="'batched' attribute is 'yes'"):
+        load_policies(policy, **SPACES)
 
 
 def test_bad_callables_raise_policy_error(callables_dir, monkeypatch):
@@ -290,7 +403,8 @@ def test_scripted_policies_and_predict():
     np.testing.assert_array_equal(constant.act(obs), np.full((16, 1), 2.0, np.float32))  # clipped to the bounds
     W, b = np.array([[1.0], [-2.0], [0.5]]), np.array([0.1])
     (linear,) = load_policies(LinearPolicy(W, b, name="lin"), **SPACES)
-    assert linear.name == "lin" and isinstance(LinearPolicy(W, b), Policy)
+    assert linear.name == "lin" and isinstance(linear, Policy)
+    assert not isinstance(LinearPolicy(W, b), Policy)  # no action_space or source until loaded for a task
     np.testing.assert_allclose(linear.act(obs), np.clip(obs @ W + b, -2, 2), rtol=1e-6)
     single, state = linear.predict(obs[0])
     assert single.shape == (1,) and state is None

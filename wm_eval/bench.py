@@ -297,6 +297,7 @@ def measure(cfg: Any, *, out: Path, model: str | None = None) -> dict[str, Any]:
     embedded model). Torch uses all usable cores for the speed figures; the evaluation runs
     with the caller's thread count, as ``wm-eval evaluate`` would.
     """
+    from wm_eval import tasks
     from wm_eval.errors import ConfigError
     from wm_eval.models.checkpoint import model_identity, resolve_model
 
@@ -312,7 +313,7 @@ def measure(cfg: Any, *, out: Path, model: str | None = None) -> dict[str, Any]:
     torch.set_num_threads(threads)
     try:
         machine = _machine(device, threads)
-        world_model = resolve_model(model, task=cfg.task, device=cfg.device)
+        world_model = resolve_model(model, task=cfg.task, device=cfg.device, **tasks.spaces(cfg.task))
         name = model_identity(model, world_model)[1]
         policy = _zoo_policy(cfg.task, cfg.device)
         modes = inference_modes(device)

@@ -144,13 +144,13 @@ def view(cfg: Any) -> int:
     elif cfg.web:
         import time
 
-        stream = rerun_log.serve_web(source, **choice)
-        print("serving the Rerun web viewer on localhost; press Ctrl-C to stop")
+        viewer = rerun_log.serve_web(source, host=cfg.host, **choice)
+        print(f"serving the Rerun web viewer on {cfg.host}: open {viewer.url}  (Ctrl-C to stop)", flush=True)
         try:
             while True:
                 time.sleep(1)
         finally:
-            stream.disconnect()
+            viewer.close()
     else:
         rerun_log.show(source, **choice)
     return 0

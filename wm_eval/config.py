@@ -10,7 +10,10 @@ config is built in one place, in this order: the schema's defaults, the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -96,12 +99,21 @@ class EvaluateConfig:
     out: str | None = _doc("output folder (default: runs/evaluate-<time>)", None)
     mode: str = _doc("closed_loop (policy acts in the model) or open_loop (replay true actions)", "closed_loop")
     propagation: str = _doc("ensemble propagation: mean, ts1 or ts_inf", "mean")
+    sample: bool = _doc("sample next states from the members' Gaussians (per-episode random streams)", False)
     device: str = _doc("torch device for the model and policies", "cpu")
     gamma: float = _doc("discount of the discounted returns", 0.995)
     bootstrap: int = _doc("bootstrap resamples for the intervals", 1000)
     workers: int = _doc("processes for ground-truth rollouts (0 = all cores)", 0)
     rerun: bool = _doc("write rollouts.rrd for the selected episodes", True)
     overwrite: bool = _doc("write into an existing out folder", False)
+    chunk: int = _doc("episodes per work unit; results do not depend on it", 10)
+    resume: bool = _doc("skip work units already finished in out/ by an interrupted run", False)
+    trajectories: str = _doc("which episodes trajectories.h5 keeps: all, selected (per policy the worst and a "
+                             "typical episode), summary (none), or auto (all up to 400k paired steps, else "
+                             "selected)", "auto")
+    max_batch: int = _doc("episodes imagined at once (bounds memory; results do not depend on it)", 512)
+    allow_code: bool = _doc("allow module:callable policies and models named in a baseline or config to run code",
+                            False)
 
 
 @dataclass
@@ -111,6 +123,7 @@ class ViewConfig:
     path: str | None = _doc("an evaluation folder or its trajectories.h5", None)
     save: str | None = _doc("write a .rrd file instead of opening the viewer", None)
     web: bool = _doc("serve the web viewer on localhost", False)
+    host: str = _doc("address the web viewer binds to; 0.0.0.0 exposes the recording to the network", "127.0.0.1")
     policies: list[str] = _doc("policy names to show (default: all)", factory=list)
     episodes: list[int] = _doc("episode indices to show (default: worst and a typical one)", factory=list)
 
@@ -133,6 +146,8 @@ class RegressConfig:
     confirm: bool = _doc("re-run flagged policies in MuJoCo", False)
     junit: str | None = _doc("write JUnit XML here", None)
     device: str = _doc("torch device", "cpu")
+    allow_code: bool = _doc("allow module:callable policies and models named in a baseline or config to run code",
+                            False)
 
 
 @dataclass
@@ -176,9 +191,51 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split("\n")[0].split())
 
 
+@functools.cache
+def _list_keys(schema: type) -> frozenset[str]:
+    """The keys of ``schema`` typed ``list[...]`` (or ``list[...] | None``)."""
+    keys = set()
+    for name, hint in typing.get_type_hints(schema).items():
+        union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+        options = typing.get_args(hint) if union else (hint,)
+        if any(typing.get_origin(option) is list for option in options):
+            keys.add(name)
+    return frozenset(keys)
+
+
+def _as_lists(values: Any, schema: type) -> Any:
+    """``values`` (a mapping from a file, preset or overrides) with a single value of a list key made a
+    one-element list: ``dataset=path`` means ``dataset=[path]``; an empty value an empty list; ``null``
+    stays ``null``."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if not isinstance(values, (dict, DictConfig)):
+        return values
+    lists = _list_keys(schema)
+    single = [key for key in values if key in lists and not isinstance(values[key], (list, tuple, ListConfig))
+              and not (OmegaConf.is_missing(values, key) if isinstance(values, DictConfig) else False)]
+    if not single:
+        return values
+    plain = OmegaConf.to_container(values, resolve=False) if isinstance(values, DictConfig) else dict(values)
+    for key in single:
+        if plain[key] == "":
+            plain[key] = []  # ``policies=`` on the command line: an empty list
+        elif plain[key] is not None:
+            plain[key] = [plain[key]]
+    return OmegaConf.create(plain)
+
+
 def load_config(command: str, *, files: list[str] | None = None, overrides: list[str] | None = None,
                 preset: str | None = None) -> Any:
-    """Build the typed config of ``command`` (a dataclass instance) from defaults, preset, files and overrides."""
+    """Build the typed config of ``command`` (a dataclass instance) from defaults, preset, files and overrides.
+
+    A list-typed key also takes a single value, in a file (``behaviour: zoo``) as on the command
+    line (``dataset=path``): it becomes a one-element list.
+
+    Raises:
+        ConfigError: an unknown key, a wrong type, an unreadable or malformed file, a bad override.
+    """
+    import yaml
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -188,18 +245,18 @@ def load_config(command: str, *, files: list[str] | None = None, overrides: list
         if preset is not None:
             if preset not in PRESETS:
                 raise ConfigError(f"unknown preset '{preset}': known presets are {', '.join(PRESETS)}")
-            cfg = OmegaConf.merge(cfg, PRESETS[preset][command])
+            cfg = OmegaConf.merge(cfg, _as_lists(PRESETS[preset][command], schema))
         for path in files or []:
             if not Path(path).is_file():
                 raise ConfigError(f"config file '{path}' does not exist")
             loaded = OmegaConf.load(path)
             if not isinstance(loaded, type(cfg)) and loaded is not None and not OmegaConf.is_dict(loaded):
                 raise ConfigError(f"config file '{path}' must hold a mapping of keys to values")
-            cfg = OmegaConf.merge(cfg, loaded or {})
+            cfg = OmegaConf.merge(cfg, _as_lists(loaded or {}, schema))
         for item in overrides or []:
             if "=" not in item:
                 raise ConfigError(f"'{item}' is not a key=value override (for example episodes=20)")
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides or [])))
+        cfg = OmegaConf.merge(cfg, _as_lists(OmegaConf.from_dotlist(list(overrides or [])), schema))
         return OmegaConf.to_object(cfg)
     except ConfigError:
         raise
@@ -210,7 +267,7 @@ def load_config(command: str, *, files: list[str] | None = None, overrides: list
         if "not in struct" in message or "Key '" in message and "not in" in message:
             raise ConfigError(f"unknown key '{key}' for {command}: known keys are {known}") from None
         raise ConfigError(f"bad value for '{key}' in {command} config: {message}") from None
-    except Exception as exc:  # YAML syntax errors and the like
+    except (yaml.YAMLError, ValueError, OSError) as exc:  # YAML syntax, undecodable bytes, unreadable files
         raise ConfigError(f"could not read the {command} config: {_one_line(exc)}") from None
 
 

@@ -20,6 +20,15 @@ Accepted specs:
   (SB3 style, ``(action, state)`` tuples welcome) or ``act(obs)``, an object with one of
   those, or a function ``obs -> action``;
 * the same objects in memory (their ``source`` is then ``None``).
+
+Such user objects are called with a whole batch ``obs [B, *observation_shape]`` and must return
+``[B, *action_shape]``, once per step. One written for a single observation declares it with a
+``batched = False`` attribute (on the object, its class or the function: ``one_obs.batched = False``);
+it is then called once per row, ``obs [*observation_shape] -> action [*action_shape]``. Nothing
+is guessed: an undeclared object whose batch call raises or returns the wrong shape gets a
+:class:`~wm_eval.errors.PolicyError` (the original error chained) that says how to declare it,
+and it is never called a second time on the same observations, so stateful policies see each
+step once.
 """
 
 from __future__ import annotations
@@ -52,13 +61,24 @@ _MODULE_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 @runtime_checkable
 class Policy(Protocol):
-    """What the rollout loops need: a ``name`` and a batched ``act``.
+    """What the rollout loops need: a ``name``, the ``action_space``, a ``source`` and a batched ``act``.
 
     ``act(obs)`` takes ``obs`` of shape ``[B, *observation_shape]`` and returns finite
     float32 actions of shape ``[B, *action_shape]`` inside the action bounds.
+    :class:`LoadedPolicy` (what :func:`load_policies` returns) is the implementation; raw
+    user objects such as :class:`LinearPolicy` become one through :func:`load_policies`.
     """
 
     name: str
+    """Shown in reports; unique within an evaluation."""
+
+    action_space: spaces.Box
+    """The task's action space; ``act`` returns actions inside its bounds."""
+
+    source: str | None
+    """A spec from which another process reloads the identical policy with :func:`load_policies`
+    (so ground-truth rollouts may run in worker processes), or ``None`` for an object that exists
+    only in this process's memory."""
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Actions ``[B, *action_shape]`` for observations ``[B, *observation_shape]``."""
@@ -294,50 +314,73 @@ def _actor(obj: Any, where: str, action_space: spaces.Box) -> Callable[[np.ndarr
         except Exception as e:
             raise PolicyError(f"{where}: calling it without arguments raised {type(e).__name__}: "
                               f"{_first_line(e)}") from e
+    batched = _declared_batched(obj, where)
     if _has(obj, "predict"):
-        return _RowFallback(_deterministic(obj.predict), action_space.shape)
+        return _UserActor(_deterministic(obj.predict), action_space.shape, where, batched)
     if _has(obj, "act"):
-        return _RowFallback(obj.act, action_space.shape)
+        return _UserActor(obj.act, action_space.shape, where, batched)
     if callable(obj):
-        return _RowFallback(obj, action_space.shape)
+        return _UserActor(obj, action_space.shape, where, batched)
     raise PolicyError(f"{where} is {type(obj).__name__}: not callable and without predict(obs) or act(obs)")
 
 
-class _RowFallback:
-    """Call ``fn`` on the whole batch; if the first call raises or returns the wrong shape,
-    call it once per observation row from then on (decided once, on the first batch)."""
+def _declared_batched(obj: Any, where: str) -> bool | None:
+    """The object's ``batched`` attribute: ``True``/``False`` as declared, ``None`` when absent."""
+    declared = getattr(obj, "batched", None)
+    if declared is None or isinstance(declared, bool):
+        return declared
+    raise PolicyError(f"{where}: its 'batched' attribute is {declared!r}; set it to True (takes a batch of "
+                      "observations) or False (takes one observation at a time)")
 
-    def __init__(self, fn: Callable[[np.ndarray], Any], action_shape: tuple[int, ...]) -> None:
+
+class _UserActor:
+    """A user's policy callable with the batched contract ``obs [B, ...] -> actions [B, ...]``.
+
+    ``batched`` is fixed when loading, never guessed from a failure: ``False`` (declared
+    single-observation) calls ``fn`` once per row; otherwise ``fn`` gets the whole batch, and
+    when it raises or returns the wrong shape the error is a :class:`PolicyError` (the original
+    chained) that, if nothing was declared, says how to declare a single-observation policy.
+    ``fn`` is called exactly once per observation either way.
+    """
+
+    def __init__(self, fn: Callable[[np.ndarray], Any], action_shape: tuple[int, ...], where: str,
+                 declared: bool | None) -> None:
         self.fn = fn
         self.action_shape = action_shape
-        self.batched: bool | None = None
+        self.where = where
+        self.declared = declared
+        self.batched = declared is not False
+
+    def _hint(self) -> str:
+        if self.declared is not None:
+            return ""
+        return ("; wm_eval calls policies with a batch of observations [B, ...]: if this one takes one "
+                "observation at a time, set `batched = False` on it")
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        if self.batched is not None:
-            return _to_array(self.fn(obs)) if self.batched else self._rows(obs)
+        if not self.batched:
+            return self._rows(obs)
+        try:
+            out = _to_array(self.fn(obs))
+        except WmEvalError:
+            raise
+        except Exception as e:  # user code: a policy problem, with the original chained
+            raise PolicyError(f"{self.where} raised {type(e).__name__}: {_first_line(e)}{self._hint()}") from e
         expected = (len(obs), *self.action_shape)
-        try:
-            out: np.ndarray | None = _to_array(self.fn(obs))
-        except Exception:  # perhaps written for one observation: try rows
-            out = None
-        if out is not None and out.shape == expected:
-            self.batched = True
-            return out
-        try:
-            rows = self._rows(obs)
-        except Exception:
-            if out is None:
-                raise
-            return out  # the batch call ran but gave the wrong shape: report that one
-        if out is not None and rows.shape != expected:
-            return out
-        self.batched = False
-        return rows
+        if out.shape != expected:
+            raise PolicyError(f"{self.where} returned shape {out.shape} for a batch of {len(obs)}; expected "
+                              f"{expected}{self._hint()}")
+        return out
 
     def _rows(self, obs: np.ndarray) -> np.ndarray:
         size = int(np.prod(self.action_shape))
         rows = [_to_array(self.fn(row)) for row in obs]
-        return np.stack([r.reshape(self.action_shape) if r.size == size else r for r in rows])
+        bad = next((r.shape for r in rows if r.size != size), None)
+        if bad is not None:
+            raise PolicyError(f"{self.where} (batched = False) returned shape {bad} for one observation; "
+                              f"expected {self.action_shape}")
+        return np.stack([r.reshape(self.action_shape) for r in rows]) if rows else \
+            np.zeros((0, *self.action_shape), np.float32)
 
 
 def _to_array(out: Any) -> np.ndarray:

@@ -106,7 +106,9 @@ def _load_model(ref: str | None, *, task: str, device: str) -> tuple[Any, Path |
     """``(model, checkpoint path or None if embedded, display name, fingerprint)``."""
     from wm_eval.models.checkpoint import model_identity, resolve_model
 
-    model = resolve_model(ref, task=task, device=device)
+    from wm_eval.tasks import spaces
+
+    model = resolve_model(ref, task=task, device=device, **spaces(task))
     return (model, *model_identity(ref, model))
 
 

@@ -16,18 +16,26 @@ base64 ``":serialized:"`` entry next to a few readable fields), ``policy.pth``
   function must be a class of ``torch.nn.modules.activation``; gSDE, custom
   feature extractors and unknown keys are refused with a :class:`PolicyError`;
 * the layer sizes come from the ``state_dict`` shapes;
-* the weights are read with :func:`stable_baselines3.common.save_util.load_from_zip_file`,
-  with every serialized ``data`` key replaced through ``custom_objects`` (and
-  ``torch.load(weights_only=True)`` for the tensors), then loaded strictly.
+* the file is read into memory once and every entry comes from those bytes (no second
+  open of the path, so the file cannot change between the checks and the load); the CRC
+  of every entry is checked, so a damaged download is reported even where it hits an
+  unused entry;
+  ``policy.pth`` alone is read, with ``torch.load(..., weights_only=True)``, and loaded
+  strictly; the other ``.pth`` entries (optimizer and training state, never needed to act)
+  are not loaded at all, and a warning names them.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
+import os
 import pickle
 import pickletools
+import stat
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -40,7 +48,8 @@ from gymnasium import spaces
 
 from wm_eval.errors import PolicyError, SpaceMismatchError
 
-__all__ = ["ALGORITHMS", "PickledGlobal", "Opaque", "read_pickle_literal", "SB3Actor", "load_sb3_zip"]
+__all__ = ["ALGORITHMS", "PickledGlobal", "Opaque", "read_pickle_literal", "SB3Actor", "IgnoredEntriesWarning",
+           "load_sb3_zip"]
 
 ALGORITHMS = ("PPO", "A2C", "SAC", "TD3", "DDPG")
 
@@ -57,6 +66,14 @@ _IGNORED_KWARGS = {"net_arch", "n_critics", "ortho_init", "log_std_init", "optim
 _PASSED_KWARGS = {"share_features_extractor", "normalize_images"}
 _CHECKED_KWARGS = {"activation_fn", "features_extractor_class", "features_extractor_kwargs", "use_sde",
                    "squash_output"}
+
+
+SB3_TRAINING_STATE = ("policy.optimizer.pth", "pytorch_variables.pth")
+"""Entries every SB3 zip holds besides ``policy.pth``: training state, never loaded, ignored silently."""
+
+
+class IgnoredEntriesWarning(UserWarning):
+    """An SB3 zip holds ``.pth`` entries besides ``policy.pth`` (optimizer state, ...) that were not loaded."""
 
 
 @dataclass(frozen=True)
@@ -207,23 +224,67 @@ def _decode(raw: dict[str, Any], key: str, where: str) -> Any:
         raise PolicyError(f"{where}: the '{key}' entry is corrupt ({e})") from e
 
 
-def _read_data(path: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Archive:
+    """What is used of an SB3 zip, taken from one in-memory copy of the file."""
+
+    raw: dict[str, Any]  # the ``data`` entry (JSON)
+    policy_pth: bytes  # the ``policy.pth`` entry: the policy's state_dict, still serialized
+    ignored: tuple[str, ...]  # the other ``.pth`` entries, never deserialized
+
+
+def _read_file(path: Path) -> bytes:
+    """The bytes of the regular file at ``path``, from a single open (a FIFO or device is refused unread)."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise PolicyError(f"policy file '{path}' does not exist") from None
+    except OSError as e:
+        raise PolicyError(f"cannot read policy file '{path}': {e.strerror or e}") from e
+    with open(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise PolicyError(f"policy file '{path}' is not a file")
+        try:
+            return file.read()
+        except OSError as e:
+            raise PolicyError(f"cannot read policy file '{path}': {e.strerror or e}") from e
+
+
+def _open_archive(data: bytes, path: Path) -> _Archive:
+    """The ``data`` JSON and the ``policy.pth`` bytes of an SB3 zip held in memory as ``data``."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = archive.namelist()
             missing = [n for n in ("data", "policy.pth") if n not in names]
             if missing:
                 raise PolicyError(f"'{path}' is truncated or corrupt, or not a Stable-Baselines3 model zip (no "
                                   f"{' or '.join(missing)} entry); save policies with model.save()")
+            damaged = archive.testzip()  # CRC of every entry, the unused ones too: none is deserialized
+            if damaged is not None:
+                raise PolicyError(f"'{path}' is truncated or corrupt (its {damaged} entry fails the CRC check)")
             raw = json.loads(archive.read("data").decode("utf-8"))
-    except (zipfile.BadZipFile, zlib.error, EOFError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            policy_pth = archive.read("policy.pth")
+    except (zipfile.BadZipFile, zlib.error, EOFError, UnicodeDecodeError, json.JSONDecodeError,
+            NotImplementedError, RuntimeError) as e:  # NotImplementedError/RuntimeError: odd compression, encryption
         raise PolicyError(f"'{path}' is not a readable zip file ({type(e).__name__}: {e}); "
                           "it may be truncated or corrupt") from e
-    except OSError as e:
-        raise PolicyError(f"cannot read policy file '{path}': {e.strerror or e}") from e
     if not isinstance(raw, dict):
         raise PolicyError(f"'{path}' is not a Stable-Baselines3 model zip (its 'data' is not a JSON object)")
-    return raw
+    ignored = tuple(sorted({n for n in names if n.endswith(".pth") and n != "policy.pth"}))
+    return _Archive(raw, policy_pth, ignored)
+
+
+def _load_state(policy_pth: bytes, where: str) -> dict[str, torch.Tensor]:
+    """The policy's state_dict, deserialized with ``torch.load(weights_only=True)`` (tensors and containers only)."""
+    try:
+        state = torch.load(io.BytesIO(policy_pth), map_location="cpu", weights_only=True)
+    except (RuntimeError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
+        raise PolicyError(f"{where}: cannot read its weights ({type(e).__name__}: "
+                          f"{' '.join(str(e).split())[:200]}); the file may be truncated or corrupt") from e
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise PolicyError(f"{where}: policy.pth holds no state_dict of tensors")
+    return state
 
 
 def _detect(raw: dict[str, Any], where: str) -> tuple[str, str]:
@@ -349,32 +410,30 @@ def load_sb3_zip(path: str | Path, *, name: str, observation_space: spaces.Box, 
                  device: str = "cpu") -> SB3Actor:
     """Rebuild the MLP policy of an SB3 ``.zip`` (PPO, A2C, SAC, TD3, DDPG) for the given spaces, safely.
 
+    The file is read once into memory; only its ``data`` (JSON) and ``policy.pth`` entries are
+    used, the latter loaded with ``torch.load(..., weights_only=True)``. Any other ``.pth`` entry
+    (optimizer state, ``pytorch_variables.pth``) is left unread and named in an
+    :class:`IgnoredEntriesWarning`.
+
     Raises:
         PolicyError: missing, truncated or non-SB3 file; gSDE, custom classes or extractors;
             weights that do not fit the rebuilt network.
         SpaceMismatchError: the zip's recorded spaces differ from ``observation_space``/``action_space``.
     """
-    from stable_baselines3.common.save_util import load_from_zip_file
     from stable_baselines3.common.utils import get_device
 
     path = Path(path)
     where = f"policy '{name}' ({path})"
-    if not path.is_file():
-        raise PolicyError(f"policy file '{path}' " + ("is not a file" if path.exists() else "does not exist"))
-    raw = _read_data(path)
+    archive = _open_archive(_read_file(path), path)
+    raw = archive.raw
     family, algorithm = _detect(raw, where)
     _check_spaces(raw, name, where, observation_space, action_space)
     kwargs = _policy_kwargs(raw, where)
-    safe = {key: None for key, value in raw.items() if _is_serialized(value)}
-    try:
-        _, params, _ = load_from_zip_file(path, custom_objects=safe, device=device)
-    except (ValueError, RuntimeError, EOFError, zipfile.BadZipFile, zlib.error, pickle.UnpicklingError) as e:
-        cause = e.__cause__ or e  # SB3 re-raises a bad CRC as "wasn't a zip-file"
-        raise PolicyError(f"{where}: cannot read its weights ({type(cause).__name__}: "
-                          f"{' '.join(str(cause).split())[:200]}); the file may be truncated or corrupt") from e
-    state = params.get("policy")
-    if not isinstance(state, dict):
-        raise PolicyError(f"{where}: policy.pth holds no state_dict")
+    unusual = [e for e in archive.ignored if e not in SB3_TRAINING_STATE]
+    if unusual:  # SB3's own optimizer state is in every zip: ignoring it needs no word
+        warnings.warn(f"{where}: ignored {', '.join(unusual)} (not part of an SB3 policy); "
+                      "only policy.pth was loaded", IgnoredEntriesWarning, stacklevel=2)
+    state = _load_state(archive.policy_pth, where)
     try:
         policy = _build(family, state, kwargs, observation_space, action_space)
         policy.load_state_dict(state, strict=True)

@@ -179,6 +179,13 @@ def make_env(task_id: str, **kwargs: Any) -> Any:
     return gym.make(spec.gym_id, **{**spec.make_kwargs, **kwargs})
 
 
+def spaces(task_id: str) -> dict[str, Any]:
+    """``{"observation_space": ..., "action_space": ...}`` of the task's env (for checking checkpoints)."""
+    env = make_env(task_id)
+    env.close()
+    return {"observation_space": env.observation_space, "action_space": env.action_space}
+
+
 def _state_spec() -> int:
     import mujoco
 

@@ -94,7 +94,7 @@ class ImaginedCore:
                 raise CheckpointError(f"the model was trained for {model.task}, not {task}")
             self.model = model.to(device)
         else:
-            self.model = resolve_model(model, task=task, device=device)
+            self.model = resolve_model(model, task=task, device=device, **(tasks.spaces(task) if task else {}))
         self.task = self.model.task
         self.spec = tasks.get_task(self.task)
         if reward == "task" and self.spec.reward is None:

@@ -289,7 +289,9 @@ def _scalar(value: np.ndarray) -> Any:
     return item.decode("utf-8") if isinstance(item, bytes) else item
 
 
-def _read_episode(group: h5py.Group, *, sim_states: bool) -> Trajectory:
+def _read_episode(group: Any, *, sim_states: bool) -> Trajectory:
+    if not isinstance(group, h5py.Group) or not isinstance(group.get("infos", {}), (dict, h5py.Group)):
+        raise ValueError(f"{getattr(group, 'name', group)} is not an episode group")
     infos: dict[str, Any] = {}
     states = None
     for key, item in group.get("infos", {}).items():
@@ -305,6 +307,56 @@ def _read_episode(group: h5py.Group, *, sim_states: bool) -> Trajectory:
     )
 
 
+def _corrupt(path: Path, reason: str) -> DatasetError:
+    return DatasetError(f"dataset {path} is corrupt ({' '.join(reason.split())}); collect it again")
+
+
+def _read_metadata(path: Path) -> tuple[dict[str, Any], str, gym.spaces.Space, gym.spaces.Space, int]:
+    """``(metadata, task, observation_space, action_space, total_episodes)`` from ``metadata.json``.
+
+    Every field is type-checked here, so that a foreign or damaged file is a :class:`DatasetError`
+    and a ``TypeError``/``AttributeError`` below it is a bug in wm_eval, not bad input.
+    """
+    from minari.serialization import deserialize_space
+
+    try:
+        metadata = json.loads((path / _METADATA).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise _corrupt(path, f"{_METADATA}: {exc}") from None
+    if not isinstance(metadata, dict):
+        raise _corrupt(path, f"{_METADATA} is not a JSON object")
+    if metadata.get("data_format", "hdf5") != "hdf5":
+        raise DatasetError(f"dataset {path} is stored as {metadata['data_format']}; wm_eval reads hdf5 datasets only")
+    block = metadata.get("wm_eval", {})
+    task = block.get("task") if isinstance(block, dict) else None
+    if not task:
+        env_spec = metadata.get("env_spec")
+        try:
+            spec = json.loads(env_spec) if isinstance(env_spec, str) else None
+        except ValueError:
+            spec = None
+        task = spec.get("id") if isinstance(spec, dict) else None
+    if not isinstance(task, str) or not task:
+        raise _corrupt(path, f"{_METADATA} names no task (no wm_eval.task or env_spec id)")
+    found = []
+    for key in ("observation_space", "action_space"):
+        text = metadata.get(key)
+        try:
+            description = json.loads(text) if isinstance(text, str) else text
+            if not isinstance(description, dict):
+                raise ValueError("not a serialized space")
+            known = getattr(deserialize_space, "registry", None)  # minari fails with a TypeError on other types
+            if known is not None and description.get("type") not in known:
+                raise ValueError(f"unknown space type {description.get('type')!r}")
+            found.append(deserialize_space(description))
+        except (KeyError, ValueError) as exc:
+            raise _corrupt(path, f"{_METADATA} {key}: {type(exc).__name__}: {exc}") from None
+    total = metadata.get("total_episodes")
+    if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+        raise _corrupt(path, f"{_METADATA} total_episodes is {total!r}")
+    return metadata, task, found[0], found[1], total
+
+
 def load_dataset(path: str | os.PathLike[str], *, sim_states: bool = True) -> Dataset:
     """Read a dataset folder written by :class:`DatasetWriter` (or any Minari HDF5 dataset folder).
 
@@ -315,26 +367,16 @@ def load_dataset(path: str | os.PathLike[str], *, sim_states: bool = True) -> Da
     Raises:
         DatasetError: the folder is missing, is not a dataset, or is corrupt.
     """
-    from minari.serialization import deserialize_space
-
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"dataset {path} does not exist; check the path or run `wm-eval collect` first")
     if not (path / _METADATA).is_file():
         raise DatasetError(f"{path} is not a dataset (no {_METADATA}); pass a folder written by `wm-eval collect`")
+    metadata, task, observation_space, action_space, total = _read_metadata(path)
     try:
-        metadata = json.loads((path / _METADATA).read_text())
-        if metadata.get("data_format", "hdf5") != "hdf5":
-            raise DatasetError(f"dataset {path} is stored as {metadata['data_format']}; wm_eval reads hdf5 datasets only")
-        task = metadata.get("wm_eval", {}).get("task") or json.loads(metadata["env_spec"])["id"]
-        observation_space = deserialize_space(metadata["observation_space"])
-        action_space = deserialize_space(metadata["action_space"])
         with h5py.File(path / _MAIN, "r") as f:
-            episodes = [_read_episode(f[f"episode_{i}"], sim_states=sim_states) for i in range(metadata["total_episodes"])]
-    except DatasetError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise DatasetError(f"dataset {path} is corrupt ({reason}); collect it again") from None
+            episodes = [_read_episode(f[f"episode_{i}"], sim_states=sim_states) for i in range(total)]
+    except (OSError, KeyError, ValueError) as exc:  # what h5py raises for missing, damaged or foreign content
+        raise _corrupt(path, str(exc) or type(exc).__name__) from None
     return Dataset(path=path, task=task, metadata=metadata, observation_space=observation_space,
                    action_space=action_space, episodes=episodes)

@@ -133,7 +133,7 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
     if isinstance(model, WorldModel):
         world, name, fingerprint = model.to(device), f"in-memory:{model.task}", "in-memory"
     else:
-        world = resolve_model(model, task=task, device=device)
+        world = resolve_model(model, task=task, device=device, **tasks.spaces(task))
         _, name, fingerprint = model_identity(model, world)
     if world.task != task:
         raise WmEvalError(f"the model was trained for {world.task}, not {task}")

@@ -46,6 +46,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "MODEL_CLASSES",
+    "backup_path",
     "box_from_json",
     "box_to_json",
     "embedded_model_path",
@@ -103,7 +104,13 @@ def save_checkpoint(
     """Write ``model`` as a checkpoint directory at ``path`` atomically and return the path.
 
     An existing checkpoint at ``path`` is replaced; any other existing file or non-empty
-    directory there is an error (so a typo never deletes user data).
+    directory there is an error (so a typo never deletes user data). The new checkpoint is
+    written in full beside ``path`` first, then swapped in: the old folder is renamed to
+    :func:`backup_path` (``.<name>.backup``), the new one renamed to ``path``, and the backup
+    deleted. An exception at any step puts the old checkpoint back; a crash (the process
+    killed) leaves the old or the new complete checkpoint at ``path``, or, between the two
+    renames, none at ``path`` and the old one at the backup, which :func:`load_checkpoint`
+    then names. A leftover backup is deleted by the next successful save.
     """
     path = Path(path)
     class_ref = _class_ref(type(model))
@@ -128,25 +135,49 @@ def save_checkpoint(
         "versions": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
     }
     json.dumps(spec, allow_nan=False)  # fail on unserialisable metrics or config before touching the disk
-    if path.exists() and not (path.is_dir() and ((path / SPEC_FILE).is_file() or not any(path.iterdir()))):
-        raise CheckpointError(f"'{path}' exists and is not a wm_eval checkpoint; choose another output path")
+    backup = backup_path(path)
+    for folder in (path, backup):
+        if folder.exists() and not _is_checkpoint_folder(folder):
+            raise CheckpointError(f"'{folder}' exists and is not a wm_eval checkpoint; choose another output path")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         torch.save({key: value.detach().cpu().clone() for key, value in model.state_dict().items()}, tmp / WEIGHTS_FILE)
         spec["weights_sha256"] = _sha256(tmp / WEIGHTS_FILE)
         (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        if path.exists():
-            old = tmp.with_suffix(".old")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
+        _swap_in(tmp, path, backup)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
     return path
+
+
+def backup_path(path: str | os.PathLike[str]) -> Path:
+    """Where :func:`save_checkpoint` keeps the previous checkpoint of ``path`` while swapping in a new one."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.backup")
+
+
+def _is_checkpoint_folder(folder: Path) -> bool:
+    """A folder that :func:`save_checkpoint` may replace: a checkpoint (it has ``spec.json``) or empty."""
+    return folder.is_dir() and ((folder / SPEC_FILE).is_file() or not any(folder.iterdir()))
+
+
+def _swap_in(new: Path, path: Path, backup: Path) -> None:
+    """Move the complete checkpoint ``new`` to ``path``; the old one at ``path`` goes through ``backup``."""
+    if path.exists():
+        if backup.exists():  # left by an earlier save that crashed after its swap: ``path`` is complete
+            shutil.rmtree(backup)
+        os.replace(path, backup)
+        try:
+            os.replace(new, path)
+        except BaseException:
+            os.replace(backup, path)  # put the old checkpoint back, then report the failure
+            raise
+    else:
+        os.replace(new, path)
+    if backup.exists():
+        shutil.rmtree(backup)
 
 
 def read_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -154,6 +185,10 @@ def read_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     spec_file = path / SPEC_FILE
     if not path.is_dir():
+        backup = backup_path(path)
+        if not path.exists() and (backup / SPEC_FILE).is_file():
+            raise CheckpointError(f"no checkpoint directory at '{path}', but '{backup}' holds the checkpoint that was "
+                                  f"there before a save was interrupted; move it back to '{path}' or save again")
         raise CheckpointError(f"no checkpoint directory at '{path}'; give a directory holding {SPEC_FILE} and {WEIGHTS_FILE}")
     if not spec_file.is_file():
         raise CheckpointError(f"checkpoint '{path}' has no {SPEC_FILE}; re-train or re-download it")
@@ -177,12 +212,27 @@ def read_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
     return spec
 
 
-def load_checkpoint(path: str | os.PathLike[str], *, task: str | None = None, device: str = "cpu") -> WorldModel:
-    """Load the checkpoint at ``path`` in eval mode on ``device``, checking it was trained for ``task`` if given."""
+def load_checkpoint(path: str | os.PathLike[str], *, task: str | None = None, device: str = "cpu",
+                    observation_space: spaces.Box | None = None, action_space: spaces.Box | None = None) -> WorldModel:
+    """Load the checkpoint at ``path`` in eval mode on ``device``.
+
+    Args:
+        path: the checkpoint directory.
+        task: if given, the task the checkpoint must have been trained for.
+        device: torch device of the returned model.
+        observation_space, action_space: if given, the live task's spaces; the spaces stored in
+            ``spec.json`` must equal them (shape and bounds).
+
+    Raises:
+        CheckpointError: a missing, truncated, corrupt or foreign checkpoint, or one for another task.
+        SpaceMismatchError: stored spaces that differ from ``observation_space``/``action_space``.
+    """
     path = Path(path)
     spec = read_spec(path)
     if task is not None and spec["task"] != task:
         raise CheckpointError(f"checkpoint '{path}' was trained for {spec['task']}, not {task}; pass a {task} checkpoint")
+    stored_obs, stored_act = _stored_spaces(spec, path)
+    _check_live_spaces(path, (stored_obs, observation_space), (stored_act, action_space))
     model_class = _import_model_class(spec["model_class"], path)
     weights_file = path / WEIGHTS_FILE
     if not weights_file.is_file():
@@ -200,11 +250,43 @@ def load_checkpoint(path: str | os.PathLike[str], *, task: str | None = None, de
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path / SPEC_FILE} has hyperparameters that {spec['model_class']} does not accept ({exc})") from None
     _check_state(model, state, weights_file)
-    obs_shape = tuple(spec["observation_space"]["shape"])
-    if obs_shape != (model.obs_dim,):
-        raise CheckpointError(f"{path / SPEC_FILE} has observation shape {list(obs_shape)} but a model of size {model.obs_dim}")
+    if stored_obs.shape != (model.obs_dim,) or stored_act.shape != (model.act_dim,):
+        raise CheckpointError(f"{path / SPEC_FILE} has observation shape {list(stored_obs.shape)} and action shape "
+                              f"{list(stored_act.shape)} but a model of sizes {model.obs_dim} and {model.act_dim}; "
+                              "re-train or re-download")
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+def _stored_spaces(spec: dict[str, Any], path: Path) -> tuple[spaces.Box, spaces.Box]:
+    """The observation and action spaces recorded in ``spec.json``."""
+    boxes = []
+    for key in ("observation_space", "action_space"):
+        data = spec[key]
+        try:
+            if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("shape", "low", "high")):
+                raise ValueError("not an object with shape, low and high lists")
+            boxes.append(box_from_json(data))
+        except (KeyError, TypeError, ValueError) as exc:  # a damaged or hand-edited description (float(None), ...)
+            raise CheckpointError(f"{path / SPEC_FILE} has a corrupt {key} ({type(exc).__name__}: {exc}); "
+                                  "re-train or re-download") from None
+    return boxes[0], boxes[1]
+
+
+def _same_box(a: spaces.Box, b: spaces.Box) -> bool:
+    """Same shape and bounds (infinite bounds equal, float tolerance); dtypes are not compared."""
+    if a.shape != b.shape:
+        return False
+    return all(np.allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=1e-6, atol=1e-6, equal_nan=True)
+               for x, y in ((a.low, b.low), (a.high, b.high)))
+
+
+def _check_live_spaces(path: Path, *pairs: tuple[spaces.Box, spaces.Box | None]) -> None:
+    """Raise naming both spaces when a stored space differs from the live task's (``None``: not checked)."""
+    for kind, (stored, live) in zip(("observation", "action"), pairs):
+        if live is not None and not _same_box(stored, live):
+            raise SpaceMismatchError(f"checkpoint '{path}' was trained with {kind} space {stored}, but the task's "
+                                     f"{kind} space is {live}; pass a checkpoint trained for this task")
 
 
 def model_fingerprint(path: str | os.PathLike[str]) -> str:
@@ -236,24 +318,29 @@ def embedded_model_path(task: str) -> Path:
     return Path(str(importlib.resources.files("wm_eval") / "assets" / "models" / task))
 
 
-def resolve_model(ref: str | os.PathLike[str] | None, *, task: str | None, device: str = "cpu") -> WorldModel:
+def resolve_model(ref: str | os.PathLike[str] | None, *, task: str | None, device: str = "cpu",
+                  observation_space: spaces.Box | None = None, action_space: spaces.Box | None = None) -> WorldModel:
     """The model a user means by ``ref``.
 
     ``None`` or ``"default"``: the embedded model of ``task`` (of HalfCheetah-v5 if ``task``
     is ``None``); an existing path: that checkpoint; an embedded task name: its embedded
-    model. The model must have been trained for ``task`` when ``task`` is given.
+    model. The model must have been trained for ``task`` when ``task`` is given, and its stored
+    spaces must equal ``observation_space``/``action_space`` when those are given
+    (see :func:`load_checkpoint`).
     """
+    live = {"observation_space": observation_space, "action_space": action_space}
     if ref is None or str(ref) == "default":
-        return _load_embedded(task or DEFAULT_TASK, task=task, device=device)
-    if Path(ref).exists():
-        return load_checkpoint(ref, task=task, device=device)
+        return _load_embedded(task or DEFAULT_TASK, task=task, device=device, **live)
+    if Path(ref).exists() or backup_path(ref).exists():  # the latter: load_checkpoint explains the interrupted save
+        return load_checkpoint(ref, task=task, device=device, **live)
     if str(ref) in EMBEDDED_TASKS:
-        return _load_embedded(str(ref), task=task, device=device)
+        return _load_embedded(str(ref), task=task, device=device, **live)
     choices = ", ".join(("default",) + EMBEDDED_TASKS)
     raise CheckpointError(f"no model at '{ref}': give a checkpoint directory or one of {choices}")
 
 
-def _load_embedded(name: str, *, task: str | None, device: str) -> WorldModel:
+def _load_embedded(name: str, *, task: str | None, device: str, observation_space: spaces.Box | None,
+                   action_space: spaces.Box | None) -> WorldModel:
     if name not in EMBEDDED_TASKS:
         raise CheckpointError(
             f"there is no embedded model for {name} (only {', '.join(EMBEDDED_TASKS)}); pass a checkpoint directory as model"
@@ -264,7 +351,8 @@ def _load_embedded(name: str, *, task: str | None, device: str) -> WorldModel:
             f"the embedded {name} model is missing from this install (not trained yet); "
             "train one with `wm-eval train` and pass its directory as model"
         )
-    return load_checkpoint(path, task=task, device=device)
+    return load_checkpoint(path, task=task, device=device, observation_space=observation_space,
+                           action_space=action_space)
 
 
 def _class_ref(model_class: type) -> str:

@@ -498,7 +498,7 @@ def _rerun_cli() -> str:
         rerun_cli = None
     if rerun_cli is not None:
         folder = Path(rerun_cli.__file__).parent
-        for candidate in (folder / "rerun", folder / "rerun.exe", folder / "Rerun.app" / "Contents" / "MacOS" / "Rerun"):
+        for candidate in (folder / "rerun", folder / "rerun.exe", folder / "Rerun.app/Contents/MacOS/Rerun"):
             if candidate.is_file():
                 return str(candidate)
     raise MissingDependencyError("the Rerun web viewer needs the rerun command-line tool that rerun-sdk installs "
