@@ -254,3 +254,14 @@ def test_success_statistic_and_wilson_interval() -> None:
     ci = interval(SUCCESS, values["success"], seed=0, n_resamples=10)
     ref = binomtest(2, 4).proportion_ci(method="wilson")
     assert (ci["ci_low"], ci["ci_high"]) == pytest.approx((ref.low, ref.high))
+
+
+def test_readme_python_example_is_the_tested_example(tmp_path: Path) -> None:
+    source = (REPO / "examples" / "python_api.py").read_text()
+    body = source[source.index("def main"):source.index("\n\nif __name__")]
+    assert body in (REPO / "README.md").read_text(), "README's Python API example must be examples/python_api.py"
+    run = subprocess.run([sys.executable, str(REPO / "examples" / "python_api.py"), "2", "30"], cwd=tmp_path,
+                         capture_output=True, text=True, check=True)
+    assert "ppo_0200k: imagined" in run.stdout and "Spearman:" in run.stdout
+    report = json.loads((tmp_path / "runs" / "python-api" / "report.json").read_text())
+    assert report["episodes"] == 2 and report["horizon"] == 30 and report["propagation"] == "ts_inf"
