@@ -1,8 +1,9 @@
 """Fidelity benchmark: how well the embedded world models rank the policy zoo against MuJoCo.
 
-For each task, ``wm-eval evaluate`` on the whole zoo (12 policies) with ``--episodes`` paired episodes
-per policy; prints a Markdown table of the ranking metrics with their bootstrap intervals (the table
-in the README) and writes every report under ``--out``::
+For each task, ``wm_eval.evaluate`` on the whole zoo (12 policies) with ``--episodes`` paired episodes
+per policy, then ``wm_eval.report`` into ``--out/<task>``; prints a Markdown table of the ranking
+metrics on discounted returns with their bootstrap intervals (the table in the README). ``mmrv`` is
+SIMPLER's, in return units; ``mmrv_normalized`` divides it by the true best - worst spread::
 
     python examples/fidelity.py --episodes 50 --out runs/fidelity
     python examples/fidelity.py --episodes 2 --horizon 20 --tasks Hopper-v5   # a quick smoke run
@@ -14,19 +15,19 @@ import argparse
 import json
 from pathlib import Path
 
-from wm_eval.commands import run_evaluation
-from wm_eval.config import load_config
+import wm_eval
 
-METRICS = ("spearman", "kendall", "pearson", "mmrv", "regret_at_1", "normalized_abs_error")
+METRICS = ("spearman", "kendall", "pearson", "mmrv", "mmrv_normalized", "regret_at_1", "normalized_abs_error")
 
 
-def fidelity(tasks: list[str], *, episodes: int, horizon: int, seed: int, out: Path) -> list[dict]:
+def fidelity(tasks: list[str], *, episodes: int, horizon: int, seed: int, out: Path,
+             progress: bool = True) -> list[dict]:
     """Evaluate each task's zoo in its embedded model; returns one row of metrics per task."""
     rows = []
     for task in tasks:
-        cfg = load_config("evaluate", overrides=[f"task={task}", f"episodes={episodes}", f"horizon={horizon}",
-                                                 f"seed={seed}", "rerun=false", "overwrite=true"])
-        report = run_evaluation(cfg, out / task)
+        evaluation = wm_eval.evaluate(task, ["zoo"], episodes=episodes, horizon=horizon, seed=seed,
+                                      progress=progress)
+        report = wm_eval.report(evaluation, out / task, rerun=False)
         rows.append({"task": task, "policies": len(report["policies"]), "episodes": episodes,
                      "trust_auroc": report["trust"]["auroc"], **report["metrics_ci"]})
     return rows

@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from wm_eval.errors import WmEvalError
-from wm_eval.evaluation.paired import start_states
+from wm_eval.evaluation.plan import start_seeds
 from wm_eval.models.checkpoint import resolve_model
 from wm_eval.policy import load_policies
 from wm_eval.regress import DEFAULT_TOLERANCE, imagined_returns, paired_change, true_returns
-from wm_eval.tasks import make_env
+from wm_eval.tasks import make_env, reset_states
 
 
 class NoisyPolicy:
@@ -55,6 +55,11 @@ def _seed(*keys: int) -> int:
     return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
 
 
+def start_states(task: str, episodes: int, seed: int) -> np.ndarray:
+    """``[episodes, state_dim]`` simulator states of seeded resets, as ``wm_eval.evaluate`` draws them."""
+    return reset_states(task, start_seeds(seed, episodes).tolist())[1]
+
+
 def gate_power(*, task: str, policy: str, model: str | None = None, drop: float = 0.10,
                tolerance: float = DEFAULT_TOLERANCE, episodes: int = 32, horizon: int = 1000, trials: int = 100,
                seed: int = 0, calibration_episodes: int = 64, confidence: float = 0.95, device: str = "cpu",
@@ -71,7 +76,7 @@ def gate_power(*, task: str, policy: str, model: str | None = None, drop: float 
     (base,) = load_policies(policy, task=task, device=device, observation_space=env.observation_space,
                             action_space=env.action_space)
     env.close()
-    calibration = start_states(task, calibration_episodes, _seed(seed, 1))[1]
+    calibration = start_states(task, calibration_episodes, _seed(seed, 1))
     true_base = true_returns(task, base, calibration, horizon).mean()
 
     def true_drop(std: float) -> float:
@@ -94,17 +99,21 @@ def gate_power(*, task: str, policy: str, model: str | None = None, drop: float 
     per_batch = max(1, rows_per_batch // (3 * episodes))
     for first in range(0, trials, per_batch):
         batch = range(first, min(first + per_batch, trials))
-        same = [start_states(task, episodes, _seed(seed, 3, r))[1] for r in batch]
-        fresh = [start_states(task, episodes, _seed(seed, 4, r))[1] for r in batch]
-        groups = [(base, np.concatenate(same + fresh))]
-        groups += [(NoisyPolicy(base, std, _seed(seed, 5, r)), states) for r, states in zip(batch, same)]
-        out = imagined_returns(world_model, groups, horizon=horizon, seed=_seed(seed, 6, first), device=device)
-        base_returns = out[0].reshape(2, len(batch), episodes)
+        same = np.concatenate([start_states(task, episodes, _seed(seed, 3, r)) for r in batch])
+        fresh = np.concatenate([start_states(task, episodes, _seed(seed, 4, r)) for r in batch])
+        # The trials of a batch run as the episodes of one imagined batch: the policy and its noisy copy
+        # (one noise stream for the batch) from the same states, the unchanged policy also from fresh ones.
+        noisy = NoisyPolicy(base, std, _seed(seed, 5, first))
+        model_seed = _seed(seed, 6, first)
+        base_same, noisy_same = (v.reshape(len(batch), episodes) for v in imagined_returns(
+            world_model, task, [base, noisy], same, horizon=horizon, seed=model_seed, device=device))
+        (base_fresh,) = (v.reshape(len(batch), episodes) for v in imagined_returns(
+            world_model, task, [base], fresh, horizon=horizon, seed=model_seed, device=device))
         for i, r in enumerate(batch):
-            baseline = base_returns[0, i]
-            hit = paired_change(baseline, out[1 + i], tolerance=tolerance, confidence=confidence,
+            baseline = base_same[i]
+            hit = paired_change(baseline, noisy_same[i], tolerance=tolerance, confidence=confidence,
                                 seed=_seed(seed, 7, r))
-            alarm = paired_change(baseline, base_returns[1, i], tolerance=tolerance, confidence=confidence,
+            alarm = paired_change(baseline, base_fresh[i], tolerance=tolerance, confidence=confidence,
                                   seed=_seed(seed, 8, r))
             detected.append(hit.regressed)
             alarms.append(alarm.regressed)

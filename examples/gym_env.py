@@ -39,16 +39,21 @@ def main() -> None:
     # SB3's own evaluation loop runs on it unchanged (LoadedPolicy has SB3's predict()).
     mean, std = evaluate_policy(policy, env, n_eval_episodes=2, deterministic=True)
     print(f"evaluate_policy: {mean:.1f} +- {std:.1f}")
+    env.close()
 
-    # The batched VectorEnv: every env in one model call per step.
+    # The batched VectorEnv: every env in one model call per step. It resets an env on the step after
+    # its episode ended (Gymnasium's next-step autoreset), so only each env's first episode is counted.
     venv = gym.make_vec("WorldModel-v0", num_envs=args.num_envs, vectorization_mode="vector_entry_point",
                         task=args.task, max_episode_steps=args.steps)
     obs, _ = venv.reset(seed=0)
-    returns = np.zeros(args.num_envs)
-    for _ in range(args.steps):
+    returns, running, lengths = np.zeros(args.num_envs), np.ones(args.num_envs, dtype=bool), np.zeros(args.num_envs)
+    while running.any():
         obs, reward, terminated, truncated, info = venv.step(policy.act(obs))
-        returns += reward
-    print(f"{args.num_envs} imagined episodes: mean return {returns.mean():.1f}")
+        returns += np.where(running, reward, 0.0)
+        lengths += running
+        running &= ~(terminated | truncated)
+    venv.close()
+    print(f"{args.num_envs} imagined episodes: mean return {returns.mean():.1f}, mean length {lengths.mean():.1f}")
 
 
 if __name__ == "__main__":

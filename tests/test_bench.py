@@ -40,9 +40,9 @@ def checkpoint(tmp_path_factory):
 
 def test_bench_debug_preset_writes_every_figure(tmp_path, checkpoint, capsys):
     out, extra = tmp_path / "bench", tmp_path / "copy" / "b.json"
-    cfg = load_config("bench", preset="debug", overrides=[f"out={out}", f"json={extra}"])
+    cfg = load_config("bench", preset="debug", overrides=[f"json={extra}"])
     threads = torch.get_num_threads()
-    assert run_bench(cfg, model=str(checkpoint)) == 0
+    assert run_bench(cfg, out=out, model=str(checkpoint)) == 0
     assert torch.get_num_threads() == threads  # restored for the caller
     result = json.loads((out / "bench.json").read_text())
     assert json.loads(extra.read_text()) == result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,14 +20,21 @@ def _run(script: str, *args: str, cwd: Path) -> str:
 def test_gym_env_example(tmp_path: Path) -> None:
     out = _run("gym_env.py", "--task", "Hopper-v5", "--steps", "15", "--num-envs", "8", cwd=tmp_path)
     assert "imagined return" in out and "evaluate_policy" in out and "8 imagined episodes" in out
+    length = float(re.search(r"8 imagined episodes: mean return -?[\d.]+, mean length ([\d.]+)", out).group(1))
+    assert 1 <= length <= 15  # each env's first episode only, cut at --steps
 
 
 def test_fidelity_example(tmp_path: Path) -> None:
     out = _run("fidelity.py", "--tasks", "Hopper-v5", "--episodes", "2", "--horizon", "10", "--out", "fid",
                cwd=tmp_path)
-    assert "| Hopper-v5 | 12 × 2 |" in out
-    rows = json.loads((tmp_path / "fid" / "fidelity.json").read_text())
-    assert rows[0]["task"] == "Hopper-v5" and "spearman" in rows[0]
+    assert "| Hopper-v5 | 12 × 2 |" in out and "| mmrv | mmrv_normalized |" in out
+    (row,) = json.loads((tmp_path / "fid" / "fidelity.json").read_text())
+    report = json.loads((tmp_path / "fid" / "Hopper-v5" / "report.json").read_text())
+    assert row["task"] == "Hopper-v5" and (report["episodes"], report["horizon"], len(report["policies"])) == (2, 10, 12)
+    assert all(row[m] == report["metrics_ci"][m] for m in ("spearman", "mmrv", "mmrv_normalized"))
+    assert row["trust_auroc"] == report["trust"]["auroc"]
+    assert (tmp_path / "fid" / "Hopper-v5" / "trajectories.h5").is_file()
+    assert not (tmp_path / "fid" / "Hopper-v5" / "rollouts.rrd").exists()  # rerun=False
 
 
 def test_gate_power_example(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "wm_eval"
-LEAVES = {"wm_eval", "wm_eval.errors", "wm_eval.types", "wm_eval.fileio", "wm_eval.streams", "wm_eval.machine"}
+LEAVES = {"wm_eval", "wm_eval.errors", "wm_eval.types", "wm_eval.fileio", "wm_eval.streams", "wm_eval.machine",
+          "wm_eval.minari_layout"}
 GLUE = ("wm_eval.cli", "wm_eval.commands", "wm_eval.config")
 
 #: module prefix -> prefixes it must never import

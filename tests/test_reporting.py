@@ -1,14 +1,18 @@
-"""Reporting: report.json / report.md, plots and trajectories.h5 from a real (small) paired evaluation.
+"""Reporting: the folder ``wm_eval.report`` writes (report.json / report.md, plots, trajectories.h5 with
+its minari/ view, rollouts.rrd) from a real, small paired evaluation.
 
-The ground truth is real Hopper-v5 MuJoCo; the "imagined" side is that rollout with drifting
-observations, scaled rewards, some episodes cut short and a made-up uncertainty, so no world model
-is needed and the imagined and true episodes of a pair differ in length.
+``wm_eval.evaluate`` runs four simple Hopper-v5 policies for three episodes of 30 steps, in the
+embedded Hopper world model and in MuJoCo. The model ends some imagined episodes at other steps
+than MuJoCo does (and ranks one policy wrongly), so paired episodes differ in length and the ranking
+metrics are not trivial. Every number checked here is recomputed from the per-episode values or the
+kept trajectories, not copied from the code under test.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,126 +22,172 @@ import h5py
 import minari
 import numpy as np
 import pytest
+from scipy import stats
 
+import wm_eval
 from wm_eval.data import load_dataset
 from wm_eval.errors import DatasetError
-from wm_eval.evaluation.paired import Evaluation, PolicyRollouts, start_states
-from wm_eval.evaluation.rollout import BatchRollout, MujocoBatch, run_episodes
-from wm_eval.evaluation.summary import summarize
+from wm_eval.evaluation.executor import real_rollouts
 from wm_eval.policy import ConstantPolicy, LinearPolicy, load_policies
-from wm_eval.reporting import (build_report, read_trajectories, summary_table, write_plots, write_report,
-                               write_trajectories)
-from wm_eval.tasks import make_env
+from wm_eval.reporting import build_report, read_trajectories, summary_table, write_plots, write_report
+from wm_eval.tasks import make_env, reset_states
+from wm_eval.types import Evaluation
 
 REPO = Path(__file__).resolve().parents[1]
 TASK, EPISODES, HORIZON, SEED = "Hopper-v5", 3, 30, 0
+NAMES = ["still", "push", "wobble", "linear"]
 DESIGN_KEYS = ("task", "model", "seed", "policies", "metrics", "horizon_error", "versions", "config")
 EXTRA_KEYS = ("format", "model_fingerprint", "mode", "propagation", "episodes", "horizon", "gamma", "start_seeds",
               "metrics_ci", "metrics_undiscounted", "trust", "timings", "complete")
-METRICS = ("spearman", "kendall", "pearson", "mmrv", "regret_at_1", "regret_at_3", "normalized_abs_error")
+NEW_KEYS = ("metrics_by_statistic", "horizon_diverged", "horizon_pairs", "horizon_error_episodes", "machine", "units",
+            "intervals", "sample", "chunk")
+METRICS = ("spearman", "kendall", "pearson", "mmrv", "mmrv_normalized", "regret_at_1", "regret_at_3",
+           "normalized_abs_error")
 VERSIONS = ("wm_eval", "python", "torch", "numpy", "mujoco", "gymnasium", "stable-baselines3", "h5py", "rerun-sdk")
 SIDE = ("observations", "actions", "rewards", "terminations", "truncations")
+OWNED = ("trajectories.h5", "minari", "rollouts.rrd")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CONFIG = {"task": TASK, "episodes": EPISODES, "horizon": HORIZON, "seed": SEED, "gamma": 0.995, "out": "runs/x"}
 
 
-def _imagined(true: BatchRollout, rng: np.random.Generator, *, cut: int) -> BatchRollout:
-    """``true`` with drifting observations and scaled rewards; odd episodes end ``cut`` steps early."""
-    n, h = true.rewards.shape
-    lengths = np.maximum(true.lengths - cut * (np.arange(n) % 2), 1)
-    valid = np.arange(h)[None] < lengths[:, None]
-    obs_valid = np.arange(h + 1)[None] <= lengths[:, None]
-    drift = rng.normal(scale=0.01, size=true.observations.shape) * np.arange(h + 1)[None, :, None]
-    terminations = true.terminations & valid
-    last = (np.arange(n), lengths - 1)
-    truncations = np.zeros_like(terminations)
-    truncations[last] = ~terminations[last]
-    return BatchRollout(
-        observations=np.where(obs_valid[..., None], true.observations + drift, 0.0),
-        actions=np.where(valid[..., None], true.actions, 0.0).astype(np.float32),
-        rewards=np.where(valid, true.rewards * rng.uniform(0.7, 1.3, size=(n, 1)), 0.0),
-        terminations=terminations, truncations=truncations, lengths=lengths,
-        uncertainty=np.where(valid, rng.uniform(0.0, 1.0, size=(n, h)), 0.0),
-    )
-
-
-@pytest.fixture(scope="module")
-def evaluation() -> Evaluation:
+def _policies() -> list[Any]:
     env = make_env(TASK)
     spaces = {"observation_space": env.observation_space, "action_space": env.action_space}
     env.close()
     w = np.random.default_rng(1).normal(scale=0.3, size=(11, 3))
-    policies = [p for spec in (ConstantPolicy([0.0, 0.0, 0.0], name="still"), ConstantPolicy([0.8] * 3, name="push"),
-                               ConstantPolicy([-0.5, 0.5, -0.5], name="wobble"), LinearPolicy(w, name="linear"))
-                for p in load_policies(spec, **spaces)]
-    seeds, states = start_states(TASK, EPISODES, SEED)
-    rng = np.random.default_rng(SEED)
-    results = []
-    for j, policy in enumerate(policies):
-        world = MujocoBatch(TASK, EPISODES)
-        true = run_episodes(world, states, HORIZON, policies=[(policy, slice(None))])
-        world.close()
-        results.append(PolicyRollouts(policy.name, None, true, _imagined(true, rng, cut=5 + j)))
-    return Evaluation(task=TASK, model="fake-model", model_fingerprint="0123abcd", seed=SEED, mode="closed_loop",
-                      horizon=HORIZON, propagation="mean", start_seeds=seeds, start_states=states,
-                      obs_scale=np.full(11, 0.5), policies=results, timings={"model_rollouts": 0.5})
+    specs = (ConstantPolicy([0.0, 0.0, 0.0], name="still"), ConstantPolicy([0.8] * 3, name="push"),
+             ConstantPolicy([-0.5, 0.5, -0.5], name="wobble"), LinearPolicy(w, name="linear"))
+    return [p for spec in specs for p in load_policies(spec, **spaces)]
+
+
+@pytest.fixture(scope="module")
+def evaluation() -> Evaluation:
+    return wm_eval.evaluate(TASK, _policies(), episodes=EPISODES, horizon=HORIZON, seed=SEED, workers=1,
+                            bootstrap=200, progress=False)
 
 
 @pytest.fixture(scope="module")
 def written(evaluation: Evaluation, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     folder = tmp_path_factory.mktemp("evaluation")
-    report = build_report(evaluation, summarize(evaluation, gamma=0.995, n_resamples=200), config=CONFIG)
-    write_trajectories(folder, evaluation, config=CONFIG)
-    write_plots(folder, report)
-    write_report(folder, report)
-    return folder, report
+    return folder, wm_eval.report(evaluation, folder, config=CONFIG)
+
+
+def _kept(evaluation: Evaluation) -> list[Any]:
+    return [ep for p in evaluation.policies for ep in p.kept]
 
 
 def test_report_has_every_contract_key_and_round_trips(evaluation: Evaluation,
                                                        written: tuple[Path, dict[str, Any]]) -> None:
     folder, report = written
-    assert set(DESIGN_KEYS + EXTRA_KEYS) <= set(report)
+    assert set(DESIGN_KEYS + EXTRA_KEYS + NEW_KEYS) <= set(report)
     assert report["format"] == "wm_eval.report/1" and report["complete"] is True
-    assert (report["task"], report["model"], report["seed"], report["episodes"], report["horizon"]) == (
-        TASK, "fake-model", SEED, EPISODES, HORIZON)
+    assert (report["task"], report["seed"], report["episodes"], report["horizon"]) == (TASK, SEED, EPISODES, HORIZON)
+    assert (report["model"], report["model_fingerprint"]) == (evaluation.model, evaluation.model_fingerprint)
+    assert TASK in report["model"] and report["model_fingerprint"]
     assert report["gamma"] == 0.995 and report["start_seeds"] == evaluation.start_seeds.tolist()
-    assert set(METRICS) <= set(report["metrics"]) and set(METRICS) <= set(report["metrics_ci"])
+    assert len(set(report["start_seeds"])) == EPISODES
+    for block in ("metrics_ci", "metrics_undiscounted"):
+        assert set(METRICS) <= set(report[block])
+        assert all(set(report[block][m]) == {"value", "ci_low", "ci_high"} for m in METRICS)
+    assert set(METRICS) <= set(report["metrics"])
     assert set(VERSIONS) <= set(report["versions"]) and report["versions"]["numpy"] == np.__version__
-    assert len(report["horizon_error"]) == HORIZON + 1 and report["horizon_error"][0] == 0.0
+    assert {"cpu", "cores"} <= set(report["machine"])
+    assert report["units"] == list(evaluation.units) and len(report["units"]) == len(NAMES)  # one chunk per policy
     assert report["config"] == CONFIG
+    assert {"model_rollouts", "ground_truth_rollouts", "metrics", "total", "logging", "recording"} <= set(
+        report["timings"])
+    assert [p["name"] for p in report["policies"]] == NAMES
     for p, pr in zip(report["policies"], evaluation.policies):
-        assert p["name"] == pr.name
-        for key in ("imagined_return", "true_return"):
-            assert set(p[key]) == {"mean", "ci_low", "ci_high"}
-            assert p[key]["ci_low"] <= p[key]["mean"] <= p[key]["ci_high"]
+        ep = p["episodes"]
+        assert p["name"] == pr.name and p["source"] is None  # in-memory policies
+        assert set(p["statistics"]) == {"return", "discounted_return"}  # Hopper defines no success
+        for stat, key, suffix in (("return", "return", ""), ("discounted_return", "return_discounted", "_discounted")):
+            for side in ("imagined", "true"):
+                entry = p["statistics"][stat][side]
+                assert entry == p[f"{side}_return{suffix}"]
+                assert set(entry) == {"mean", "ci_low", "ci_high"}
+                assert entry["ci_low"] <= entry["mean"] <= entry["ci_high"]
+                assert entry["mean"] == pytest.approx(np.mean(ep[f"{side}_{key}"]))
         assert p["abs_error"] == pytest.approx(abs(p["imagined_return"]["mean"] - p["true_return"]["mean"]))
-        assert p["uncertainty"] > 0 and len(p["episodes"]["true_return"]) == EPISODES
-        assert p["episodes"]["true_length"] == pr.true.lengths.tolist()
+        assert len(ep["true_return"]) == EPISODES
+        assert ep["true_length"] == [len(e.true) for e in pr.kept]
+        assert ep["imagined_length"] == [len(e.imagined) for e in pr.kept]
+        # the trust score is the uncertainty summed over an episode: its per-step mean times its length
+        assert ep["total_uncertainty"] == ep["trust_score"]
+        assert ep["trust_score"] == pytest.approx(np.multiply(ep["uncertainty"], ep["imagined_length"]))
+        assert p["trust_score"] == pytest.approx(np.mean(ep["trust_score"])) and p["uncertainty"] > 0
     true_means = [p["true_return"]["mean"] for p in report["policies"]]
     assert [p["true_rank"] for p in report["policies"]] == (np.argsort(np.argsort(-np.array(true_means))) + 1).tolist()
     loaded = json.loads((folder / "report.json").read_text())
     assert loaded == report
     json.dumps(loaded, allow_nan=False)
-    again = build_report(evaluation, summarize(evaluation, gamma=0.995, n_resamples=200), config=CONFIG,
-                         versions=report["versions"])
-    assert again == report
+    again = build_report(evaluation, config=CONFIG, versions=report["versions"])
+    varying = ("timings", "machine")  # report() adds the writing times; the load average moves
+    assert {k: v for k, v in again.items() if k not in varying} == {k: v for k, v in report.items() if k not in varying}
     assert not list(folder.rglob(".*.tmp"))
+
+
+def _mmrv(imagined: np.ndarray, true: np.ndarray) -> float:
+    """SIMPLER's mean maximum rank violation, in return units."""
+    violated = (imagined[:, None] > imagined[None, :]) != (true[:, None] > true[None, :])
+    return float(np.mean(np.max(np.abs(true[:, None] - true[None, :]) * violated, axis=1)))
+
+
+def test_ranking_metrics_are_on_raw_returns(written: tuple[Path, dict[str, Any]]) -> None:
+    _, report = written
+    policies = report["policies"]
+    for block, suffix in ((report["metrics_ci"], "_discounted"), (report["metrics_undiscounted"], "")):
+        imagined = np.array([p[f"imagined_return{suffix}"]["mean"] for p in policies])
+        true = np.array([p[f"true_return{suffix}"]["mean"] for p in policies])
+        assert block["spearman"]["value"] == pytest.approx(stats.spearmanr(imagined, true)[0])
+        assert block["kendall"]["value"] == pytest.approx(stats.kendalltau(imagined, true)[0])
+        assert block["pearson"]["value"] == pytest.approx(stats.pearsonr(imagined, true)[0])
+        mmrv = _mmrv(imagined, true)
+        assert mmrv > 0  # the model ranks the linear policy below the still one; MuJoCo does not
+        assert block["mmrv"]["value"] == pytest.approx(mmrv)
+        assert block["mmrv_normalized"]["value"] == pytest.approx(mmrv / np.ptp(true))
+        assert block["mmrv_normalized"]["value"] < block["mmrv"]["value"]  # returns spread over more than 1
+    assert report["metrics"] == {k: v["value"] for k, v in report["metrics_ci"].items()}
+    assert report["metrics_by_statistic"] == {"discounted_return": report["metrics_ci"],
+                                              "return": report["metrics_undiscounted"]}
+
+
+def test_horizon_error_and_divergence_follow_the_kept_episodes(evaluation: Evaluation,
+                                                              written: tuple[Path, dict[str, Any]]) -> None:
+    _, report = written
+    pairs = _kept(evaluation)
+    assert len(pairs) == report["horizon_pairs"] == len(NAMES) * EPISODES
+    error_sum, running, diverged = np.zeros(HORIZON + 1), np.zeros(HORIZON + 1, int), np.zeros(HORIZON + 1, int)
+    for ep in pairs:
+        both = min(len(ep.true), len(ep.imagined))
+        diff = (ep.imagined.observations[: both + 1] - ep.true.observations[: both + 1]) / evaluation.obs_scale
+        error_sum[: both + 1] += np.sqrt(np.mean(diff**2, axis=1))
+        running[: both + 1] += 1
+        for t in range(HORIZON + 1):
+            diverged[t] += bool(ep.true.terminations[:t].any()) != bool(ep.imagined.terminations[:t].any())
+    assert report["horizon_error_episodes"] == running.tolist()
+    assert report["horizon_diverged"] == diverged.tolist()
+    assert max(report["horizon_diverged"]) > 0  # some imagined episodes end where the true ones do not
+    assert len(report["horizon_error"]) == HORIZON + 1 and report["horizon_error"][0] == 0.0  # same start state
+    assert report["horizon_error"] == pytest.approx((error_sum / running).tolist())
 
 
 def test_report_markdown_and_terminal_table(written: tuple[Path, dict[str, Any]]) -> None:
     folder, report = written
     md = (folder / "report.md").read_text()
     assert md.startswith(f"# wm_eval report: {TASK}") and "closed_loop" in md and f"horizon {HORIZON}" in md
-    for name in ["still", "push", "wobble", "linear", *METRICS]:
+    for name in [*NAMES, *METRICS]:
         assert f"| {name} |" in md
-    for link in ("report.json", "trajectories.h5", "returns.png", "horizon_error.png", "uncertainty.png"):
+    for link in ("report.json", "trajectories.h5", "rollouts.rrd", "returns.png", "horizon_error.png",
+                 "uncertainty.png"):
         assert f"]({link})" in md
-    assert "| step | 1 | 10 | 30 |" in md
+    assert "| step | 1 | 10 | 30 |" in md and "| diverged |" in md and "summed over an episode" in md
     table = summary_table(report).splitlines()
-    assert len(table) == 1 + 4 + 1
+    assert len(table) == 1 + len(NAMES) + 1
     rows = sorted(report["policies"], key=lambda p: -p["true_return"]["mean"])
     assert [line.split()[0] for line in table[1:-1]] == [p["name"] for p in rows]
-    assert all(word in table[-1] for word in ("Spearman", "Kendall", "Pearson", "MMRV", "regret@1", "NAE"))
+    assert all(word in table[-1] for word in ("Spearman", "Kendall", "Pearson", "MMRV", "of spread", "regret@1", "NAE"))
+    assert f"MMRV {report['metrics']['mmrv']:.1f} ({report['metrics']['mmrv_normalized']:.3f} of spread)" in table[-1]
 
 
 @pytest.mark.parametrize(("spearman", "auroc", "expected"), [
@@ -177,45 +227,61 @@ def test_plots_are_pngs(written: tuple[Path, dict[str, Any]], tmp_path: Path) ->
 
 
 def test_trajectories_round_trip(evaluation: Evaluation, written: tuple[Path, dict[str, Any]]) -> None:
-    folder, _ = written
+    folder, report = written
     data = read_trajectories(folder)
     by_file = read_trajectories(data.path)
     assert data.path == by_file.path == folder / "trajectories.h5" and len(by_file.episodes) == len(data.episodes)
     a = data.attrs
     assert a["format"] == "wm_eval.trajectories/1" and a["config"] == CONFIG
-    assert a["policies"] == ["still", "push", "wobble", "linear"] and a["episodes_per_policy"] == EPISODES
+    assert a["policies"] == NAMES and a["episodes_per_policy"] == EPISODES
     assert (a["task"], a["model"], a["model_fingerprint"], a["seed"], a["horizon"]) == (
-        TASK, "fake-model", "0123abcd", SEED, HORIZON)
+        TASK, evaluation.model, evaluation.model_fingerprint, SEED, HORIZON)
     assert np.array_equal(a["obs_scale"], evaluation.obs_scale)
-    assert len(data.episodes) == 4 * EPISODES
+    assert len(data.episodes) == len(NAMES) * EPISODES
+    states = reset_states(TASK, evaluation.start_seeds.tolist())[1]
     lengths_differ = False
     for k, ep in enumerate(data.episodes):
         assert (ep.policy_index, ep.episode) == divmod(k, EPISODES)
         pr = evaluation.policies[ep.policy_index]
+        kept = pr.kept[ep.episode]
         seed = int(evaluation.start_seeds[ep.episode])
-        assert ep.policy == pr.name and ep.seed == seed == ep.true.seed == ep.imagined.seed
-        true, imagined = pr.true.trajectory(ep.episode), pr.imagined.trajectory(ep.episode)
+        assert ep.policy == pr.name == kept.policy and ep.seed == seed == ep.true.seed == ep.imagined.seed
         for name in SIDE + ("sim_states",):
-            got, want = getattr(ep.true, name), getattr(true, name)
+            got, want = getattr(ep.true, name), getattr(kept.true, name)
             assert got.dtype == want.dtype and np.array_equal(got, want), name
         for name in SIDE:
-            assert np.array_equal(getattr(ep.imagined, name), getattr(imagined, name)), name
-        assert np.array_equal(ep.imagined.infos["uncertainty"], imagined.infos["uncertainty"])
-        assert np.array_equal(ep.true.sim_states[0], evaluation.start_states[ep.episode])
+            assert np.array_equal(getattr(ep.imagined, name), getattr(kept.imagined, name)), name
+        assert np.array_equal(ep.imagined.infos["uncertainty"], kept.imagined.infos["uncertainty"])
+        assert np.array_equal(ep.true.sim_states[0], states[ep.episode])
+        assert np.array_equal(ep.imagined.observations[0], ep.true.observations[0])
+        values = report["policies"][ep.policy_index]["episodes"]
+        assert values["true_return"][ep.episode] == pytest.approx(ep.true.total_reward)
+        assert values["imagined_return"][ep.episode] == pytest.approx(ep.imagined.total_reward)
+        assert values["trust_score"][ep.episode] == pytest.approx(np.sum(ep.imagined.infos["uncertainty"]))
         lengths_differ |= len(ep.true) != len(ep.imagined)
     assert lengths_differ
+
+
+def test_true_side_is_mujoco_from_the_recorded_start_seeds(evaluation: Evaluation) -> None:
+    states = reset_states(TASK, evaluation.start_seeds.tolist())[1]
+    for policy, pr in zip(_policies(), evaluation.policies):
+        again = real_rollouts(TASK, policy, states, HORIZON)
+        for i, ep in enumerate(pr.kept):
+            want = again.trajectory(i)
+            for name in SIDE + ("sim_states",):
+                assert np.array_equal(getattr(ep.true, name), getattr(want, name)), (pr.name, i, name)
 
 
 def test_minari_reads_the_ground_truth(evaluation: Evaluation, written: tuple[Path, dict[str, Any]],
                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder, _ = written
     monkeypatch.chdir(tmp_path)  # the link is resolved next to main_data.hdf5, not in the working directory
+    pairs = _kept(evaluation)
     ds = minari.MinariDataset(folder / "minari")
-    assert ds.total_episodes == 4 * EPISODES
-    assert ds.total_steps == sum(int(pr.true.lengths.sum()) for pr in evaluation.policies)
-    for k, ep in enumerate(ds.iterate_episodes()):
-        pr, i = evaluation.policies[k // EPISODES], k % EPISODES
-        true = pr.true.trajectory(i)
+    assert ds.total_episodes == len(pairs) == len(NAMES) * EPISODES
+    assert ds.total_steps == sum(len(ep.true) for ep in pairs)
+    for k, (ep, pair) in enumerate(zip(ds.iterate_episodes(), pairs, strict=True)):
+        true = pair.true
         assert ep.id == k and np.array_equal(ep.observations, true.observations)
         assert np.array_equal(ep.actions, true.actions) and np.array_equal(ep.rewards, true.rewards)
         assert np.array_equal(ep.infos["sim_state"], true.sim_states)
@@ -223,9 +289,43 @@ def test_minari_reads_the_ground_truth(evaluation: Evaluation, written: tuple[Pa
     assert env.spec.id == TASK and env.observation_space == ds.observation_space
     env.close()
     project = load_dataset(folder / "minari")
-    assert project.task == TASK and len(project) == 4 * EPISODES
-    assert np.array_equal(project.episodes[-1].sim_states, evaluation.policies[-1].true.sim_states[-1][
-        : evaluation.policies[-1].true.lengths[-1] + 1])
+    assert project.task == TASK and len(project) == len(pairs)
+    assert np.array_equal(project.episodes[-1].sim_states, pairs[-1].true.sim_states)
+
+
+def test_recording_shows_the_selected_episodes_with_their_trust_score(written: tuple[Path, dict[str, Any]]) -> None:
+    pytest.importorskip("rerun")
+    from rerun.chunk import RrdReader
+
+    from wm_eval.reporting import rerun_log
+
+    folder, report = written
+    chosen = rerun_log.select_episodes(read_trajectories(folder))  # the worst and a typical one per policy
+    assert {ep.policy for ep in chosen} == set(NAMES)
+    texts: dict[str, str] = {}
+    for chunk in RrdReader(folder / "rollouts.rrd").stream().to_chunks():
+        if chunk.entity_path.endswith("/summary"):
+            texts[chunk.entity_path] = chunk.to_record_batch().to_pylist()[0]["TextDocument:text"][0]
+    assert set(texts) == {f"{rerun_log.episode_path(ep)}/summary" for ep in chosen}
+    for ep in chosen:
+        trust = report["policies"][ep.policy_index]["episodes"]["trust_score"][ep.episode]
+        assert f"{trust:.4f}" in texts[f"{rerun_log.episode_path(ep)}/summary"]  # one trust score everywhere
+
+
+def test_report_without_kept_episodes_removes_stale_artifacts(written: tuple[Path, dict[str, Any]],
+                                                               tmp_path: Path) -> None:
+    folder = shutil.copytree(written[0], tmp_path / "again")
+    assert all((folder / name).exists() for name in OWNED)
+    summary = wm_eval.evaluate(TASK, _policies()[:2], episodes=2, horizon=10, seed=SEED, workers=1, bootstrap=50,
+                               trajectories="summary", progress=False)
+    assert not any(p.kept for p in summary.policies)
+    report = wm_eval.report(summary, folder)
+    assert not any((folder / name).exists() for name in OWNED)  # the earlier run's files would be stale
+    md = (folder / "report.md").read_text()
+    assert all(f"]({name})" not in md for name in OWNED) and "](returns.png)" in md
+    assert json.loads((folder / "report.json").read_text()) == report
+    assert (report["episodes"], report["horizon"], [p["name"] for p in report["policies"]]) == (2, 10, NAMES[:2])
+    assert report["config"] == summary.config and report["config"]["episodes"] == 2
 
 
 def _broken(kind: str, good: Path, tmp_path: Path) -> Path:

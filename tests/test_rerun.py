@@ -110,7 +110,10 @@ def test_recording_has_both_robots_and_the_series_of_each_episode(written):
         assert sorted(entities[f"{root}/uncertainty"]["steps"]) == list(range(1, len(ep.imagined) + 1))
         error = [entities[f"{root}/error"]["steps"][t]["Scalars:scalars"][0] for t in range(len(ep.true) + 1)]
         assert error[0] == 0.0 and all(e > 0 for e in error[1:])
-        assert f"{ep.imagined.total_reward:.2f}" in entities[f"{root}/summary"]["static"]["TextDocument:text"][0]
+        summary = entities[f"{root}/summary"]["static"]["TextDocument:text"][0]
+        assert f"{ep.imagined.total_reward:.2f}" in summary
+        uncertainty = ep.imagined.infos["uncertainty"]  # the trust score is its sum, as in report.json
+        assert f"{np.sum(uncertainty):.4f}" in summary and f"{np.mean(uncertainty):.4f}" not in summary
 
 
 def test_imagined_robot_starts_at_the_true_pose_then_leaves_it(written):
@@ -235,3 +238,50 @@ def test_importing_the_module_does_not_import_rerun():
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60,
                    env={**os.environ, "PYTHONPATH": str(root)})
+
+
+def _other_local_address() -> str:
+    """An address of this machine other than 127.0.0.1: a non-loopback IPv4 if there is one, else 127.0.0.2."""
+    import socket
+
+    psutil = pytest.importorskip("psutil")
+    candidates = [socket.gethostbyname(socket.gethostname())]
+    candidates += [a.address for addrs in psutil.net_if_addrs().values() for a in addrs if a.family == socket.AF_INET]
+    return next((ip for ip in candidates if not ip.startswith("127.")), "127.0.0.2")
+
+
+def test_web_viewer_binds_localhost_only_and_returns_the_url(tmp_path, monkeypatch):
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    psutil = pytest.importorskip("psutil")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # the rerun tool: no first-start notice
+    viewer = rerun_log.serve_web([_rollout("Hopper-v5", 2, steps=5)], task="Hopper-v5", open_browser=False)
+    try:
+        url = urllib.parse.urlsplit(viewer.url)
+        assert (url.scheme, url.hostname, url.port) == ("http", "127.0.0.1", viewer.web_port)
+        assert urllib.parse.parse_qs(url.query) == {"url": [f"rerun+http://127.0.0.1:{viewer.grpc_port}/proxy"]}
+        assert viewer.grpc_url == f"rerun+http://127.0.0.1:{viewer.grpc_port}/proxy" and viewer.host == "127.0.0.1"
+        no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with no_proxy.open(viewer.url, timeout=10) as page:
+            assert page.status == 200 and b"<html" in page.read().lower()
+        ports = {viewer.web_port, viewer.grpc_port}
+        listening = {(c.laddr.ip, c.laddr.port) for c in psutil.net_connections(kind="inet")
+                     if c.status == psutil.CONN_LISTEN and c.laddr.port in ports}
+        assert listening == {("127.0.0.1", port) for port in ports}
+        other = _other_local_address()
+        for port in ports:
+            with pytest.raises(OSError):  # refused: nothing listens on the machine's other addresses
+                socket.create_connection((other, port), timeout=2).close()
+    finally:
+        viewer.close()
+    assert viewer.process.poll() is not None
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", viewer.web_port), timeout=2).close()
+
+
+def test_web_viewer_host_must_be_an_ip_address():
+    with pytest.raises(ConfigError, match="host must be an IP address.*got 'example.com'"):
+        rerun_log.serve_web([_rollout("Hopper-v5", 2, steps=3)], task="Hopper-v5", open_browser=False,
+                            host="example.com")

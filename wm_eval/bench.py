@@ -260,7 +260,8 @@ def _evaluate_seconds(task: str, device: str, model: str | None, out: Path) -> d
 
 
 def _machine(device: torch.device, threads: int) -> dict[str, Any]:
-    return {**machine(), "torch_threads": threads, "device": str(device),
+    here = machine()
+    return {**here, "load_average_at_start": here["load_average"], "torch_threads": threads, "device": str(device),
             "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
 
 

@@ -29,15 +29,11 @@ power, since nothing is fsynced.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import importlib.metadata
 import json
 import os
-import platform
 import re
 import shutil
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,42 +43,23 @@ import gymnasium as gym
 import h5py
 import numpy as np
 
-from wm_eval import __version__
+from wm_eval import __version__, minari_layout
 from wm_eval.errors import DatasetError, SpaceMismatchError
 from wm_eval.fileio import atomic_write as _atomic_write
+from wm_eval.machine import library_versions
 from wm_eval.tasks import get_task
 from wm_eval.types import Trajectory
 
 __all__ = ["FORMAT_VERSION", "Dataset", "DatasetWriter", "write_dataset", "load_dataset"]
 
 FORMAT_VERSION = 1
-_METADATA = "metadata.json"
-_MAIN = "main_data.hdf5"
+_METADATA = minari_layout.METADATA
+_MAIN = minari_layout.MAIN
 _EPISODES = "episodes"
 
 
 def _episode_file(index: int) -> str:
     return f"{_EPISODES}/episode_{index:06d}.h5"
-
-
-def _library_versions() -> dict[str, str]:
-    """Versions of Python and of the libraries that shape the data (torch and SB3 when imported)."""
-    names = ["numpy", "h5py", "gymnasium", "mujoco", "minari"]
-    names += [name for name, module in (("torch", "torch"), ("stable-baselines3", "stable_baselines3"))
-              if module in sys.modules]
-    return {"python": platform.python_version(), **{n: importlib.metadata.version(n) for n in names}}
-
-
-def _env_spec_json(task: str) -> str | None:
-    """The Gymnasium ``EnvSpec`` of ``task`` as JSON (what ``MinariDataset.recover_environment`` makes)."""
-    spec = get_task(task)
-    try:
-        env_spec = gym.spec(spec.gym_id)
-        if spec.make_kwargs:
-            env_spec = dataclasses.replace(env_spec, kwargs={**env_spec.kwargs, **spec.make_kwargs})
-        return env_spec.to_json()
-    except (gym.error.Error, TypeError, ValueError):  # unregistered, or a callable entry point
-        return None
 
 
 def _info_array(value: Any, length: int) -> np.ndarray:
@@ -138,31 +115,17 @@ class DatasetWriter:
     def __init__(self, path: str | os.PathLike[str], *, task: str, observation_space: gym.spaces.Box,
                  action_space: gym.spaces.Box, config: Mapping[str, Any] | None = None, seed: int | None = None,
                  overwrite: bool = False) -> None:
-        from minari import __version__ as minari_version
-        from minari.serialization import serialize_space
-
         get_task(task)
         self.path = Path(path)
         self.observation_space = observation_space
         self.action_space = action_space
         self.overwrite = overwrite
         slug = re.sub(r"[^-\w]+", "_", self.path.resolve().name) or "dataset"
-        self._metadata: dict[str, Any] = {
-            "dataset_id": f"wm_eval/{task.lower()}/{slug}-v0",
-            "total_episodes": 0,
-            "total_steps": 0,
-            "data_format": "hdf5",
-            "jpeg_encoding": False,
-            "observation_space": serialize_space(observation_space),
-            "action_space": serialize_space(action_space),
-            "minari_version": minari_version,
-            "algorithm_name": "wm_eval collect",
-        }
-        env_spec = _env_spec_json(task)
-        if env_spec is not None:
-            self._metadata["env_spec"] = env_spec
-        self._metadata["wm_eval"] = {"format_version": FORMAT_VERSION, "version": __version__, "task": task,
-                                     "seed": seed, "config": dict(config or {}), "versions": _library_versions()}
+        self._metadata = minari_layout.metadata(
+            task=task, dataset_id=f"wm_eval/{task.lower()}/{slug}-v0", observation_space=observation_space,
+            action_space=action_space, algorithm_name="wm_eval collect",
+            extra={"format_version": FORMAT_VERSION, "version": __version__, "task": task, "seed": seed,
+                   "config": dict(config or {}), "versions": library_versions()})
         self._links: list[str] = []
         self._total_steps = 0
         self._open = False
@@ -219,17 +182,9 @@ class DatasetWriter:
                                          f"{name[:-1]} space has shape {space.shape}")
 
     def _commit(self) -> None:
-        def write_main(tmp: Path) -> None:
-            with h5py.File(tmp, "w") as f:
-                for index, link in enumerate(self._links):
-                    f[f"episode_{index}"] = h5py.ExternalLink(link, f"/episode_{index}")
-
-        def write_metadata(tmp: Path) -> None:
-            self._metadata.update(total_episodes=len(self._links), total_steps=self._total_steps)
-            tmp.write_text(json.dumps(self._metadata, indent=2, default=str) + "\n")
-
-        _atomic_write(self.path / _MAIN, write_main)
-        _atomic_write(self.path / _METADATA, write_metadata)
+        self._metadata.update(total_episodes=len(self._links), total_steps=self._total_steps)
+        minari_layout.write_index(self.path, [(link, f"/episode_{i}") for i, link in enumerate(self._links)],
+                                  self._metadata)
 
 
 def _prepare(path: Path, *, overwrite: bool) -> None:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
-from wm_eval import __version__
+from wm_eval import __version__, minari_layout
 from wm_eval.errors import DatasetError
 from wm_eval.fileio import atomic_write as _atomic_write
 from wm_eval.types import PairedEpisode, Trajectory
@@ -107,44 +107,17 @@ def _write_file(tmp: Path, ev: Evaluation, config: dict[str, Any]) -> None:
 
 
 def _write_minari(folder: Path, target: str, ev: Evaluation, total_steps: int) -> None:
-    """``folder/main_data.hdf5`` linking every episode of ``target`` (relative to ``folder``) and
+    """``folder/main_data.hdf5`` linking every kept episode of ``target`` (relative to ``folder``) and
     ``folder/metadata.json`` in the form Minari reads."""
-    import gymnasium as gym
-    from minari import __version__ as minari_version
-    from minari.serialization import serialize_space
+    from wm_eval.tasks import spaces
 
-    from wm_eval.tasks import make_env
-
-    env = make_env(ev.task)
-    env.close()
-    try:
-        env_spec: str | None = env.spec.to_json()  # what MinariDataset.recover_environment makes
-    except (gym.error.Error, TypeError, ValueError):  # a callable entry point has no JSON form
-        env_spec = None
     episodes = sum(len(p.kept) for p in ev.policies)
-    metadata = {
-        "dataset_id": f"wm_eval/{ev.task.lower()}/trajectories-v0",
-        "total_episodes": episodes,
-        "total_steps": total_steps,
-        "data_format": "hdf5",
-        "jpeg_encoding": False,
-        "observation_space": serialize_space(env.observation_space),
-        "action_space": serialize_space(env.action_space),
-        "minari_version": minari_version,
-        "algorithm_name": "wm_eval evaluate (ground truth)",
-        **({} if env_spec is None else {"env_spec": env_spec}),
-        "wm_eval": {"format": FORMAT, "version": __version__, "task": ev.task, "seed": ev.seed,
-                    "source": target, "policies": [p.name for p in ev.policies]},
-    }
-
-    def write_main(tmp: Path) -> None:
-        with h5py.File(tmp, "w") as f:
-            for k in range(episodes):
-                f[f"episode_{k}"] = h5py.ExternalLink(target, f"/episode_{k}")
-
-    folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(folder / "main_data.hdf5", write_main)
-    _atomic_write(folder / "metadata.json", lambda tmp: tmp.write_text(json.dumps(metadata, indent=2) + "\n"))
+    content = minari_layout.metadata(
+        task=ev.task, dataset_id=f"wm_eval/{ev.task.lower()}/trajectories-v0", algorithm_name="wm_eval evaluate "
+        "(ground truth)", total_episodes=episodes, total_steps=total_steps, **spaces(ev.task),
+        extra={"format": FORMAT, "version": __version__, "task": ev.task, "seed": ev.seed, "source": target,
+               "policies": [p.name for p in ev.policies]})
+    minari_layout.write_index(folder, [(target, f"/episode_{k}") for k in range(episodes)], content)
 
 
 def write_trajectories(path: str | os.PathLike[str], ev: Evaluation, *, config: dict[str, Any]) -> Path:
