@@ -19,7 +19,6 @@ import wm_eval
 from wm_eval import tasks
 from wm_eval.evaluation.plan import plan, start_seeds
 from wm_eval.models.base import Prediction, WorldModel
-from wm_eval.policy import LinearPolicy
 
 REPO = Path(__file__).resolve().parents[1]
 HOPPER_ZOO = [f"{REPO}/policies/Hopper-v5/manifest.json#{n}" for n in ("ppo_0200k", "a2c_0150k", "ppo_0100k")]
@@ -77,7 +76,7 @@ def test_chunking_and_workers_do_not_change_numbers(tiny_model: Path) -> None:
     for p, q in zip(a.policies, b.policies):
         for key, values in p.episodes.items():
             assert np.array_equal(values, q.episodes[key]), (p.name, key)
-    assert a.metrics == b.metrics or json.dumps(a.metrics, default=str) == json.dumps(b.metrics, default=str)
+    assert json.dumps(a.metrics, default=str) == json.dumps(b.metrics, default=str)
 
 
 def test_a_row_does_not_depend_on_its_neighbours(tiny_model: Path) -> None:
@@ -88,7 +87,6 @@ def test_a_row_does_not_depend_on_its_neighbours(tiny_model: Path) -> None:
 
     model = load_checkpoint(tiny_model)
     _, states = tasks.reset_states("Hopper-v5", list(range(300)))
-    policy = LinearPolicy.random("Hopper-v5", seed=0) if hasattr(LinearPolicy, "random") else None
     actions = np.random.default_rng(0).uniform(-1, 1, (300, 30, 3)).astype(np.float32)
 
     def run(rows: np.ndarray) -> Any:
@@ -100,7 +98,6 @@ def test_a_row_does_not_depend_on_its_neighbours(tiny_model: Path) -> None:
         part = run(rows)
         where = {int(r): i for i, r in enumerate(rows)}
         assert np.array_equal(part.observations[where[7]], full.observations[7])
-    del policy
 
 
 class OracleModel(WorldModel):

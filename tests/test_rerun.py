@@ -18,7 +18,7 @@ from scipy.spatial.transform import Rotation
 
 from wm_eval import tasks
 from wm_eval.errors import ConfigError, MissingDependencyError
-from wm_eval.reporting import rerun_log
+from wm_eval.reporting import rerun_log, rerun_web
 from wm_eval.reporting.trajectories import PairedEpisode, TrajectoryFile
 from wm_eval.types import Trajectory
 
@@ -257,7 +257,7 @@ def test_web_viewer_binds_localhost_only_and_returns_the_url(tmp_path, monkeypat
 
     psutil = pytest.importorskip("psutil")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # the rerun tool: no first-start notice
-    viewer = rerun_log.serve_web([_rollout("Hopper-v5", 2, steps=5)], task="Hopper-v5", open_browser=False)
+    viewer = rerun_web.serve_web([_rollout("Hopper-v5", 2, steps=5)], task="Hopper-v5", open_browser=False)
     try:
         url = urllib.parse.urlsplit(viewer.url)
         assert (url.scheme, url.hostname, url.port) == ("http", "127.0.0.1", viewer.web_port)
@@ -283,5 +283,5 @@ def test_web_viewer_binds_localhost_only_and_returns_the_url(tmp_path, monkeypat
 
 def test_web_viewer_host_must_be_an_ip_address():
     with pytest.raises(ConfigError, match="host must be an IP address.*got 'example.com'"):
-        rerun_log.serve_web([_rollout("Hopper-v5", 2, steps=3)], task="Hopper-v5", open_browser=False,
+        rerun_web.serve_web([_rollout("Hopper-v5", 2, steps=3)], task="Hopper-v5", open_browser=False,
                             host="example.com")

@@ -131,7 +131,7 @@ def evaluate(cfg: Any) -> int:
 def view(cfg: Any) -> int:
     """``wm-eval view``: the native viewer, ``--web`` or ``--save FILE.rrd``."""
     from wm_eval.errors import ConfigError
-    from wm_eval.reporting import rerun_log
+    from wm_eval.reporting import rerun_log, rerun_web
     from wm_eval.reporting.trajectories import read_trajectories
 
     if cfg.path is None:
@@ -144,7 +144,7 @@ def view(cfg: Any) -> int:
     elif cfg.web:
         import time
 
-        viewer = rerun_log.serve_web(source, host=cfg.host, **choice)
+        viewer = rerun_web.serve_web(source, host=cfg.host, **choice)
         print(f"serving the Rerun web viewer on {cfg.host}: open {viewer.url}  (Ctrl-C to stop)", flush=True)
         try:
             while True:
