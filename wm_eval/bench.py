@@ -80,7 +80,9 @@ def _imagined(model: Any, task: str, batch: int, *, modes: list[str], device: st
     """``{mode: (open-loop steps/s, closed-loop steps/s or None)}`` of the vector env at ``batch``."""
     from wm_eval.world_model_env import WorldModelVectorEnv
 
-    env = WorldModelVectorEnv(batch, task=task, model=model, device=device)
+    # one model call per step, as before fixed row blocks existed: the model's own throughput (the evaluation's
+    # 128-row blocks cost ~9% at large batches; README)
+    env = WorldModelVectorEnv(batch, task=task, model=model, device=device, block_rows=batch)
     obs, _ = env.reset(seed=0)
     space = env.single_action_space
     actions = np.random.default_rng(0).uniform(space.low, space.high, (batch, *space.shape)).astype(np.float32)

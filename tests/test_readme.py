@@ -1,0 +1,151 @@
+"""Every command the README shows runs here, debug-sized, in the order a reader would type them.
+
+:data:`PLAN` maps each README command to how it runs in the test (placeholders replaced, sizes shrunk by
+trailing ``key=value`` overrides, which win) and what it must do. A command added to the README without
+an entry here fails :func:`test_every_readme_command_is_planned`, so a README command cannot break
+unnoticed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+EVAL_DEBUG = ["episodes=2", "horizon=30", "workers=1", "bootstrap=50"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """How a README command runs here: ``argv`` (``None``: run elsewhere, ``why`` says where), the exit
+    code it must give, and text its output must contain."""
+
+    argv: list[str] | None
+    code: int = 0
+    says: str = ""
+    why: str = ""
+
+
+def _wm(*args: str) -> list[str]:
+    return [str(BIN / "wm-eval"), *args]
+
+
+PLAN: dict[str, Step] = {
+    "bash .ci/setup && .venv/bin/wm-eval evaluate": Step(["bash", "-c", f"bash {REPO}/.ci/setup && {BIN}/wm-eval "
+                                                           f"evaluate {' '.join(EVAL_DEBUG)}"], says="Spearman"),
+    "bash .ci/run": Step(None, why="it is this test run (CI runs it on a clean clone)"),
+    "wm-eval evaluate": Step(_wm("evaluate", *EVAL_DEBUG), says="report:"),
+    "wm-eval evaluate task=Hopper-v5 policies=[ckpt/a.zip,ckpt/b.zip] episodes=20 out=runs/mine":
+        Step(_wm("evaluate", "task=Hopper-v5", "policies=[ckpt/a.zip,ckpt/b.zip]", "episodes=20", "out=runs/mine",
+                 *EVAL_DEBUG), says="runs/mine/report.md"),
+    "wm-eval evaluate policies=[mypkg.controllers:make_policy] mode=open_loop":
+        Step(_wm("evaluate", "policies=[mypkg.controllers:make_policy]", "mode=open_loop", *EVAL_DEBUG),
+             says="make_policy"),
+    "wm-eval collect task=Hopper-v5 episodes=240 seed=0 out=datasets/data/hopper":
+        Step(_wm("collect", "task=Hopper-v5", "episodes=240", "seed=0", "out=datasets/data/hopper", "episodes=4",
+                 "max_steps=50"), says="wrote 4 episodes"),
+    "wm-eval train dataset=datasets/data/hopper out=runs/models/hopper":
+        Step(_wm("train", "--preset", "debug", "dataset=datasets/data/hopper", "out=runs/models/hopper"),
+             says="trained Hopper-v5 model"),
+    "wm-eval evaluate task=Hopper-v5 model=runs/models/hopper":
+        Step(_wm("evaluate", "task=Hopper-v5", "model=runs/models/hopper", *EVAL_DEBUG), says="report:"),
+    "wm-eval <command> --help": Step(_wm("evaluate", "--help"), says="episodes"),
+    "wm-eval view runs/evaluate-<time>": Step(_wm("view", "runs/mine"), code=2, says="no display"),
+    "wm-eval view <run>": Step(_wm("view", "runs/mine"), code=2, says="no display"),
+    "wm-eval view runs/evaluate-<time> --save v.rrd": Step(_wm("view", "runs/mine", "--save", "v.rrd"),
+                                                           says="wrote v.rrd"),
+    "wm-eval view runs/evaluate-<time> --web": Step(None, why="test_web_viewer_command (serves until Ctrl-C)"),
+    "wm-eval regress --update-baseline --baseline gate.json task=HalfCheetah-v5 policies=[ckpt/policy.zip]":
+        Step(_wm("regress", "--update-baseline", "--baseline", "gate.json", "task=HalfCheetah-v5",
+                 "policies=[ckpt/policy.zip]", "episodes=4", "horizon=30"), says="recorded 1 policies"),
+    "wm-eval regress --baseline gate.json --junit gate.xml": Step(_wm("regress", "--baseline", "gate.json", "--junit",
+                                                                      "gate.xml"), says="pass"),
+    "wm-eval bench task=HalfCheetah-v5 --json b.json": Step(_wm("bench", "--preset", "debug", "task=HalfCheetah-v5",
+                                                                "--json", "b.json"), says="wrote"),
+    "wm-eval bench device=cuda": Step(_wm("bench", "--preset", "debug", "device=cuda"), code=2, says="CUDA"),
+    "python examples/model_quality.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
+    "python examples/fidelity.py --episodes 50": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
+    "python examples/gate_power.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
+    "python examples/python_api.py": Step(None, why="tests/test_evaluation.py runs the README's Python example"),
+}
+
+
+def readme_commands() -> list[str]:
+    """The commands in the README's bash blocks (comments dropped) and its inline `wm-eval ...` /
+    `python examples/...` code spans, in order, without repeats."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    found = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        found += [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+    found += re.findall(r"`((?:wm-eval|python examples/)[^`]*)`", text)
+    return list(dict.fromkeys(c for c in found if c))
+
+
+def test_every_readme_command_is_planned() -> None:
+    missing = [c for c in readme_commands() if c not in PLAN]
+    assert not missing, f"README commands without a test plan here: {missing}"
+    examples = (REPO / "tests" / "test_examples.py").read_text()
+    for command, step in PLAN.items():
+        if step.argv is None and "test_examples" in step.why:
+            assert Path(command.split()[1]).name in examples, command
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder as a reader would have it: two Hopper checkpoints, a HalfCheetah one, their own package."""
+    ws = tmp_path_factory.mktemp("readme")
+    (ws / "ckpt").mkdir()
+    for name, task, stem in (("a", "Hopper-v5", "ppo_0200k"), ("b", "Hopper-v5", "a2c_0150k"),
+                             ("policy", "HalfCheetah-v5", "ppo_0400k")):
+        shutil.copy(REPO / "policies" / task / f"{stem}.zip", ws / "ckpt" / f"{name}.zip")
+    (ws / "mypkg").mkdir()
+    (ws / "mypkg" / "__init__.py").write_text("")
+    (ws / "mypkg" / "controllers.py").write_text(
+        "import numpy as np\n\n\ndef make_policy():\n    return lambda obs: np.tanh(obs[:, :6])\n")
+    return ws
+
+
+def _env(ws: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    return {**env, "PYTHONPATH": str(ws), "MUJOCO_GL": "egl", "CUDA_VISIBLE_DEVICES": ""}
+
+
+@pytest.mark.parametrize("command", [c for c, s in PLAN.items() if s.argv is not None])
+def test_readme_command_runs(command: str, workspace: Path) -> None:
+    step = PLAN[command]
+    run = subprocess.run(step.argv, cwd=workspace, env=_env(workspace), capture_output=True, text=True, timeout=600)
+    output = run.stdout + run.stderr
+    assert run.returncode == step.code, f"{command!r} exited {run.returncode}:\n{output[-3000:]}"
+    assert step.says in output, f"{command!r} did not say {step.says!r}:\n{output[-3000:]}"
+    if step.code == 2:
+        errors = [line for line in run.stderr.splitlines() if line.strip()]
+        assert len(errors) == 1 and "Traceback" not in run.stderr, run.stderr
+
+
+def test_web_viewer_command(workspace: Path) -> None:
+    """`wm-eval view <run> --web` prints a 127.0.0.1 URL that answers, and stops on Ctrl-C."""
+    if not (workspace / "runs" / "mine" / "trajectories.h5").exists():
+        subprocess.run(PLAN["wm-eval evaluate task=Hopper-v5 policies=[ckpt/a.zip,ckpt/b.zip] episodes=20 "
+                            "out=runs/mine"].argv + ["overwrite=true"], cwd=workspace, env=_env(workspace),
+                       check=True, capture_output=True)
+    proc = subprocess.Popen(_wm("view", "runs/mine", "--web"), cwd=workspace, env=_env(workspace),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        url = re.search(r"open (http://127\.0\.0\.1:\d+\S*)", line)
+        assert url, line
+        with urllib.request.urlopen(url.group(1), timeout=30) as page:
+            assert page.status == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
