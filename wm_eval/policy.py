@@ -1,5 +1,7 @@
 """Policies: anything that maps a batch of observations to a batch of actions.
 
+(Slightly over 400 lines: the policy contract and every way of naming a policy, which share its checks.)
+
 :func:`load_policies` turns what a user names on the command line or passes in code
 into :class:`LoadedPolicy` objects, all with the same batched contract::
 
@@ -33,7 +35,6 @@ step once.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import importlib
 import importlib.resources
@@ -50,7 +51,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from gymnasium import spaces
 
-from wm_eval.errors import PolicyError, SpaceMismatchError, WmEvalError
+from wm_eval.errors import PolicyError, SpaceMismatchError, WmEvalError, did_you_mean
 
 __all__ = ["ZOO_FORMAT", "Policy", "LoadedPolicy", "ConstantPolicy", "LinearPolicy", "load_policies",
            "zoo_manifest", "zoo_tasks"]
@@ -232,8 +233,7 @@ def zoo_manifest(task: str) -> Path:
     path = _zoo_root() / task / "manifest.json"
     if Path(task).name != task or not path.is_file():
         tasks = zoo_tasks()
-        close = difflib.get_close_matches(task, tasks, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
+        hint = did_you_mean(task, tasks)
         raise PolicyError(f"the policy zoo has no manifest for task '{task}'; {hint}zoo tasks: "
                           f"{', '.join(tasks) or 'none'} (python policies/train_zoo.py --task <task> builds one)")
     return path
@@ -274,8 +274,7 @@ def _load_manifest(path: Path, select: str | None, task: str | None, device: str
         raise PolicyError(f"zoo manifest '{path}' names a policy twice; names must be unique")
     if select is not None:
         if select not in names:
-            close = difflib.get_close_matches(select, names, n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
+            hint = did_you_mean(select, names)
             raise PolicyError(f"zoo manifest '{path}' has no policy '{select}'; {hint}it has {', '.join(names)}")
         entries = [entries[names.index(select)]]
     policies = []
@@ -300,9 +299,8 @@ def _import(spec: str) -> Any:
     try:
         return functools.reduce(getattr, attr.split("."), module)
     except AttributeError:
-        close = difflib.get_close_matches(attr, [n for n in dir(module) if not n.startswith("_")], n=1)
-        hint = f"; did you mean '{module_name}:{close[0]}'?" if close else ""
-        raise PolicyError(f"policy '{spec}': module '{module_name}' has no attribute '{attr}'{hint}") from None
+        hint = did_you_mean(f"{module_name}:{attr}", [f"{module_name}:{n}" for n in dir(module) if not n.startswith("_")])
+        raise PolicyError(f"policy '{spec}': module '{module_name}' has no attribute '{attr}'; {hint}".rstrip("; ")) from None
 
 
 def _actor(obj: Any, where: str, action_space: spaces.Box) -> Callable[[np.ndarray], np.ndarray]:

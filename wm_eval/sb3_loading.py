@@ -1,5 +1,8 @@
 """Load Stable-Baselines3 ``.zip`` policies without running any pickled code.
 
+(Over 400 lines on purpose: the whole parser of one untrusted file format, kept in one module so every
+safety check on it can be reviewed in one place.)
+
 An SB3 zip holds ``data`` (JSON; every value JSON cannot hold is a cloudpickled,
 base64 ``":serialized:"`` entry next to a few readable fields), ``policy.pth``
 (the policy's ``state_dict``) and optimizer/variable ``.pth`` files. Unpickling

@@ -1,5 +1,8 @@
 """Metrics that score predicted policy performance against ground truth.
 
+(Over 400 lines on purpose: every reference metric and its bootstrap sit together, each docstring citing
+its reference, so one reading checks all definitions against each other and against the golden tests.)
+
 The ranking metrics copy their reference implementations rather than paraphrase them:
 
 * **DOPE** (Fu et al. 2021, ``google-research/deep_ope``, ``plots.ipynb``): per task,

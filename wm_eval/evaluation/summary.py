@@ -25,27 +25,10 @@ from wm_eval.evaluation import metrics as M
 from wm_eval.evaluation.statistics import Statistic, interval
 from wm_eval.evaluation.units import UnitResult
 
-__all__ = ["clean", "merge_values", "policy_summary", "ranking", "horizon_error", "trust", "METRIC_NAMES"]
+__all__ = ["merge_values", "policy_summary", "ranking", "horizon_error", "trust", "METRIC_NAMES"]
 
 METRIC_NAMES = ("spearman", "kendall", "pearson", "mmrv", "mmrv_normalized", "regret_at_1", "regret_at_3",
                 "normalized_abs_error")
-
-
-def clean(value: Any) -> Any:
-    """JSON-safe copy: numpy to Python, NaN and inf to ``None``."""
-    if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return clean(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        return None if not math.isfinite(float(value)) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
 
 
 def merge_values(results: Sequence[UnitResult]) -> dict[str, np.ndarray]:

@@ -38,6 +38,7 @@ from gymnasium import spaces
 
 import wm_eval
 from wm_eval.errors import CheckpointError, SpaceMismatchError
+from wm_eval.fileio import sha256
 from wm_eval.models.base import WorldModel
 
 __all__ = [
@@ -143,7 +144,7 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         torch.save({key: value.detach().cpu().clone() for key, value in model.state_dict().items()}, tmp / WEIGHTS_FILE)
-        spec["weights_sha256"] = _sha256(tmp / WEIGHTS_FILE)
+        spec["weights_sha256"] = sha256(tmp / WEIGHTS_FILE)
         (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         _swap_in(tmp, path, backup)
     finally:
@@ -237,7 +238,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, task: str | None = None, de
     weights_file = path / WEIGHTS_FILE
     if not weights_file.is_file():
         raise CheckpointError(f"checkpoint '{path}' has no {WEIGHTS_FILE}; re-train or re-download it")
-    if _sha256(weights_file) != spec["weights_sha256"]:
+    if sha256(weights_file) != spec["weights_sha256"]:
         raise CheckpointError(f"{weights_file} is truncated or corrupt; re-train or re-download (its sha256 differs from spec.json)")
     try:
         state = torch.load(weights_file, map_location="cpu", weights_only=True)
@@ -300,9 +301,6 @@ def model_fingerprint(path: str | os.PathLike[str]) -> str:
         digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
 
-
-def _sha256(file: Path) -> str:
-    return hashlib.sha256(file.read_bytes()).hexdigest()
 
 
 def model_identity(ref: str | os.PathLike[str] | None, model: WorldModel) -> tuple[Path | None, str, str]:
