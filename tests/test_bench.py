@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from wm_eval import tasks
-from wm_eval.bench import measure_rate, run_bench
+from wm_eval.bench import measure_rate
+from wm_eval.commands import bench as run_bench
 from wm_eval.config import load_config
 from wm_eval.models import GaussianMLPEnsemble, load_checkpoint, save_checkpoint
 from wm_eval.models.ensemble import FUSED_MIN_ROWS, fused_inference_available
@@ -40,9 +41,9 @@ def checkpoint(tmp_path_factory):
 
 def test_bench_debug_preset_writes_every_figure(tmp_path, checkpoint, capsys):
     out, extra = tmp_path / "bench", tmp_path / "copy" / "b.json"
-    cfg = load_config("bench", preset="debug", overrides=[f"json={extra}"])
+    cfg = load_config("bench", preset="debug", overrides=[f"json={extra}", f"out={out}", f"model={checkpoint}"])
     threads = torch.get_num_threads()
-    assert run_bench(cfg, out=out, model=str(checkpoint)) == 0
+    assert run_bench(cfg) == 0
     assert torch.get_num_threads() == threads  # restored for the caller
     result = json.loads((out / "bench.json").read_text())
     assert json.loads(extra.read_text()) == result

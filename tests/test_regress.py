@@ -19,7 +19,9 @@ import torch
 
 from wm_eval.config import load_config
 from wm_eval.errors import CheckpointError, ConfigError, PolicyError, TaskError
-from wm_eval.regress import check_baseline, junit_xml, markdown_summary, paired_change, read_baseline, run_regress
+from wm_eval.commands import regress as run_regress
+from wm_eval.regress import check_baseline, paired_change, read_baseline
+from wm_eval.reporting.gate import junit_xml, markdown_summary
 from wm_eval.testing import assert_no_regression
 
 REPO = Path(__file__).resolve().parents[1]

@@ -217,3 +217,34 @@ def test_vector_env_with_1024_envs(tiny_model: Path) -> None:
     obs, _ = venv.reset(seed=0)
     obs, r, term, trunc, info = venv.step(venv.action_space.sample())
     assert obs.shape == (1024, 11) and r.shape == (1024,)
+
+
+def test_vector_autoreset_resets_step_info(tiny_model: Path) -> None:
+    """The step that restarts an env reports no member, no uncertainty and no uncertainty truncation."""
+    venv = gym.make_vec("WorldModel-v0", num_envs=3, vectorization_mode="vector_entry_point", task="Hopper-v5",
+                        model=str(tiny_model), max_episode_steps=2, propagation="ts_inf", max_uncertainty=0.0)
+    venv.reset(seed=0)
+    zeros = np.zeros((3, 3), dtype=np.float32)
+    _, _, term, trunc, info = venv.step(zeros)
+    assert (term | trunc).all() and info["uncertainty_truncated"].any() and (info["member"] >= 0).all()
+    _, reward, term, trunc, info = venv.step(zeros)
+    assert (reward == 0).all() and not (term | trunc).any()
+    assert (info["member"] == -1).all() and (info["uncertainty"] == 0).all() and not info["uncertainty_truncated"].any()
+
+
+def test_disabled_autoreset_freezes_ended_rows_until_reset(tiny_model: Path) -> None:
+    venv = gym.make_vec("WorldModel-v0", num_envs=2, vectorization_mode="vector_entry_point", task="Hopper-v5",
+                        model=str(tiny_model), autoreset_mode=AutoresetMode.DISABLED)
+    assert venv.metadata["autoreset_mode"] == AutoresetMode.DISABLED
+    _, states = tasks.reset_states("Hopper-v5", [1, 2])
+    fallen = tasks.make_env("Hopper-v5").reset(seed=0)[0]
+    fallen[0] = 0.3  # env 0 starts fallen: it terminates at once
+    venv.reset(options={"obs": np.stack([fallen, tasks.make_env("Hopper-v5").reset(seed=2)[0]])})
+    obs, _, term, _, _ = venv.step(np.zeros((2, 3), dtype=np.float32))
+    assert term[0] and not term[1]
+    later, reward, term, _, info = venv.step(np.full((2, 3), 0.5, dtype=np.float32))
+    assert np.array_equal(later[0], obs[0]) and reward[0] == 0 and not term[0] and info["uncertainty"][0] == 0
+    assert not np.array_equal(later[1], obs[1]), "the running env keeps going"
+    restarted, _ = venv.reset(options={"state": states[:1], "reset_mask": np.array([True, False])})
+    assert np.array_equal(restarted[0], tasks.reset_states("Hopper-v5", [1])[0][0])
+    assert np.array_equal(restarted[1], later[1]), "a partial reset leaves the other env alone"

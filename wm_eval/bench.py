@@ -41,7 +41,7 @@ from wm_eval.machine import PeakMemory, library_versions, machine, peak_rss_mb
 from wm_eval.reporting.bench_table import VECTOR_ENVS, format_table, number
 
 __all__ = ["FORMAT", "MODES", "TARGETS", "VECTOR_ENVS", "inference_modes", "measure", "measure_rate",
-           "run_bench"]
+           "write_bench"]
 
 FORMAT = "wm_eval.bench/1"
 #: inference modes of the model: name -> (dtype, fused); see ``GaussianMLPEnsemble.set_inference_dtype``.
@@ -292,55 +292,59 @@ def _targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
             for name, (value, op, bound) in rows.items()}
 
 
-def measure(cfg: Any, *, out: Path, model: str | None = None) -> dict[str, Any]:
-    """Every figure of the bench for a :class:`~wm_eval.config.BenchConfig` (see the module docstring).
+def measure(*, task: str, out: Path, model: str | None = None, batch_sizes: list[int] | tuple[int, ...] = (1, 64, 1024, 8192),
+            seconds: float = 1.0, repeats: int = 3, device: str = "cpu", evaluate: bool = True) -> dict[str, Any]:
+    """Every figure of the bench (see the module docstring), as the dict written to ``bench.json``.
 
-    ``out``: folder of the timed evaluation's report (``out/evaluate``). ``model``: a checkpoint
-    folder or embedded task name (default: ``cfg.model`` if the config has it, else the task's
-    embedded model). Torch uses all usable cores for the speed figures; the evaluation runs
-    with the caller's thread count, as ``wm-eval evaluate`` would.
+    Args:
+        task: ground-truth task id; model: checkpoint folder or embedded task name (default: embedded).
+        out: folder of the timed evaluation's report (``out/evaluate``).
+        batch_sizes: vector env batch sizes; seconds, repeats: measurement per figure (median reported).
+        device: torch device; evaluate: also time the default evaluation.
+
+    Torch uses all usable cores for the speed figures; the evaluation runs with the caller's
+    thread count, as ``wm-eval evaluate`` would.
     """
     from wm_eval import tasks
     from wm_eval.errors import ConfigError
     from wm_eval.models.checkpoint import model_identity, resolve_model
 
-    batch_sizes = sorted({int(b) for b in cfg.batch_sizes})
-    if not batch_sizes or batch_sizes[0] < 1 or cfg.seconds <= 0 or cfg.repeats < 1:
+    batch_sizes = sorted({int(b) for b in batch_sizes})
+    if not batch_sizes or batch_sizes[0] < 1 or seconds <= 0 or repeats < 1:
         raise ConfigError("bench needs batch_sizes >= 1, seconds > 0 and repeats >= 1")
-    if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={cfg.device} but torch sees no CUDA device here; use device=cpu")
-    model = model if model is not None else getattr(cfg, "model", None)
-    device, largest, run = torch.device(cfg.device), batch_sizes[-1], {"seconds": cfg.seconds, "repeats": cfg.repeats}
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device} but torch sees no CUDA device here; use device=cpu")
+    torch_device, largest, run = torch.device(device), batch_sizes[-1], {"seconds": seconds, "repeats": repeats}
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        machine = _machine(device, threads)
-        world_model = resolve_model(model, task=cfg.task, device=cfg.device, **tasks.spaces(cfg.task))
+        machine = _machine(torch_device, threads)
+        world_model = resolve_model(model, task=task, device=device, **tasks.spaces(task))
         name = model_identity(model, world_model)[1]
-        policy = _zoo_policy(cfg.task, cfg.device)
-        modes = inference_modes(device)
+        policy = _zoo_policy(task, device)
+        modes = inference_modes(torch_device)
         imagined: dict[str, dict[str, float]] = {d: {} for d in modes}
         closed: dict[str, dict[str, float | None]] = {d: {} for d in modes}
         for batch in batch_sizes:
-            rates = _imagined(world_model, cfg.task, batch, modes=modes, device=cfg.device, policy=policy, **run)
+            rates = _imagined(world_model, task, batch, modes=modes, device=device, policy=policy, **run)
             for mode, (open_rate, closed_rate) in rates.items():
                 imagined[mode][str(batch)], closed[mode][str(batch)] = open_rate, closed_rate
                 print(f"imagined {mode} batch {batch}: {open_rate:,.0f} env-steps/s, closed loop "
                       f"{number(closed_rate)}", flush=True)
-        ground = {"gym_single": _gym_single(cfg.task, **run), "gym_vector": _gym_vector(cfg.task, **run)}
-        ground["mujoco_rollout"], open_loop = _mujoco_rollout(cfg.task, largest, threads=threads, **run)
+        ground = {"gym_single": _gym_single(task, **run), "gym_vector": _gym_vector(task, **run)}
+        ground["mujoco_rollout"], open_loop = _mujoco_rollout(task, largest, threads=threads, **run)
         print("ground truth: " + ", ".join(f"{k} {v:,.0f}" for k, v in ground.items()) + " env-steps/s", flush=True)
         shapes = _layer_shapes(world_model)
-        matmul = {d: _matmul_gflops(shapes, largest, d, device=device, **run) for d in modes}
+        matmul = {d: _matmul_gflops(shapes, largest, d, device=torch_device, **run) for d in modes}
         del world_model  # frees its inference buffers before the evaluation
     finally:
         torch.set_num_threads(previous_threads)
     # with the caller's thread count, as ``wm-eval evaluate`` itself would run
-    evaluate = _evaluate_seconds(cfg.task, cfg.device, model, out / "evaluate") if cfg.evaluate else None
+    evaluate = _evaluate_seconds(task, device, model, out / "evaluate") if evaluate else None
     flops, top = sum(2 * e * n_in * n_out for e, n_in, n_out in shapes), str(largest)
     result = {
-        "format": FORMAT, "task": cfg.task, "model": name, "device": str(device),
+        "format": FORMAT, "task": task, "model": name, "device": str(torch_device),
         "model_layers": {"members": shapes[0][0], "sizes": [shapes[0][1]] + [n_out for _, _, n_out in shapes]},
         "batch_sizes": batch_sizes, "largest_batch": largest, **run,
         "imagined_steps_per_s": imagined, "closed_loop_steps_per_s": closed,
@@ -359,19 +363,15 @@ def measure(cfg: Any, *, out: Path, model: str | None = None) -> dict[str, Any]:
     return result
 
 
-def run_bench(cfg: Any, *, out: Path, model: str | None = None) -> int:
-    """``wm-eval bench``: :func:`measure`, then write ``bench.json`` and ``bench.md`` into ``out``
-    and the JSON also to ``cfg.json`` if set, and print the table."""
+def write_bench(result: dict[str, Any], out: Path, *, json_path: str | None = None) -> str:
+    """Write ``bench.json`` and ``bench.md`` into ``out`` (and the JSON also to ``json_path``); returns the table."""
     from wm_eval.fileio import atomic_write_text
 
-    result = measure(cfg, out=out, model=model)
     out.mkdir(parents=True, exist_ok=True)
     text, table = json.dumps(result, indent=2) + "\n", format_table(result)
     atomic_write_text(out / "bench.json", text)
     atomic_write_text(out / "bench.md", table)
-    if cfg.json:
-        Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(cfg.json, text)
-    print(table)
-    print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
-    return 0
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json_path, text)
+    return table

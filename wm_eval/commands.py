@@ -157,14 +157,57 @@ def view(cfg: Any) -> int:
 
 
 def regress(cfg: Any) -> int:
-    """``wm-eval regress``: 0 no regression, 1 a regression, 2 bad input."""
-    from wm_eval.regress import run_regress
+    """``wm-eval regress``: 0 no regression, 1 a regression, 2 bad input.
 
-    return run_regress(cfg)
+    With ``update_baseline`` it records the baseline (``task``, ``model``, ``policies``, ``episodes``,
+    ``horizon``, ``seed``, ``tolerance``) and returns 0. Otherwise it checks it: the baseline defines the
+    suite, episodes, horizon and seeds; ``model``, ``task`` and ``tolerance`` (when not ``None``) override
+    or are checked against it. Prints a table, writes ``junit`` and appends the Markdown summary to
+    ``$GITHUB_STEP_SUMMARY`` when set.
+    """
+    import os
+
+    from wm_eval.errors import ConfigError
+    from wm_eval.fileio import atomic_write_text
+    from wm_eval.regress import DEFAULT_TASK, DEFAULT_TOLERANCE, check_baseline, record_baseline
+    from wm_eval.reporting.gate import junit_xml, markdown_summary, text_table
+
+    if not cfg.baseline:
+        raise ConfigError("no baseline file: pass --baseline FILE (with --update-baseline to record one)")
+    if cfg.update_baseline:
+        baseline = record_baseline(
+            cfg.baseline, task=cfg.task or DEFAULT_TASK, policies=list(cfg.policies), model=cfg.model,
+            episodes=cfg.episodes, horizon=cfg.horizon, seed=cfg.seed,
+            tolerance=DEFAULT_TOLERANCE if cfg.tolerance is None else cfg.tolerance, confirm=cfg.confirm,
+            device=cfg.device,
+        )  # fmt: skip
+        for entry in baseline["policies"]:
+            est = entry["imagined_return"]
+            print(f"{entry['name']}: imagined return {est['mean']:.2f} [{est['ci_low']:.2f}, {est['ci_high']:.2f}]"
+                  f" ({entry['path']})")
+        print(f"recorded {len(baseline['policies'])} policies of {baseline['task']} in {cfg.baseline}")
+        return 0
+    result = check_baseline(cfg.baseline, model=cfg.model, task=cfg.task, tolerance=cfg.tolerance,
+                            allow_model_change=cfg.allow_model_change, confirm=cfg.confirm, device=cfg.device,
+                            allow_code=cfg.allow_code)
+    print(text_table(result))
+    if cfg.junit:
+        Path(cfg.junit).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cfg.junit, junit_xml(result))
+    if os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as summary:
+            summary.write(markdown_summary(result))
+    return 1 if result.regressions else 0
 
 
 def bench(cfg: Any) -> int:
-    """``wm-eval bench``: imagined vs simulated steps per second, GFLOP/s, evaluate wall time."""
-    from wm_eval.bench import run_bench
+    """``wm-eval bench``: imagined vs simulated steps per second, GFLOP/s, evaluate wall time; writes
+    ``bench.json`` and ``bench.md`` into ``out`` (default ``runs/bench-<time>``) and prints the table."""
+    from wm_eval.bench import measure, write_bench
 
-    return run_bench(cfg, out=Path(cfg.out) if cfg.out else default_out("bench"))
+    out = Path(cfg.out) if cfg.out else default_out("bench")
+    result = measure(task=cfg.task, out=out, model=cfg.model, batch_sizes=list(cfg.batch_sizes), seconds=cfg.seconds,
+                     repeats=cfg.repeats, device=cfg.device, evaluate=cfg.evaluate)
+    print(write_bench(result, out, json_path=cfg.json))
+    print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
+    return 0

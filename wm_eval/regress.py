@@ -55,13 +55,11 @@ import numpy as np
 import wm_eval
 from wm_eval.errors import CheckpointError, ConfigError, PolicyError, TaskError, WmEvalError
 from wm_eval.fileio import atomic_write_text, sha256
-from wm_eval.reporting.gate import junit_xml, markdown_summary, text_table
 from wm_eval.types import ChangeTest, PolicyCheck, RegressResult
 
 __all__ = [
     "FORMAT", "DEFAULT_TOLERANCE", "ChangeTest", "PolicyCheck", "RegressResult", "paired_change",
-    "record_baseline", "read_baseline", "check_baseline", "junit_xml", "markdown_summary", "text_table",
-    "run_regress", "imagined_returns", "true_returns",
+    "record_baseline", "read_baseline", "check_baseline", "imagined_returns", "true_returns",
 ]  # fmt: skip
 
 FORMAT = "wm_eval.baseline/1"
@@ -342,42 +340,3 @@ def _load_suite(entries: list[dict[str, Any]], folder: Path, *, task: str, devic
         policies.append(policy)
         files.append(file)
     return policies, files
-
-
-# ---- command ----------------------------------------------------------------------------------
-def run_regress(cfg: Any) -> int:
-    """``wm-eval regress`` with a :class:`~wm_eval.config.RegressConfig`; returns the exit code.
-
-    With ``update_baseline`` it records the baseline (``task``, ``model``, ``policies``, ``episodes``,
-    ``horizon``, ``seed``, ``tolerance``) and returns 0. Otherwise it checks it: the baseline defines the
-    suite, episodes, horizon and seeds; ``model``, ``task`` and ``tolerance`` (when not ``None``) override
-    or are checked against it. Prints a table, writes ``junit`` and appends the Markdown summary to
-    ``$GITHUB_STEP_SUMMARY`` when set; returns 1 on a regression.
-    """
-    if not cfg.baseline:
-        raise ConfigError("no baseline file: pass --baseline FILE (with --update-baseline to record one)")
-    if cfg.update_baseline:
-        baseline = record_baseline(
-            cfg.baseline, task=cfg.task or DEFAULT_TASK, policies=list(cfg.policies), model=cfg.model,
-            episodes=cfg.episodes, horizon=cfg.horizon, seed=cfg.seed,
-            tolerance=DEFAULT_TOLERANCE if cfg.tolerance is None else cfg.tolerance, confirm=cfg.confirm,
-            device=cfg.device,
-        )  # fmt: skip
-        for entry in baseline["policies"]:
-            est = entry["imagined_return"]
-            print(f"{entry['name']}: imagined return {est['mean']:.2f} [{est['ci_low']:.2f}, {est['ci_high']:.2f}]"
-                  f" ({entry['path']})")
-        print(f"recorded {len(baseline['policies'])} policies of {baseline['task']} in {cfg.baseline}")
-        return 0
-    result = check_baseline(cfg.baseline, model=cfg.model, task=cfg.task, tolerance=cfg.tolerance,
-                            allow_model_change=cfg.allow_model_change, confirm=cfg.confirm, device=cfg.device,
-                            allow_code=cfg.allow_code)
-    print(text_table(result))
-    if cfg.junit:
-        Path(cfg.junit).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.junit).write_text(junit_xml(result), encoding="utf-8")
-    if os.environ.get("GITHUB_STEP_SUMMARY"):
-        with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as summary:
-            summary.write(markdown_summary(result))
-    return 1 if result.regressions else 0
-

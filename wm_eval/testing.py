@@ -18,7 +18,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from wm_eval.regress import RegressResult, check_baseline, markdown_summary
+from wm_eval.regress import check_baseline
+from wm_eval.reporting.gate import markdown_summary
+from wm_eval.types import RegressResult
 
 __all__ = ["assert_no_regression"]
 
@@ -29,7 +31,8 @@ def assert_no_regression(baseline: str | os.PathLike[str], **overrides: Any) -> 
     Args:
         baseline: the baseline file (recorded with ``wm-eval regress --update-baseline``).
         **overrides: keyword arguments of :func:`wm_eval.regress.check_baseline`: ``model``,
-            ``task``, ``tolerance``, ``confidence``, ``allow_model_change``, ``confirm``, ``device``.
+            ``task``, ``tolerance``, ``confidence``, ``allow_model_change``, ``confirm``, ``device``,
+            ``allow_code`` (needed when the baseline names ``module:callable`` policies).
 
     Raises:
         AssertionError: a policy regressed; the message is the gate's summary.
