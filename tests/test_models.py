@@ -211,7 +211,7 @@ def test_checkpoint_round_trip_is_bit_identical(tmp_path):
     assert spec["hyperparameters"] == model.spec()
     assert (spec["task"], spec["seed"], spec["data_fingerprint"]) == ("Toy-v0", 7, "abc123")
     assert spec["metrics"] == {"nll": 0.5} and spec["config"] == {"epochs": 3}
-    assert set(spec["versions"]) == {"torch", "numpy", "python"}
+    assert {"torch", "numpy", "python", "wm_eval", "mujoco"} <= set(spec["versions"])
     assert box_from_json(spec["action_space"]) == spaces.Box(-1.0, 1.0, (ACT_DIM,), np.float32)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temporary directory left behind
 

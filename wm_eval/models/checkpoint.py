@@ -10,7 +10,7 @@
     action_space        the same for actions    model_class     "module:Class" from MODEL_CLASSES
     hyperparameters     model.spec()            data_fingerprint  of the training data
     metrics, config     dicts                   seed            int
-    versions            {"torch", "numpy", "python"}
+    versions            wm_eval, Python and library versions (wm_eval.machine.library_versions)
     weights_sha256      sha256 of weights.pt, checked on load (catches bit rot and truncation)
 
 Infinite bounds are written as the strings ``"inf"`` and ``"-inf"``. Normalisation
@@ -25,7 +25,6 @@ import importlib.resources
 import json
 import os
 import pickle
-import platform
 import shutil
 import tempfile
 import zipfile
@@ -39,6 +38,7 @@ from gymnasium import spaces
 import wm_eval
 from wm_eval.errors import CheckpointError, SpaceMismatchError
 from wm_eval.fileio import sha256
+from wm_eval.machine import library_versions
 from wm_eval.models.base import WorldModel
 
 __all__ = [
@@ -133,7 +133,7 @@ def save_checkpoint(
         "metrics": metrics,
         "config": config,
         "seed": int(seed),
-        "versions": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
+        "versions": library_versions(),
     }
     json.dumps(spec, allow_nan=False)  # fail on unserialisable metrics or config before touching the disk
     backup = backup_path(path)
