@@ -19,6 +19,7 @@ import wm_eval
 from wm_eval import tasks
 from wm_eval.evaluation.plan import plan, start_seeds
 from wm_eval.models.base import Prediction, WorldModel
+from wm_eval.policy import LinearPolicy
 
 REPO = Path(__file__).resolve().parents[1]
 HOPPER_ZOO = [f"{REPO}/policies/Hopper-v5/manifest.json#{n}" for n in ("ppo_0200k", "a2c_0150k", "ppo_0100k")]
@@ -64,6 +65,7 @@ def test_episode_numbers_do_not_depend_on_the_other_policies(tiny_model: Path, p
     for key in ("imagined_return", "imagined_length", "true_return"):
         assert np.array_equal(_imagined(both, "a2c_0150k", key), _imagined(alone, "a2c_0150k", key)), key
         assert np.array_equal(_imagined(both, "ppo_0200k", key), _imagined(reordered, "ppo_0200k", key)), key
+    assert both.policy("a2c_0150k").statistics == alone.policy("a2c_0150k").statistics, "intervals too"
     if propagation != "mean" or sample:  # the streams differ between episodes: the draws matter
         returns = _imagined(both, "a2c_0150k")
         assert len(set(returns.tolist())) == len(returns)
@@ -262,3 +264,50 @@ def test_readme_python_example_is_the_tested_example(tmp_path: Path) -> None:
     assert "ppo_0200k: imagined" in run.stdout and "Spearman:" in run.stdout
     report = json.loads((tmp_path / "runs" / "python-api" / "report.json").read_text())
     assert report["episodes"] == 2 and report["horizon"] == 30 and report["propagation"] == "ts_inf"
+
+
+def test_resume_refuses_what_it_cannot_recognise(tiny_model: Path, tmp_path: Path) -> None:
+    kw = {**SMALL, "model": str(tiny_model), "out": tmp_path / "run"}
+    wm_eval.evaluate("Hopper-v5", HOPPER_ZOO[:1], trajectories="summary", **kw)
+    with pytest.raises(wm_eval.errors.ConfigError, match="different evaluation"):
+        wm_eval.evaluate("Hopper-v5", HOPPER_ZOO[:1], trajectories="all", resume=True, **kw)
+    policy = LinearPolicy(np.zeros((11, 3)), name="mine")
+    with pytest.raises(wm_eval.errors.ConfigError, match="in memory"):
+        wm_eval.evaluate("Hopper-v5", [policy], resume=True, **{**kw, "out": tmp_path / "other"})
+
+
+@pytest.mark.parametrize("bad", [{"propagation": "bogus"}, {"bootstrap": 0}, {"seed": -1}, {"device": "cuda:7"},
+                                 {"device": "gpu"}, {"trajectories": "some"}])
+def test_bad_arguments_fail_before_anything_is_written(tiny_model: Path, tmp_path: Path, bad: dict) -> None:
+    with pytest.raises(wm_eval.errors.WmEvalError):
+        wm_eval.evaluate("Hopper-v5", HOPPER_ZOO[:1], **{**SMALL, "model": str(tiny_model), "out": tmp_path, **bad})
+    assert not (tmp_path / "units").exists()
+
+
+class DivergingModel(WorldModel):
+    """A model whose imagined states blow up to NaN: the evaluation must report it, not crash."""
+
+    def __init__(self) -> None:
+        super().__init__(task="HalfCheetah-v5", obs_dim=17, act_dim=6, num_members=1)
+
+    def _step(self, state: torch.Tensor, action: torch.Tensor, **kwargs: Any) -> tuple[torch.Tensor, Prediction]:
+        b = len(state)
+        nan = torch.full_like(state, float("nan"))
+        return nan, Prediction(nan, torch.full((b,), float("nan")), torch.zeros(b, dtype=torch.bool), torch.zeros(b),
+                               torch.zeros(b), torch.full((b,), -1))
+
+    def nll(self, *args: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def spec(self) -> dict[str, Any]:
+        return {}
+
+
+def test_a_diverging_model_is_reported_not_fatal(tmp_path: Path) -> None:
+    zoo = [f"{REPO}/policies/HalfCheetah-v5/manifest.json#{n}" for n in ("ppo_0000k", "ppo_0400k")]
+    ev = wm_eval.evaluate("HalfCheetah-v5", zoo, model=DivergingModel(), **SMALL)
+    assert np.isnan(ev.policies[0].episodes["imagined_return"]).all()
+    assert np.isnan(ev.metrics["discounted_return"]["spearman"]["value"])
+    assert ev.horizon_error["running"][1] == 0, "no finite state error after the first step"
+    report = wm_eval.report(ev, tmp_path / "report", rerun=False)
+    assert report["metrics"]["spearman"] is None and report["policies"][0]["imagined_rank"] is None

@@ -98,11 +98,11 @@ def run_evaluation(cfg: Any, out: Path, *, progress: bool = True) -> dict[str, A
     from wm_eval.evaluation.api import evaluate as run
     from wm_eval.reporting.report import report
 
-    save_config(cfg, out)
     ev = run(cfg.task, list(cfg.policies), model=cfg.model, episodes=cfg.episodes, horizon=cfg.horizon,
              seed=cfg.seed, mode=cfg.mode, propagation=cfg.propagation, sample=cfg.sample, device=cfg.device,
              gamma=cfg.gamma, chunk=cfg.chunk, workers=cfg.workers, out=out, resume=cfg.resume,
              trajectories=cfg.trajectories, bootstrap=cfg.bootstrap, max_batch=cfg.max_batch, progress=progress)
+    save_config(cfg, out)
     result = report(ev, out, rerun=cfg.rerun, config=to_dict(cfg))
     _remove_units(out)
     return result
@@ -120,6 +120,8 @@ def evaluate(cfg: Any) -> int:
     from wm_eval.reporting.report import summary_table
 
     out = Path(cfg.out) if cfg.out else default_out("evaluate")
+    if cfg.overwrite:  # a fresh run: the units of an earlier one must not be resumed by accident
+        _remove_units(out)
     if not (cfg.resume and (out / "units").is_dir()):
         out = _out_folder(cfg, "evaluate")
     report = run_evaluation(cfg, out)

@@ -54,7 +54,7 @@ from gymnasium import spaces
 from wm_eval.errors import PolicyError, SpaceMismatchError, WmEvalError, did_you_mean
 
 __all__ = ["ZOO_FORMAT", "Policy", "LoadedPolicy", "ConstantPolicy", "LinearPolicy", "load_policies",
-           "zoo_manifest", "zoo_tasks"]
+           "policy_file", "zoo_manifest", "zoo_tasks"]
 
 ZOO_FORMAT = "wm_eval.zoo/1"
 _MODULE_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
@@ -221,6 +221,16 @@ def load_policies(spec: str | os.PathLike[str] | Any, *, observation_space: spac
 
     actor = load_sb3_zip(path, name=path.stem, device=device, **spaces_)
     return [LoadedPolicy(path.stem, str(path.resolve()), actor=actor, algorithm=actor.algorithm, **spaces_)]
+
+
+def policy_file(policy: LoadedPolicy) -> Path | None:
+    """The file holding a loaded policy's weights: its SB3 zip (also for a zoo manifest entry), or
+    ``None`` for ``module:callable`` and in-memory policies."""
+    if policy.source is None:
+        return None
+    if "file" in policy.metadata:  # a zoo manifest entry: "<manifest>#<name>"
+        return Path(policy.source.partition("#")[0]).parent / policy.metadata["file"]
+    return Path(policy.source) if policy.algorithm is not None else None
 
 
 def zoo_tasks() -> list[str]:

@@ -151,14 +151,6 @@ def _seed(*keys: int) -> int:
     return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
 
 
-def _spaces(task: str) -> dict[str, Any]:
-    from wm_eval.tasks import make_env
-
-    env = make_env(task)
-    env.close()
-    return {"observation_space": env.observation_space, "action_space": env.action_space}
-
-
 def _stored(file: Path, folder: Path, *, absolute: bool) -> str:
     """How a path is written into a baseline living in ``folder`` (see the module docstring)."""
     if absolute:
@@ -181,7 +173,7 @@ def record_baseline(path: str | os.PathLike[str], *, task: str, policies: Sequen
     ``confirm`` check can compare ground truth with ground truth.
     """
     from wm_eval.evaluation.plan import start_seeds
-    from wm_eval.policy import load_policies
+    from wm_eval.policy import load_policies, policy_file
     from wm_eval.tasks import reset_states
 
     if not policies:
@@ -190,11 +182,16 @@ def record_baseline(path: str | os.PathLike[str], *, task: str, policies: Sequen
         raise ConfigError(f"episodes and horizon must be at least 1 (got {episodes} and {horizon})")
     folder = Path(path).resolve().parent
     model_obj, model_path, model_name, fingerprint = _load_model(model, task=task, device=device)
-    spaces = _spaces(task)
+    from wm_eval.tasks import spaces as task_spaces
+
+    spaces = task_spaces(task)
     entries, loaded = [], []
     for spec in policies:
         for policy in load_policies(f"zoo:{task}" if spec == "zoo" else spec, task=task, device=device, **spaces):
-            file = _policy_file(policy)
+            if policy.source is None:
+                raise ConfigError(f"policy '{policy.name}' was passed in memory: a baseline needs a file or "
+                                  "module:callable")
+            file = policy_file(policy)
             stored = policy.source if file is None else _stored(file, folder, absolute=os.path.isabs(spec))
             entries.append({"name": policy.name, "path": stored, "sha256": None if file is None else sha256(file)})
             loaded.append(policy)
@@ -224,15 +221,6 @@ def record_baseline(path: str | os.PathLike[str], *, task: str, policies: Sequen
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(target, json.dumps(baseline, indent=2, sort_keys=True) + "\n")
     return baseline
-
-
-def _policy_file(policy: Any) -> Path | None:
-    """The file holding a loaded policy's weights (``None`` for ``module:callable``)."""
-    if policy.source is None:
-        raise ConfigError(f"policy '{policy.name}' was passed in memory: a baseline needs a file or module:callable")
-    if "file" in policy.metadata:  # a zoo manifest entry: "<manifest>#<name>"
-        return Path(policy.source.partition("#")[0]).parent / policy.metadata["file"]
-    return Path(policy.source) if policy.algorithm is not None else None
 
 
 def read_baseline(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -326,7 +314,9 @@ def _load_suite(entries: list[dict[str, Any]], folder: Path, *, task: str, devic
     """The baseline's policies, loaded from the files at its paths now, and those files (``None``: no file)."""
     from wm_eval.policy import load_policies
 
-    spaces = _spaces(task)
+    from wm_eval.tasks import spaces as task_spaces
+
+    spaces = task_spaces(task)
     policies, files = [], []
     code = [str(e["path"]) for e in entries if e.get("sha256") is None]
     if code and not allow_code:
@@ -337,6 +327,8 @@ def _load_suite(entries: list[dict[str, Any]], folder: Path, *, task: str, devic
         if file is not None and not file.is_file():
             raise PolicyError(f"policy '{entry['name']}': file '{file}' named by the baseline does not exist")
         (policy,) = load_policies(str(entry["path"] if file is None else file), task=task, device=device, **spaces)
+        # the recorded name keys the policy's random streams: a manifest entry reloaded from its file keeps it
+        policy = dataclasses.replace(policy, name=entry["name"])
         policies.append(policy)
         files.append(file)
     return policies, files

@@ -12,8 +12,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Trajectory", "BatchRollout", "PairedEpisode", "PolicyResult", "Evaluation", "ChangeTest",
+__all__ = ["METRIC_NAMES", "Trajectory", "BatchRollout", "PairedEpisode", "PolicyResult", "Evaluation", "ChangeTest",
            "PolicyCheck", "RegressResult"]
+
+
+METRIC_NAMES = ("spearman", "kendall", "pearson", "mmrv", "mmrv_normalized", "regret_at_1", "regret_at_3",
+                "normalized_abs_error")
+"""The ranking metrics of an :class:`Evaluation`, per statistic."""
 
 
 @dataclass(frozen=True)
@@ -135,10 +140,10 @@ class PolicyResult:
     Attributes:
         name, source: the policy's name and where another process reloads it from (``None``: in memory).
         key: the stable key of its random streams (:func:`wm_eval.streams.policy_key` of ``name``).
-        episodes: per-episode values, each ``[episodes]``: ``imagined_return``, ``true_return``,
-            their ``_discounted`` forms, ``imagined_success``/``true_success`` where the task defines
-            success, ``imagined_length``, ``true_length``, ``imagined_terminated``,
-            ``true_terminated``, ``uncertainty`` (mean per step) and ``trust_score`` (summed).
+        episodes: per-episode values, each ``[episodes]``: ``imagined_<v>`` and ``true_<v>`` for ``v``
+            in ``return``, ``discounted_return``, ``success`` (where the task defines success),
+            ``length``, ``terminated``; ``imagined_uncertainty`` (mean per step),
+            ``imagined_trust_score`` (summed over the episode) and ``final_state_error``.
         kept: the paired episodes kept in full (see ``trajectories=`` of :func:`wm_eval.evaluate`).
         statistics: per statistic (``return``, ``discounted_return``, ``success``) the imagined and
             true ``{mean, ci_low, ci_high}``.
@@ -173,7 +178,9 @@ class Evaluation:
             statistic (``discounted_return``, ``return``, ``success``) then metric name.
         horizon_error: ``error`` ``[H + 1]`` (mean normalised state error over pairs still running
             on both sides), ``running`` ``[H + 1]`` (their count), ``diverged`` ``[H + 1]`` (pairs
-            where exactly one side has terminated by then) and ``pairs`` (all pairs).
+            where exactly one side has terminated by then), ``pairs`` (all pairs) and
+            ``diverged_fraction`` (``diverged / pairs``). Non-finite errors (a diverged model) count
+            as not running.
         trust: the trust signal's definition and how well it flags wrong imagined returns.
         config: the arguments of the call, JSON-able.
         timings: wall seconds per phase.

@@ -204,7 +204,12 @@ class ImaginedCore:
         self.steps[rows] = 0
         self.streams.reset(rows, seeds)
         index = torch.as_tensor(rows, device=self.device)
-        fresh = self.model.initial_state(torch.as_tensor(obs, dtype=torch.float32, device=self.device))
+        start = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        size = self.block_rows  # in fixed-size blocks too: a latent encoder must not see the batch size
+        padded = torch.cat([start, start[:1].expand(-(-len(rows) // size) * size - len(rows), -1)])
+        with torch.inference_mode():
+            fresh = torch.cat([self.model.initial_state(padded[lo:lo + size]).clone()
+                               for lo in range(0, len(padded), size)])[:len(rows)]
         if self.state is None:
             self.state = torch.zeros((self.num_envs, *fresh.shape[1:]), dtype=fresh.dtype, device=self.device)
         self.state = self.state.index_copy(0, index, fresh.to(self.state.dtype))
@@ -259,7 +264,9 @@ class ImaginedCore:
     def step(self, actions: Any, active: np.ndarray | None = None
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Advance the ``active`` rollouts (default all) one step, no autoreset: obs, reward,
-        terminated, truncated, info. Inactive rows keep their observation, with reward 0."""
+        terminated, truncated, info. Inactive rows keep their observation, with reward 0. A rollout
+        whose state or reward turns non-finite is truncated there (``info["diverged"]``), its values
+        passed through, so the divergence shows in the results and no policy is fed a NaN."""
         if not self.started:
             raise WmEvalError("call reset() before step()")
         action = self.check_actions(actions)
@@ -285,8 +292,10 @@ class ImaginedCore:
         self.steps[rows] += 1
         too_uncertain = active & (uncertainty > self.max_uncertainty if self.max_uncertainty is not None
                                   else np.zeros(n, dtype=bool))
-        truncated = active & ((self.steps >= self.max_episode_steps) | too_uncertain)
-        info = {"uncertainty": uncertainty, "member": member, "uncertainty_truncated": too_uncertain}
+        diverged = active & ~(np.isfinite(self.obs).all(axis=1) & np.isfinite(reward))
+        truncated = active & ((self.steps >= self.max_episode_steps) | too_uncertain | diverged)
+        info = {"uncertainty": uncertainty, "member": member, "uncertainty_truncated": too_uncertain,
+                "diverged": diverged}
         return self.obs.copy(), reward, terminated, truncated & ~terminated, info
 
 
@@ -318,7 +327,7 @@ class WorldModelEnv(gym.Env):
             raise SpaceMismatchError(f"action has shape {action.shape}; {self.task} expects {self.action_space.shape}")
         obs, reward, terminated, truncated, info = self.batch.step(action[None])
         info = {"uncertainty": float(info["uncertainty"][0]), "member": int(info["member"][0]),
-                "uncertainty_truncated": bool(info["uncertainty_truncated"][0])}
+                "uncertainty_truncated": bool(info["uncertainty_truncated"][0]), "diverged": bool(info["diverged"][0])}
         return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
 
     def close(self) -> None:

@@ -17,10 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from wm_eval import __version__
 from wm_eval.errors import ConfigError, WmEvalError
 from wm_eval.evaluation import summary as S
 from wm_eval.evaluation.executor import Job, LocalExecutor
 from wm_eval.evaluation.plan import Unit, plan, start_seeds
+from wm_eval.evaluation.rollout import POLICY_BLOCK
 from wm_eval.evaluation.statistics import statistics_for
 from wm_eval.evaluation.units import UnitResult, load_unit, reduce_unit, save_unit
 from wm_eval.fileio import atomic_write_text
@@ -49,6 +51,69 @@ def load_policy_list(specs: Sequence[Any], *, task: str, device: str = "cpu") ->
         policies += load_policies(spec, observation_space=env.observation_space, action_space=env.action_space,
                                   task=task, device=device)
     return policies
+
+
+def _policy_fingerprint(policy: Any) -> str | None:
+    """SHA-256 of the file behind a policy (its zip, or the module file of ``module:callable``), so a
+    resumed run notices a replaced policy; ``None`` for a policy passed in memory."""
+    import importlib.util
+
+    from wm_eval.fileio import sha256
+    from wm_eval.policy import policy_file
+
+    file = policy_file(policy)
+    if file is None and policy.source is not None:  # module:callable
+        found = importlib.util.find_spec(policy.source.partition(":")[0])
+        file = Path(found.origin) if found is not None and found.origin else None
+    return sha256(file) if file is not None and file.is_file() else None
+
+
+def _seed(seed: int, name: str) -> int:
+    """The bootstrap seed of a policy's intervals: from its name, not its place in the list."""
+    return int(np.random.SeedSequence(seed, spawn_key=(2, policy_key(name))).generate_state(1)[0])
+
+
+def _check_arguments(*, mode: str, trajectories: str, propagation: str, episodes: int, horizon: int, chunk: int,
+                     seed: int, bootstrap: int, max_batch: int, workers: int, device: str) -> None:
+    """Every argument checked before anything runs or is written: one-line errors."""
+    from wm_eval.models.base import PROPAGATIONS
+
+    if mode not in MODES:
+        raise WmEvalError(f"unknown mode '{mode}': use closed_loop or open_loop")
+    if trajectories not in TRAJECTORIES:
+        raise WmEvalError(f"unknown trajectories '{trajectories}': use {', '.join(TRAJECTORIES)}")
+    if propagation not in PROPAGATIONS:
+        raise WmEvalError(f"unknown propagation '{propagation}': use one of {', '.join(PROPAGATIONS)}")
+    small = {"episodes": episodes, "horizon": horizon, "chunk": chunk, "bootstrap": bootstrap, "max_batch": max_batch}
+    bad = [f"{k}={v}" for k, v in small.items() if int(v) < 1]
+    if bad or seed < 0 or workers < 0:
+        bad += [f"seed={seed}"] * (seed < 0) + [f"workers={workers}"] * (workers < 0)
+        raise WmEvalError(f"{', '.join(bad)}: sizes must be at least 1, seed and workers at least 0")
+    check_device(device)
+
+
+def check_device(device: str) -> None:
+    """A one-line error for a torch device that does not exist here (``cuda`` without CUDA, a typo)."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise WmEvalError(f"unknown device '{device}': use cpu, cuda or cuda:N") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise WmEvalError(f"device={device} but torch sees no CUDA device here: use device=cpu")
+
+
+def _weights_hash(model: Any) -> str:
+    """A fingerprint of an in-memory model's weights (16 hex digits of a SHA-256 over its state dict)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        tensor = value.detach().cpu()
+        digest.update((tensor.double() if tensor.is_floating_point() else tensor).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _identity(job: dict[str, Any]) -> str:
@@ -98,7 +163,8 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
         mode: ``"closed_loop"`` (policies act in the model) or ``"open_loop"`` (the model replays
             the ground-truth actions, separating model error from policy feedback).
         propagation: ``"mean"``, ``"ts1"`` or ``"ts_inf"``; sample: sample from the members' Gaussians.
-        device: torch device of the world model.
+        device: torch device of the world model and of the policies acting in it; the ground truth
+            always runs its policies on the CPU (so it is the same on any device and worker count).
         gamma: discount of ``discounted_return``.
         chunk: episodes per work unit (results do not depend on it).
         workers: ground-truth processes (0: one per core).
@@ -117,37 +183,43 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
     from tqdm.auto import tqdm
 
     from wm_eval import tasks
-    from wm_eval.models.checkpoint import model_identity, resolve_model
     from wm_eval.models.base import WorldModel
+    from wm_eval.models.checkpoint import model_identity, resolve_model
+    from wm_eval.world_model_env import BLOCK_ROWS
 
-    if mode not in MODES:
-        raise WmEvalError(f"unknown mode '{mode}': use closed_loop or open_loop")
-    if trajectories not in TRAJECTORIES:
-        raise WmEvalError(f"unknown trajectories '{trajectories}': use {', '.join(TRAJECTORIES)}")
-    if episodes < 1 or horizon < 1 or chunk < 1:
-        raise WmEvalError(f"episodes, horizon and chunk must be at least 1 (got {episodes}, {horizon}, {chunk})")
+    _check_arguments(mode=mode, trajectories=trajectories, propagation=propagation, episodes=episodes,
+                     horizon=horizon, chunk=chunk, seed=seed, bootstrap=bootstrap, max_batch=max_batch,
+                     workers=workers, device=device)
     if not policies:
         raise WmEvalError("no policies to evaluate")
+    if resume and out is None:
+        raise WmEvalError("resume=True needs out= (the folder holding the finished units)")
     spec = tasks.get_task(task)
     started = time.perf_counter()
     if isinstance(model, WorldModel):
-        world, name, fingerprint = model.to(device), f"in-memory:{model.task}", "in-memory"
+        world, name, fingerprint = model.to(device), f"in-memory:{model.task}", _weights_hash(model)
     else:
         world = resolve_model(model, task=task, device=device, **tasks.spaces(task))
         _, name, fingerprint = model_identity(model, world)
     if world.task != task:
         raise WmEvalError(f"the model was trained for {world.task}, not {task}")
     loaded = load_policy_list(policies, task=task, device=device)
+    real = loaded if device == "cpu" else load_policy_list([p.source or p for p in loaded], task=task, device="cpu")
     units = plan([p.name for p in loaded], episodes=episodes, chunk=chunk)
     seeds = start_seeds(seed, episodes)
     states = tasks.reset_states(task, seeds.tolist())[1]
     keep = trajectories == "all" or (trajectories == "auto" and len(loaded) * episodes * horizon <= AUTO_ALL_STEPS)
     config = {"task": task, "policies": [p.source or p.name for p in loaded], "model": name,
               "fingerprint": fingerprint, "episodes": episodes, "horizon": horizon, "seed": seed, "mode": mode,
-              "propagation": propagation, "sample": sample, "gamma": gamma, "chunk": chunk}
-    store = _unit_store(Path(out) if out is not None else None, config, resume)
+              "propagation": propagation, "sample": sample, "gamma": gamma, "chunk": chunk, "device": device}
+    identity = {**config, "policy_fingerprints": [_policy_fingerprint(p) for p in loaded], "keep": keep,
+                "wm_eval": __version__, "block_rows": BLOCK_ROWS, "policy_block": POLICY_BLOCK}
+    if resume and None in identity["policy_fingerprints"]:
+        raise ConfigError("resume needs every policy loaded from a file or module:callable (a policy passed in "
+                          "memory cannot be recognised again): pass its file, or run without resume")
+    store = _unit_store(Path(out) if out is not None else None, identity, resume)
     obs_scale = world.obs_scale.detach().cpu().numpy().astype(np.float64)
-    job = Job(task, world, loaded, states, horizon, seed, mode, propagation, sample, device)
+    job = Job(task, world, loaded, real, states, horizon, seed, mode, propagation, sample, device)
     results: dict[str, UnitResult] = {}
     if store is not None and resume:
         for unit in units:
@@ -178,7 +250,7 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
     statistics = statistics_for(spec.success)
     results_ = []
     for i, (policy, vals) in enumerate(zip(loaded, values)):
-        stats, summary = S.policy_summary(vals, statistics, seed=seed + 7919 * (i + 1), n_resamples=bootstrap)
+        stats, summary = S.policy_summary(vals, statistics, seed=_seed(seed, policy.name), n_resamples=bootstrap)
         results_.append(PolicyResult(policy.name, policy.source, policy_key(policy.name), vals,
                                      tuple(kept[i]), stats, summary))
     metrics = {s.name: S.ranking([v[f"imagined_{s.name}"] for v in values], [v[f"true_{s.name}"] for v in values],
@@ -211,7 +283,7 @@ def _kept(job: Job, units: list[Unit], by_policy: list[list[UnitResult]], values
         elif select:
             for j in _select(values[i]):
                 unit = Unit(i, job.policies[i].name, policy_key(job.policies[i].name), j, j + 1)
-                true = real_rollouts(job.task, job.policies[i], job.states[j:j + 1], job.horizon)
+                true = real_rollouts(job.task, job.real_policies[i], job.states[j:j + 1], job.horizon)
                 truth = [true] if job.mode == "open_loop" else None
                 (imagined,) = imagined_rollouts(job, [unit], truth)
                 out[i].append(PairedEpisode(job.policies[i].name, i, j, int(seeds[j]),

@@ -35,7 +35,9 @@ class Job:
 
     Attributes:
         task, model: the ground-truth task and the loaded world model.
-        policies: loaded policies, indexed by ``Unit.policy``.
+        policies: loaded policies, indexed by ``Unit.policy`` (on ``device``, for the imagined side).
+        real_policies: the same policies on the CPU, for the ground truth (which is then the same
+            whatever ``device`` and however many workers).
         states: ``[episodes, state_dim]`` start states (episode ``j`` starts from ``states[j]``).
         horizon, seed, mode, propagation, sample, device: as in :func:`wm_eval.evaluate`.
     """
@@ -43,6 +45,7 @@ class Job:
     task: str
     model: Any
     policies: Sequence[Any]
+    real_policies: Sequence[Any]
     states: np.ndarray
     horizon: int
     seed: int
@@ -61,8 +64,8 @@ def real_rollouts(task: str, policy: Any, states: np.ndarray, horizon: int) -> B
         env.close()
 
 
-def imagined_rollouts(job: Job, units: Sequence[Unit], truth: Sequence[BatchRollout] | None = None,
-                      progress: Any = None) -> list[BatchRollout]:
+def imagined_rollouts(job: Job, units: Sequence[Unit], truth: Sequence[BatchRollout] | None = None
+                      ) -> list[BatchRollout]:
     """The imagined episodes of ``units``, all in one batched world model (closed loop, or replaying
     ``truth``'s actions in open loop); one ``BatchRollout`` per unit."""
     bounds = np.cumsum([0] + [u.size for u in units])
@@ -76,7 +79,7 @@ def imagined_rollouts(job: Job, units: Sequence[Unit], truth: Sequence[BatchRoll
     env = imagined_env(job.model, len(states), horizon=job.horizon, device=job.device, propagation=job.propagation,
                        sample=job.sample)
     try:
-        rollout = run_episodes(env, states, job.horizon, episode_seeds=seeds, progress=progress, **loop)
+        rollout = run_episodes(env, states, job.horizon, episode_seeds=seeds, **loop)
     finally:
         env.close()
     return [rollout.rows(slice(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
@@ -119,7 +122,7 @@ class LocalExecutor:
                 out.append([unit])
         return out
 
-    def run(self, job: Job, units: Sequence[Unit], done: Done, *, progress: Any = None) -> dict[str, float]:
+    def run(self, job: Job, units: Sequence[Unit], done: Done) -> dict[str, float]:
         """Run ``units`` and call ``done`` for each, in order; returns wall seconds per side."""
         import time
 
@@ -130,6 +133,7 @@ class LocalExecutor:
         pool = (cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"))
                 if parallel and units else None)
         threads = torch.get_num_threads()
+        finished = False
         try:
             for group in self.groups(units):
                 t0 = time.perf_counter()
@@ -142,7 +146,7 @@ class LocalExecutor:
                     if pool is not None:
                         out = [f.result() for f in futures]
                     else:
-                        out = [real_rollouts(job.task, job.policies[u.policy], job.states[u.start:u.stop],
+                        out = [real_rollouts(job.task, job.real_policies[u.policy], job.states[u.start:u.stop],
                                              job.horizon) for u in group]
                     timings["ground_truth_rollouts"] += time.perf_counter() - t0
                     return out
@@ -152,14 +156,15 @@ class LocalExecutor:
                 # Leave the ground-truth workers their cores: oversubscribed threads slow the model tenfold.
                 busy = self.workers if pool is not None and truth is None else 0
                 torch.set_num_threads(max(1, (os.cpu_count() or 1) - busy))
-                imagined = imagined_rollouts(job, group, truth, progress)
+                imagined = imagined_rollouts(job, group, truth)
                 torch.set_num_threads(threads)
                 timings["model_rollouts"] += time.perf_counter() - t1
                 truth = truth if truth is not None else collect()
                 for unit, true, imag in zip(group, truth, imagined):
                     done(unit, true, imag)
+            finished = True
         finally:
             torch.set_num_threads(threads)
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
+            if pool is not None:  # after an error, do not wait for the running ground-truth jobs
+                pool.shutdown(wait=finished, cancel_futures=True)
         return timings

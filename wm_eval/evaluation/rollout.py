@@ -2,7 +2,7 @@
 
 The imagined side is a :class:`~wm_eval.world_model_env.WorldModelVectorEnv` and the real side a
 :class:`~wm_eval.ground_truth_env.MujocoVectorEnv`, both with autoreset disabled and started with
-``reset(options={"state": states, "episode_seeds": seeds})``: what ``check_env`` and the vector-env
+``reset(options={"state": states})`` (the model also with each row's ``episode_seeds``): what ``check_env`` and the vector-env
 tests validate is what produces the numbers. :func:`run_episodes` drives either with policies acting
 on slices of the batch (closed loop) or with fixed actions (open-loop replay).
 
@@ -27,8 +27,12 @@ POLICY_BLOCK = 64
 
 
 def act_in_blocks(policy: Any, obs: np.ndarray, block: int = POLICY_BLOCK) -> np.ndarray:
-    """``policy.act`` on ``obs`` ``[K, obs_dim]`` in padded blocks of ``block`` rows; ``[K, act_dim]``."""
+    """``policy.act`` on ``obs`` ``[K, obs_dim]`` in padded blocks of ``block`` rows; ``[K, act_dim]``.
+
+    A policy declared single-observation (``batched = False``) acts row by row anyway: no padding."""
     k = len(obs)
+    if getattr(getattr(policy, "actor", None), "batched", True) is False:
+        return policy.act(obs)
     padded = -(-k // block) * block
     rows = np.concatenate([obs, np.repeat(obs[:1], padded - k, axis=0)])
     return np.concatenate([policy.act(rows[lo:lo + block]) for lo in range(0, padded, block)])[:k]
@@ -54,8 +58,7 @@ def real_env(task: str, num_envs: int, *, horizon: int) -> Any:
 
 def run_episodes(env: Any, start_states: np.ndarray, horizon: int, *,
                  policies: Sequence[tuple[Any, slice]] | None = None, actions: np.ndarray | None = None,
-                 lengths: np.ndarray | None = None, episode_seeds: np.ndarray | None = None,
-                 progress: Any = None) -> BatchRollout:
+                 lengths: np.ndarray | None = None, episode_seeds: np.ndarray | None = None) -> BatchRollout:
     """Roll ``N = env.num_envs`` episodes from ``start_states`` for at most ``horizon`` steps.
 
     Args:
@@ -66,8 +69,8 @@ def run_episodes(env: Any, start_states: np.ndarray, horizon: int, *,
             on the rows still running only.
         actions: ``[N, horizon, act_dim]`` fixed actions (open-loop replay) instead of policies.
         lengths: with ``actions``, the number of valid actions per row; rows stop there.
-        episode_seeds: ``[N]`` seeds of each row's random stream (the world model's draws).
-        progress: an optional tqdm bar, advanced once per step.
+        episode_seeds: ``[N]`` seeds of each row's random stream (the world model's draws; MuJoCo,
+            deterministic, takes none).
 
     Returns:
         The padded episodes; ``sim_states`` when the env reports ``info["sim_state"]``,
@@ -121,6 +124,4 @@ def run_episodes(env: Any, start_states: np.ndarray, horizon: int, *,
         at_limit = run_lengths >= limit
         out_trunc[alive, t] = (truncated[alive] | at_limit[alive]) & ~terminated[alive]
         alive &= ~(terminated | truncated | at_limit)
-        if progress is not None:
-            progress.update(1)
     return BatchRollout(out_obs, out_act, out_rew, out_term, out_trunc, run_lengths, out_unc, out_states)

@@ -24,11 +24,10 @@ import numpy as np
 from wm_eval.evaluation import metrics as M
 from wm_eval.evaluation.statistics import Statistic, interval
 from wm_eval.evaluation.units import UnitResult
+from wm_eval.types import METRIC_NAMES
 
-__all__ = ["merge_values", "policy_summary", "ranking", "horizon_error", "trust", "METRIC_NAMES"]
+__all__ = ["merge_values", "policy_summary", "ranking", "horizon_error", "trust"]
 
-METRIC_NAMES = ("spearman", "kendall", "pearson", "mmrv", "mmrv_normalized", "regret_at_1", "regret_at_3",
-                "normalized_abs_error")
 
 
 def merge_values(results: Sequence[UnitResult]) -> dict[str, np.ndarray]:
@@ -57,7 +56,8 @@ def ranking(predicted: Sequence[np.ndarray], truth: Sequence[np.ndarray], *, see
             n_resamples: int) -> dict[str, dict[str, float]]:
     """Ranking metrics over policies from per-episode values (two-level bootstrap intervals)."""
     pred, true = np.array([p.mean() for p in predicted]), np.array([t.mean() for t in truth])
-    if len(pred) < 2 or np.ptp(true) == 0:
+    # undefined with fewer than two policies, equal true values, or a diverged (non-finite) imagined episode
+    if len(pred) < 2 or not (np.isfinite(pred).all() and np.isfinite(true).all()) or np.ptp(true) == 0:
         return {n: {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan} for n in METRIC_NAMES}
     return M.ranking_metrics(predicted=pred, ground_truth=true, seed=seed, n_resamples=n_resamples,
                              predicted_episodes=list(predicted), true_episodes=list(truth))

@@ -53,12 +53,14 @@ def state_error(true: BatchRollout, imagined: BatchRollout, obs_scale: np.ndarra
     """Normalised state error per episode and step, ``[N, H + 1]``, and where it is defined.
 
     The error at step ``t`` is the RMS over dimensions of ``(imagined - true) / obs_scale``; it is
-    defined while both episodes are still running (``t <= min`` of the two lengths).
+    defined while both episodes are still running (``t <= min`` of the two lengths) and finite (a
+    diverged imagined state is not averaged in; its episode's return shows it).
     """
     diff = (imagined.observations - true.observations) / np.maximum(obs_scale, 1e-8)
-    error = np.sqrt(np.mean(diff**2, axis=-1))
+    with np.errstate(over="ignore", invalid="ignore"):
+        error = np.sqrt(np.mean(diff**2, axis=-1))
     steps = np.arange(error.shape[1])[None, :]
-    valid = steps <= np.minimum(true.lengths, imagined.lengths)[:, None]
+    valid = (steps <= np.minimum(true.lengths, imagined.lengths)[:, None]) & np.isfinite(error)
     return np.where(valid, error, 0.0), valid
 
 

@@ -25,6 +25,7 @@ from scipy import stats
 
 from wm_eval.fileio import atomic_write_text
 from wm_eval.machine import library_versions, machine
+from wm_eval.types import METRIC_NAMES
 
 if TYPE_CHECKING:
     from wm_eval.types import Evaluation
@@ -33,8 +34,6 @@ __all__ = ["FORMAT", "METRIC_NAMES", "SPEARMAN_WARN", "TRUST_AUROC_WARN", "OWNED
            "machine", "build_report", "report", "write_report", "summary_table"]
 
 FORMAT = "wm_eval.report/1"
-METRIC_NAMES = ("spearman", "kendall", "pearson", "mmrv", "mmrv_normalized", "regret_at_1", "regret_at_3",
-                "normalized_abs_error")
 OWNED_FILES = ("report.json", "report.md", "trajectories.h5", "minari", "rollouts.rrd", "returns.png",
                "horizon_error.png", "uncertainty.png")
 """What :func:`report` writes into a folder (and removes first, so no stale artifact is linked)."""
@@ -55,9 +54,15 @@ _PLOTS = (("returns.png", "Imagined vs true return"), ("horizon_error.png", "Sta
           ("uncertainty.png", "Uncertainty vs return error"))
 
 
-def _ranks(values: list[float]) -> list[int]:
-    """Rank 1 = highest value (ties share the better rank)."""
-    return [int(r) for r in stats.rankdata(-np.asarray(values, dtype=np.float64), method="min")]
+def _ranks(values: list[float]) -> list[int | None]:
+    """Rank 1 = highest value (ties share the better rank); ``None`` for a non-finite value."""
+    array = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(array)
+    ranks = stats.rankdata(-array[finite], method="min")
+    out: list[int | None] = [None] * len(array)
+    for i, r in zip(np.flatnonzero(finite), ranks):
+        out[i] = int(r)
+    return out
 
 
 def _jsonable(value: Any) -> Any:

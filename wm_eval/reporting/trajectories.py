@@ -1,12 +1,13 @@
-"""``trajectories.h5``: every paired episode of an evaluation in one HDF5 file, and its reader.
+"""``trajectories.h5``: the kept paired episodes of an evaluation in one HDF5 file, and its reader.
 
 Layout (format ``wm_eval.trajectories/1``)::
 
     trajectories.h5
       attrs: format, wm_eval_version, task, model, model_fingerprint, seed, mode, horizon,
              propagation, obs_scale [obs_dim], policies (JSON list of names), policy_sources
-             (JSON list), episodes_per_policy, config (JSON)
-      /episode_<k>          k = policy_index * episodes_per_policy + i; the MuJoCo (ground-truth) side
+             (JSON list), episodes_per_policy, episodes_kept, config (JSON)
+      /episode_<k>          k = 0 .. episodes_kept - 1, by policy then episode (which episodes are
+                            kept: ``trajectories=`` of wm_eval.evaluate); the MuJoCo (ground-truth) side
                             in Minari's layout: observations [T+1], actions [T], rewards [T],
                             terminations [T], truncations [T], infos/sim_state [T+1, state_dim];
                             attrs id, total_steps, seed (the start seed), policy, policy_index, episode
