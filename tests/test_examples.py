@@ -49,3 +49,10 @@ def test_model_quality_example(tmp_path: Path, hopper_dataset: Path) -> None:
                "--json", "q.json", cwd=tmp_path)
     row = json.loads((tmp_path / "q.json").read_text())[0]
     assert row["task"] == "Hopper-v5" and row["reward_r2"] is not None and "| Hopper-v5 |" in out
+
+
+def test_memory_example(tmp_path: Path) -> None:
+    out = _run("memory.py", "2", "20", cwd=tmp_path)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert (result["episodes"], result["horizon"], result["policies"]) == (2, 20, 12)
+    assert result["peak_memory_mb"] > 100 and result["trajectories_h5_mb"] > 0

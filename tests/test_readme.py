@@ -77,6 +77,7 @@ PLAN: dict[str, Step] = {
     "python examples/fidelity.py --episodes 50": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     "python examples/gate_power.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     "python examples/python_api.py": Step(None, why="tests/test_evaluation.py runs the README's Python example"),
+    "python examples/memory.py 200": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
 }
 
 

@@ -37,13 +37,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from wm_eval.machine import PeakMemory, library_versions, machine, peak_rss_mb
+from wm_eval.machine import PeakMemory, cpu_flags, library_versions, machine, peak_rss_mb, torch_builds
 from wm_eval.reporting.bench_table import VECTOR_ENVS, format_table, number
 
-__all__ = ["FORMAT", "MODES", "TARGETS", "VECTOR_ENVS", "inference_modes", "measure", "measure_rate",
-           "write_bench"]
+__all__ = ["FORMAT", "MODES", "TARGETS", "VECTOR_ENVS", "Rate", "spreads", "inference_modes", "measure",
+           "measure_rate", "write_bench"]
 
 FORMAT = "wm_eval.bench/1"
+#: the figures whose run-to-run spread ``bench.json`` records under ``spread`` (as ``[slowest, fastest]``)
+SPREAD_KEYS = ("imagined_steps_per_s", "closed_loop_steps_per_s", "gym_single_steps_per_s", "gym_vector_steps_per_s",
+               "mujoco_rollout_steps_per_s", "mujoco_rollout_open_loop_steps_per_s", "matmul_gflops", "model_gflops")
 #: inference modes of the model: name -> (dtype, fused); see ``GaussianMLPEnsemble.set_inference_dtype``.
 MODES = {"float32": (torch.float32, False), "bfloat16": (torch.bfloat16, False),
          "float32_fused": (torch.float32, True), "bfloat16_fused": (torch.bfloat16, True)}
@@ -52,11 +55,40 @@ TARGETS = {"imagined_fp32_min": 100_000, "target_batch": 4096, "vs_gym_single": 
            "bf16_speedup": 2.0, "evaluate_seconds": 120.0, "peak_memory_mb": 2048.0}
 
 
+class Rate(float):
+    """A measured rate: the median window (it *is* that float) with the slowest and fastest window
+    as ``low`` and ``high``, so every figure carries its run-to-run spread."""
+
+    low: float
+    high: float
+
+    def __new__(cls, median: float, low: float, high: float) -> Rate:
+        rate = super().__new__(cls, median)
+        rate.low, rate.high = float(low), float(high)
+        return rate
+
+    def scaled(self, factor: float) -> Rate:
+        """The same rate in other units."""
+        return Rate(self * factor, self.low * factor, self.high * factor)
+
+
+def spreads(value: Any) -> Any:
+    """``value`` (nested dicts, lists and tuples of figures) with each :class:`Rate` replaced by its
+    ``[low, high]``, other numbers by ``None``: the run-to-run spread of every figure."""
+    if isinstance(value, Rate):
+        return [value.low, value.high]
+    if isinstance(value, dict):
+        return {k: spreads(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [spreads(v) for v in value]
+    return None
+
+
 def measure_rate(step: Callable[[], Any], *, items: int, seconds: float, repeats: int,
-                 sync: Callable[[], None] | None = None) -> float:
-    """Median over ``repeats`` windows of ``items`` per second, each window calling ``step`` (which
-    does ``items`` units of work) for at least ``seconds`` and at least twice, after one warm-up call.
-    ``sync`` waits for asynchronous work (CUDA) before a clock is read."""
+                 sync: Callable[[], None] | None = None) -> Rate:
+    """Median over ``repeats`` windows of ``items`` per second (with the slowest and fastest window),
+    each window calling ``step`` (which does ``items`` units of work) for at least ``seconds`` and at
+    least twice, after one warm-up call. ``sync`` waits for asynchronous work (CUDA) before a clock is read."""
     sync = sync or (lambda: None)
     step()
     sync()
@@ -68,7 +100,7 @@ def measure_rate(step: Callable[[], Any], *, items: int, seconds: float, repeats
             calls += 1
         sync()
         rates.append(items * calls / (time.perf_counter() - start))
-    return float(np.median(rates))
+    return Rate(float(np.median(rates)), min(rates), max(rates))
 
 
 def _sync(device: torch.device) -> Callable[[], None]:
@@ -210,7 +242,7 @@ def _matmul_gflops(shapes: list[tuple[int, int, int]], batch: int, mode: str, *,
                 torch.bmm(x, w, out=out)
 
     with torch.inference_mode():
-        return measure_rate(products, items=flops, seconds=seconds, repeats=repeats, sync=_sync(device)) / 1e9
+        return measure_rate(products, items=flops, seconds=seconds, repeats=repeats, sync=_sync(device)).scaled(1e-9)
 
 
 def inference_modes(device: torch.device) -> list[str]:
@@ -264,6 +296,7 @@ def _evaluate_seconds(task: str, device: str, model: str | None, out: Path) -> d
 def _machine(device: torch.device, threads: int) -> dict[str, Any]:
     here = machine()
     return {**here, "load_average_at_start": here["load_average"], "torch_threads": threads, "device": str(device),
+            "cpu_flags": cpu_flags(), "builds": torch_builds(),
             "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
 
 
@@ -355,10 +388,11 @@ def measure(*, task: str, out: Path, model: str | None = None, batch_sizes: list
                            "note": "raw simulator states only: no observations or rewards computed"},
         "ratios": {d: {k: imagined[d][top] / v for k, v in ground.items()} for d in modes},
         "flops_per_step": flops, "matmul_gflops": matmul,
-        "model_gflops": {d: flops * imagined[d][top] / 1e9 for d in modes},
+        "model_gflops": {d: imagined[d][top].scaled(flops / 1e9) for d in modes},
         "peak_rss_mb": peak_rss_mb(), "evaluate_seconds": evaluate,
         "versions": library_versions(), "machine": machine,
     }
+    result["spread"] = spreads({k: result[k] for k in SPREAD_KEYS})
     result["targets"] = _targets(result)
     return result
 

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-__all__ = ["library_versions", "cpu_name", "machine", "peak_rss_mb", "tree_rss_mb", "PeakMemory"]
+__all__ = ["FLAGS", "library_versions", "cpu_name", "cpu_flags", "torch_builds", "machine", "peak_rss_mb", "tree_rss_mb", "PeakMemory"]
 
 _PACKAGES = ("torch", "numpy", "scipy", "mujoco", "gymnasium", "stable-baselines3", "h5py", "minari", "rerun-sdk",
              "matplotlib")
@@ -42,6 +42,31 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_vp2intersect", "amx_bf16", "amx_tile")
+
+
+def torch_builds() -> dict[str, Any]:
+    """What torch's CPU kernels are built with: oneDNN and MKL versions, the ISA torch dispatches to."""
+    import re
+
+    import torch
+
+    config = torch.__config__.show()
+    onednn, mkl = re.search(r"MKL-DNN v([\w.]+)", config), re.search(r"Math Kernel Library Version ([\w.]+)", config)
+    return {"torch": torch.__version__, "onednn": onednn and onednn.group(1), "mkl": mkl and mkl.group(1),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def cpu_flags() -> list[str]:
+    """The CPU flags that decide these kernels' speed (``/proc/cpuinfo``; empty elsewhere)."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    present = set(flags.split(":", 1)[1].split())
+    return [f for f in FLAGS if f in present]
 
 
 def machine() -> dict[str, Any]:
