@@ -128,7 +128,8 @@ def imagined_returns(model: Any, task: str, policies: Sequence[Any], states: np.
     from wm_eval.evaluation.plan import Unit
     from wm_eval.streams import policy_key
 
-    job = Job(task, model, list(policies), states, horizon, seed, "closed_loop", propagation, False, device)
+    job = Job(task=task, model=model, policies=list(policies), real_policies=list(policies), states=states,
+              horizon=horizon, seed=seed, mode="closed_loop", propagation=propagation, sample=False, device=device)
     units = [Unit(i, p.name, policy_key(p.name), 0, len(states)) for i, p in enumerate(policies)]
     return [_episode_returns(r) for r in imagined_rollouts(job, units)]
 

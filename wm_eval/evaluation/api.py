@@ -219,7 +219,8 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
                           "memory cannot be recognised again): pass its file, or run without resume")
     store = _unit_store(Path(out) if out is not None else None, identity, resume)
     obs_scale = world.obs_scale.detach().cpu().numpy().astype(np.float64)
-    job = Job(task, world, loaded, real, states, horizon, seed, mode, propagation, sample, device)
+    job = Job(task=task, model=world, policies=loaded, real_policies=real, states=states, horizon=horizon, seed=seed,
+              mode=mode, propagation=propagation, sample=sample, device=device)
     results: dict[str, UnitResult] = {}
     if store is not None and resume:
         for unit in units:
