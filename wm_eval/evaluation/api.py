@@ -239,11 +239,13 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
         results[unit.id] = result
         bar.update(unit.size)
 
+    setup = time.perf_counter() - started  # loading the model and policies, start states
     try:
         timings = LocalExecutor(workers=workers, max_rows=max_batch).run(job, todo, done)
     finally:
         bar.close()
-    timings["resumed_units"] = float(len(units) - len(todo))
+    timings["setup"], timings["resumed_units"] = setup, float(len(units) - len(todo))
+    timings["rollouts"] = time.perf_counter() - started - setup
     t0 = time.perf_counter()
     by_policy = [[results[u.id] for u in units if u.policy == i] for i in range(len(loaded))]
     values = [S.merge_values(r) for r in by_policy]

@@ -165,6 +165,6 @@ class LocalExecutor:
             finished = True
         finally:
             torch.set_num_threads(threads)
-            if pool is not None:  # after an error, do not wait for the running ground-truth jobs
-                pool.shutdown(wait=finished, cancel_futures=True)
+            if pool is not None:  # the workers exit in the background; after an error, pending jobs are dropped
+                pool.shutdown(wait=False, cancel_futures=not finished)
         return timings
