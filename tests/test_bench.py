@@ -47,6 +47,12 @@ def test_bench_debug_preset_writes_every_figure(tmp_path, checkpoint, capsys):
     assert torch.get_num_threads() == threads  # restored for the caller
     result = json.loads((out / "bench.json").read_text())
     assert json.loads(extra.read_text()) == result
+    assert result["default_precision"] in result["imagined_steps_per_s"]
+    for key in ("imagined_steps_per_s", "matmul_gflops", "gym_single_steps_per_s"):  # every figure's spread
+        assert key in result["spread"]
+    low, high = result["spread"]["gym_single_steps_per_s"]
+    assert low <= result["gym_single_steps_per_s"] <= high
+    assert {"cpu_flags", "builds"} <= set(result["machine"]) and result["machine"]["builds"]["torch"]
     modes = ["float32", "bfloat16"] + (["float32_fused", "bfloat16_fused"] if fused_inference_available() else [])
     for key in ("imagined_steps_per_s", "closed_loop_steps_per_s"):
         assert list(result[key]) == modes

@@ -56,3 +56,10 @@ def test_memory_example(tmp_path: Path) -> None:
     result = json.loads(out.strip().splitlines()[-1])
     assert (result["episodes"], result["horizon"], result["policies"]) == (2, 20, 12)
     assert result["peak_memory_mb"] > 100 and result["trajectories_h5_mb"] > 0
+
+
+def test_precision_example(tmp_path: Path) -> None:
+    out = _run("precision.py", "--tasks", "Hopper-v5", "--episodes", "2", "--horizon", "20", cwd=tmp_path)
+    row = json.loads(out.strip().splitlines()[-1])
+    assert row["task"] == "Hopper-v5" and row["policies"] == 12 and 0 <= row["outside_interval"] <= 12
+    assert set(row["metrics_float32_bfloat16"]) >= {"spearman", "mmrv_normalized"}

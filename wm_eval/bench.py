@@ -389,6 +389,7 @@ def measure(*, task: str, out: Path, model: str | None = None, batch_sizes: list
         "ratios": {d: {k: imagined[d][top] / v for k, v in ground.items()} for d in modes},
         "flops_per_step": flops, "matmul_gflops": matmul,
         "model_gflops": {d: imagined[d][top].scaled(flops / 1e9) for d in modes},
+        "default_precision": "float32",  # what evaluate and gym.make use (README: bfloat16 changes verdicts)
         "peak_rss_mb": peak_rss_mb(), "evaluate_seconds": evaluate,
         "versions": library_versions(), "machine": machine,
     }

@@ -101,7 +101,8 @@ def run_evaluation(cfg: Any, out: Path, *, progress: bool = True) -> dict[str, A
     ev = run(cfg.task, list(cfg.policies), model=cfg.model, episodes=cfg.episodes, horizon=cfg.horizon,
              seed=cfg.seed, mode=cfg.mode, propagation=cfg.propagation, sample=cfg.sample, device=cfg.device,
              gamma=cfg.gamma, chunk=cfg.chunk, workers=cfg.workers, out=out, resume=cfg.resume,
-             trajectories=cfg.trajectories, bootstrap=cfg.bootstrap, max_batch=cfg.max_batch, progress=progress)
+             trajectories=cfg.trajectories, bootstrap=cfg.bootstrap, max_batch=cfg.max_batch, precision=cfg.precision,
+             progress=progress)
     save_config(cfg, out)
     result = report(ev, out, rerun=cfg.rerun, config=to_dict(cfg))
     _remove_units(out)
