@@ -311,3 +311,17 @@ def test_a_diverging_model_is_reported_not_fatal(tmp_path: Path) -> None:
     assert ev.horizon_error["running"][1] == 0, "no finite state error after the first step"
     report = wm_eval.report(ev, tmp_path / "report", rerun=False)
     assert report["metrics"]["spearman"] is None and report["policies"][0]["imagined_rank"] is None
+
+
+def test_report_recording_equals_the_viewer_recording_of_its_file(tiny_model: Path, tmp_path: Path) -> None:
+    """report() records the kept episodes from memory; `wm-eval view --save` reads them from the file."""
+    from wm_eval.cli import main
+
+    ev = wm_eval.evaluate("Hopper-v5", HOPPER_ZOO[:2], model=str(tiny_model), **SMALL)
+    wm_eval.report(ev, tmp_path / "run")
+    assert main(["view", str(tmp_path / "run"), "--save", str(tmp_path / "again.rrd")]) == 0
+    rerun = Path(sys.executable).with_name("rerun")
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    same = subprocess.run([str(rerun), "rrd", "compare", str(tmp_path / "run" / "rollouts.rrd"),
+                           str(tmp_path / "again.rrd")], env=env, capture_output=True, timeout=60)
+    assert same.returncode == 0, same.stderr[-1000:]

@@ -183,10 +183,13 @@ def report(evaluation: Evaluation, out: str | os.PathLike[str], *, trajectories:
         timings["logging"] = time.perf_counter() - t0
         if rerun:
             from wm_eval.reporting.rerun_log import write_recording
-            from wm_eval.reporting.trajectories import read_trajectories
+            from wm_eval.reporting.trajectories import TrajectoryFile
 
-            t0 = time.perf_counter()
-            write_recording(folder / "rollouts.rrd", read_trajectories(path))
+            t0 = time.perf_counter()  # the kept episodes as in the file just written, without reading it back
+            kept_file = TrajectoryFile(path, {"task": evaluation.task, "model": evaluation.model,
+                                              "seed": evaluation.seed, "obs_scale": evaluation.obs_scale},
+                                       [ep for p in evaluation.policies for ep in p.kept])
+            write_recording(folder / "rollouts.rrd", kept_file)
             timings["recording"] = time.perf_counter() - t0
     content = build_report(evaluation, config=config)
     content["timings"] = _jsonable(timings)
