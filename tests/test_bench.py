@@ -133,3 +133,13 @@ def test_fused_inference_matches_the_exact_path(dtype):
         torch.testing.assert_close(getattr(fused, name), getattr(exact, name), **tolerance)
     assert (dtype, True) in model._workspace._cast  # the grouped-convolution weights were made and used
     assert model.select_members([0, 2]).fused_inference
+
+
+def test_timed_evaluation_runs_in_a_fresh_process(tmp_path):
+    """The bench times the default evaluation in its own process: its memory excludes the bench's buffers."""
+    from wm_eval.bench import _evaluate_seconds
+
+    result = _evaluate_seconds("HalfCheetah-v5", "cpu", None, tmp_path / "evaluate")
+    assert (result["policies"], result["episodes"], result["horizon"]) == (12, 10, 1000)
+    assert 0 < result["recording"] < result["total"] and result["peak_memory_mb"] > 300
+    assert (tmp_path / "evaluate" / "report.json").is_file()
