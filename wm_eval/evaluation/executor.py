@@ -85,19 +85,26 @@ def imagined_rollouts(job: Job, units: Sequence[Unit], truth: Sequence[BatchRoll
     return [rollout.rows(slice(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+_WORKER_CACHE: dict[tuple, Any] = {}
+"""A ground-truth worker's policies and MuJoCo envs, kept across the units it runs (a pool lives for one
+evaluation). An env restored with ``reset(options={"state": ...})`` is in exactly the state a fresh one
+would be, so reuse changes no number (the worker-count tests compare against fresh in-process envs)."""
+
+
 def _real_job(task: str, source: str, states: np.ndarray, horizon: int) -> BatchRollout:
-    """Worker-process job: reload one policy from its source and roll it out in MuJoCo."""
+    """Worker-process job: one unit's MuJoCo episodes, the policy reloaded from its source (once per worker)."""
     import torch
 
     from wm_eval import tasks
     from wm_eval.policy import load_policies
 
     torch.set_num_threads(1)
-    env = tasks.make_env(task)
-    (policy,) = load_policies(source, observation_space=env.observation_space, action_space=env.action_space,
-                              task=task, device="cpu")
-    env.close()
-    return real_rollouts(task, policy, states, horizon)
+    policy_key, env_key = ("policy", task, source), ("env", task, len(states), horizon)
+    if policy_key not in _WORKER_CACHE:
+        (_WORKER_CACHE[policy_key],) = load_policies(source, task=task, device="cpu", **tasks.spaces(task))
+    if env_key not in _WORKER_CACHE:
+        _WORKER_CACHE[env_key] = real_env(task, len(states), horizon=horizon)
+    return run_episodes(_WORKER_CACHE[env_key], states, horizon, policies=[(_WORKER_CACHE[policy_key], slice(None))])
 
 
 class LocalExecutor:
