@@ -194,7 +194,7 @@ def test_the_train_command_line_of_the_bug_report():
 
 def test_new_keys_and_their_help():
     evaluate = EvaluateConfig()
-    assert (evaluate.chunk, evaluate.resume, evaluate.trajectories, evaluate.allow_code) == (10, False, "auto", False)
+    assert (evaluate.chunk, evaluate.resume, evaluate.trajectories) == (10, False, "auto")
     assert RegressConfig().allow_code is False and ViewConfig().host == "127.0.0.1"
     assert "results do not depend on it" in describe("evaluate") and "0.0.0.0 exposes" in describe("view")
     assert load_config("view", overrides=["host=0.0.0.0"]).host == "0.0.0.0"

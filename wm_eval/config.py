@@ -114,8 +114,6 @@ class EvaluateConfig:
     max_batch: int = _doc("episodes imagined at once (bounds memory; results do not depend on it)", 512)
     precision: str = _doc("world model arithmetic: float32, or bfloat16 (faster on CPUs with AVX512-BF16)",
                           "float32")
-    allow_code: bool = _doc("allow module:callable policies and models named in a baseline or config to run code",
-                            False)
 
 
 @dataclass
