@@ -1,6 +1,6 @@
 """Paired evaluation; the public entry point is :func:`wm_eval.evaluate` (:mod:`.api`).
 
-How an evaluation runs, module by module (imports flow down this list, never up):
+How an evaluation runs, module by module:
 
 * :mod:`.plan`: policies × episodes become work units (policy × ``chunk`` episodes, stable ids);
   :mod:`wm_eval.streams` gives every episode its own seeds.

@@ -1,5 +1,6 @@
 """Executors run work units. ``local`` (the default): the imagined side in this process, batched
-over a group of units, the ground truth in spawned worker processes across the cores, overlapping.
+over a group of units, the ground truth in spawned worker processes across the cores, overlapping
+in closed loop (open loop replays the true actions, so the ground truth comes first).
 
 An executor receives a :class:`Job` (everything a unit needs besides its episode range) and the
 units still to run, and hands back each unit's paired rollouts through ``done(unit, true,

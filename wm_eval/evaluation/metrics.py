@@ -25,8 +25,9 @@ drawn policy's episodes). :func:`binomial_ci` gives intervals for success rates.
 
 Every function comparing a prediction with the truth takes ``predicted=`` and ``ground_truth=`` by
 keyword. Inputs are array-likes, scalar outputs are Python floats. A metric that is undefined for its
-input (a correlation of a constant vector, an AUROC with one class) is ``nan``, never an exception,
-and the bootstrap skips such resamples.
+input (a correlation of a constant vector, an AUROC with one class) is ``nan``, not an exception,
+and the bootstrap skips such resamples; the exception is DOPE's normalisation, which raises
+``ValueError`` when all ground-truth values are equal (there is no scale).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 it keeps; written atomically to ``<out>/units/<id>.npz`` so an interrupted run resumes from it.
 
 Memory is bounded by the unit: a unit's full rollouts are reduced here to per-episode values and
-per-step sums, and kept whole only when ``trajectories="all"``.
+per-step sums, and kept whole only when the evaluation keeps every episode (``trajectories="all"``, or
+``"auto"`` under :data:`~wm_eval.evaluation.api.AUTO_ALL_STEPS`).
 """
 
 from __future__ import annotations
