@@ -21,12 +21,14 @@ import hashlib
 
 import numpy as np
 
-__all__ = ["START", "MODEL", "policy_key", "start_seed", "episode_seed", "RowStreams"]
+__all__ = ["START", "MODEL", "BOOTSTRAP", "policy_key", "start_seed", "episode_seed", "RowStreams"]
 
 START = 0
 """Spawn-key tag of start-state streams."""
 MODEL = 1
 """Spawn-key tag of world-model streams."""
+BOOTSTRAP = 2
+"""Spawn-key tag of a policy's bootstrap resamples (its intervals do not depend on its place in the list)."""
 
 
 def policy_key(name: str) -> int:

@@ -206,7 +206,7 @@ class ImaginedCore:
         index = torch.as_tensor(rows, device=self.device)
         start = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
         size = self.block_rows  # in fixed-size blocks too: a latent encoder must not see the batch size
-        padded = torch.cat([start, start[:1].expand(-(-len(rows) // size) * size - len(rows), -1)])
+        padded = torch.cat([start, start[:1].expand(self._padding(len(rows)), -1)])
         with torch.inference_mode():
             fresh = torch.cat([self.model.initial_state(padded[lo:lo + size]).clone()
                                for lo in range(0, len(padded), size)])[:len(rows)]
@@ -226,15 +226,18 @@ class ImaginedCore:
         tensor = torch.as_tensor(array, device=self.device)
         return torch.clamp(tensor, self._low, self._high)
 
+    def _padding(self, rows: int) -> int:
+        """Rows to add to ``rows`` to fill whole blocks of ``block_rows``."""
+        return -rows % self.block_rows
+
     def _predict(self, rows: np.ndarray, action: torch.Tensor) -> dict[str, np.ndarray]:
         """The model's step for ``rows`` (indices ``[K]``), in padded blocks of ``block_rows``."""
         members, noise = self.streams.draw(rows)
         if self.propagation == "ts_inf":
             members = self.streams.initial[rows]
-        size = self.block_rows
-        padded = -(-len(rows) // size) * size
-        take = np.concatenate([rows, np.full(padded - len(rows), rows[0])])
-        pad = padded - len(rows)
+        size, pad = self.block_rows, self._padding(len(rows))
+        padded = len(rows) + pad
+        take = np.concatenate([rows, np.full(pad, rows[0])])
         if members is not None:
             members = np.concatenate([members, np.zeros(pad, dtype=np.int64)])
         if noise is not None:

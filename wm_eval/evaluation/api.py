@@ -26,7 +26,7 @@ from wm_eval.evaluation.rollout import POLICY_BLOCK
 from wm_eval.evaluation.statistics import statistics_for
 from wm_eval.evaluation.units import UnitResult, load_unit, reduce_unit, save_unit
 from wm_eval.fileio import atomic_write_text
-from wm_eval.streams import policy_key
+from wm_eval.streams import BOOTSTRAP, policy_key
 from wm_eval.types import Evaluation, PairedEpisode, PolicyResult
 
 __all__ = ["evaluate", "load_policy_list", "check_device", "MODES", "TRAJECTORIES", "PRECISIONS", "AUTO_ALL_STEPS"]
@@ -42,15 +42,12 @@ def load_policy_list(specs: Sequence[Any], *, task: str, device: str = "cpu") ->
     """Every policy named by ``specs`` (``"zoo"`` is the task's zoo; objects pass through), checked
     against the task's spaces."""
     from wm_eval.policy import load_policies
-    from wm_eval.tasks import make_env
+    from wm_eval.tasks import spaces
 
-    env = make_env(task)
-    env.close()
+    task_spaces = spaces(task)
     policies: list[Any] = []
     for spec in specs:
-        spec = f"zoo:{task}" if spec == "zoo" else spec
-        policies += load_policies(spec, observation_space=env.observation_space, action_space=env.action_space,
-                                  task=task, device=device)
+        policies += load_policies(f"zoo:{task}" if spec == "zoo" else spec, task=task, device=device, **task_spaces)
     return policies
 
 
@@ -71,7 +68,7 @@ def _policy_fingerprint(policy: Any) -> str | None:
 
 def _seed(seed: int, name: str) -> int:
     """The bootstrap seed of a policy's intervals: from its name, not its place in the list."""
-    return int(np.random.SeedSequence(seed, spawn_key=(2, policy_key(name))).generate_state(1)[0])
+    return int(np.random.SeedSequence(seed, spawn_key=(BOOTSTRAP, policy_key(name))).generate_state(1)[0])
 
 
 def _check_arguments(*, mode: str, trajectories: str, propagation: str, episodes: int, horizon: int, chunk: int,
@@ -256,10 +253,9 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
         world.set_inference_dtype(getattr(torch, precision))
     try:
         timings = LocalExecutor(workers=workers, max_rows=max_batch).run(job, todo, done)
-        kept_later = trajectories == "selected" or (trajectories == "auto" and not keep)
         by_policy = [[results[u.id] for u in units if u.policy == i] for i in range(len(loaded))]
         values = [S.merge_values(r) for r in by_policy]
-        kept = _kept(job, units, by_policy, values, seeds, keep=keep, select=kept_later)
+        kept = _kept(job, units, by_policy, values, seeds, keep=keep, select=trajectories != "summary")
     finally:
         bar.close()
         if precision != "float32":
