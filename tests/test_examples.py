@@ -63,3 +63,9 @@ def test_precision_example(tmp_path: Path) -> None:
     row = json.loads(out.strip().splitlines()[-1])
     assert row["task"] == "Hopper-v5" and row["policies"] == 12 and 0 <= row["outside_interval"] <= 12
     assert set(row["metrics_float32_bfloat16"]) >= {"spearman", "mmrv_normalized"}
+
+
+def test_block_speed_example(tmp_path: Path) -> None:
+    out = _run("block_speed.py", "--batch", "64", "--seconds", "0.02", "--repeats", "1", cwd=tmp_path)
+    rates = json.loads(out.strip().splitlines()[-1])["env_steps_per_s"]
+    assert set(rates) == {"128", "256", "one call"} and all(r["low"] <= r["median"] <= r["high"] for r in rates.values())

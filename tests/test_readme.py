@@ -78,6 +78,7 @@ PLAN: dict[str, Step] = {
     "python examples/gate_power.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     "python examples/python_api.py": Step(None, why="tests/test_evaluation.py runs the README's Python example"),
     "python examples/memory.py 200": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
+    "python examples/block_speed.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     "python examples/precision.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     "wm-eval evaluate precision=bfloat16": Step(_wm("evaluate", "precision=bfloat16", *EVAL_DEBUG), says="report:"),
 }

@@ -43,7 +43,7 @@ BLOCK_ROWS = 128
 padded), which makes a row's result independent of its neighbours and of the batch size. Measured on
 this project's CPU (AMD EPYC Zen 4, AVX-512): float32 rows are bitwise equal at any position inside
 blocks of 64, 128 or 256 rows; 128 costs the default evaluation (120 episodes at once) little padding,
-and large batches ran at 98k env-steps/s against 108k with 256-row blocks in one measurement (README)."""
+and at batch 8192 about 5% against 256-row blocks (``examples/block_speed.py``, README)."""
 
 
 class ImaginedCore:
