@@ -13,13 +13,15 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "wm_eval"
 LEAVES = {"wm_eval", "wm_eval.errors", "wm_eval.types", "wm_eval.fileio", "wm_eval.streams", "wm_eval.machine",
-          "wm_eval.minari_layout"}
+          "wm_eval.minari_layout", "wm_eval.ray_cluster"}
 GLUE = ("wm_eval.cli", "wm_eval.commands", "wm_eval.config")
 
 #: module prefix -> prefixes it must never import
 FORBIDDEN = {
     "wm_eval.types": ("wm_eval.evaluation", "wm_eval.reporting", "wm_eval.models", *GLUE),
     "wm_eval.streams": ("wm_eval.evaluation", "wm_eval.reporting", "wm_eval.models", *GLUE),
+    "wm_eval.ray_cluster": ("wm_eval.data", "wm_eval.models", "wm_eval.world_model_env", "wm_eval.evaluation",
+                            "wm_eval.reporting", "wm_eval.regress", "wm_eval.bench", *GLUE),
     "wm_eval.data": ("wm_eval.models", "wm_eval.evaluation", "wm_eval.reporting", "wm_eval.world_model_env",
                      "wm_eval.regress", "wm_eval.bench", *GLUE),
     "wm_eval.models": ("wm_eval.evaluation", "wm_eval.reporting", "wm_eval.world_model_env", "wm_eval.regress",

@@ -33,7 +33,7 @@ def collect(cfg: Any) -> int:
 
     path = run(task=cfg.task, episodes=cfg.episodes, max_steps=cfg.max_steps, seed=cfg.seed,
                behaviour=list(cfg.behaviour), noise_scales=list(cfg.noise_scales), out=cfg.out,
-               overwrite=cfg.overwrite, config=to_dict(cfg))
+               overwrite=cfg.overwrite, config=to_dict(cfg), executor=cfg.executor, ray_address=cfg.ray_address)
     save_config(cfg, path)
     print(f"wrote {cfg.episodes} episodes of {cfg.task} to {path}")
     return 0
@@ -102,7 +102,7 @@ def run_evaluation(cfg: Any, out: Path, *, progress: bool = True) -> dict[str, A
              seed=cfg.seed, mode=cfg.mode, propagation=cfg.propagation, sample=cfg.sample, device=cfg.device,
              gamma=cfg.gamma, chunk=cfg.chunk, workers=cfg.workers, out=out, resume=cfg.resume,
              trajectories=cfg.trajectories, bootstrap=cfg.bootstrap, max_batch=cfg.max_batch, precision=cfg.precision,
-             progress=progress)
+             executor=cfg.executor, ray_address=cfg.ray_address, ray_actors=cfg.ray_actors, progress=progress)
     save_config(cfg, out)
     result = report(ev, out, rerun=cfg.rerun, config=to_dict(cfg))
     _remove_units(out)
@@ -182,7 +182,7 @@ def regress(cfg: Any) -> int:
             cfg.baseline, task=cfg.task or DEFAULT_TASK, policies=list(cfg.policies), model=cfg.model,
             episodes=cfg.episodes, horizon=cfg.horizon, seed=cfg.seed,
             tolerance=DEFAULT_TOLERANCE if cfg.tolerance is None else cfg.tolerance, confirm=cfg.confirm,
-            device=cfg.device,
+            device=cfg.device, executor=cfg.executor, ray_address=cfg.ray_address,
         )  # fmt: skip
         for entry in baseline["policies"]:
             est = entry["imagined_return"]
@@ -192,7 +192,7 @@ def regress(cfg: Any) -> int:
         return 0
     result = check_baseline(cfg.baseline, model=cfg.model, task=cfg.task, tolerance=cfg.tolerance,
                             allow_model_change=cfg.allow_model_change, confirm=cfg.confirm, device=cfg.device,
-                            allow_code=cfg.allow_code)
+                            allow_code=cfg.allow_code, executor=cfg.executor, ray_address=cfg.ray_address)
     print(text_table(result))
     if cfg.junit:
         Path(cfg.junit).parent.mkdir(parents=True, exist_ok=True)

@@ -58,6 +58,9 @@ class CollectConfig:
                                 factory=lambda: ["random", "zoo"])
     noise_scales: list[float] = _doc("Gaussian action-noise std levels mixed over episodes",
                                      factory=lambda: [0.0, 0.1, 0.3])
+    executor: str = _doc("where rollouts run: local (this machine) or ray (a Ray cluster; same numbers)", "local")
+    ray_address: str | None = _doc("Ray cluster with executor=ray: an address, local (a private Ray here) or "
+                                   "unset (RAY_ADDRESS, else a cluster started with ray start)", None)
     overwrite: bool = _doc("replace an existing dataset at out", False)
 
 
@@ -114,6 +117,10 @@ class EvaluateConfig:
     max_batch: int = _doc("episodes imagined at once (bounds memory; results do not depend on it)", 512)
     precision: str = _doc("world model arithmetic: float32, or bfloat16 (faster on CPUs with AVX512-BF16)",
                           "float32")
+    executor: str = _doc("where rollouts run: local (this machine) or ray (a Ray cluster; same numbers)", "local")
+    ray_address: str | None = _doc("Ray cluster with executor=ray: an address, local (a private Ray here) or "
+                                   "unset (RAY_ADDRESS, else a cluster started with ray start)", None)
+    ray_actors: int = _doc("world-model actors with executor=ray (each holds the model, 1 CPU or GPU)", 1)
 
 
 @dataclass
@@ -148,6 +155,9 @@ class RegressConfig:
     device: str = _doc("torch device", "cpu")
     allow_code: bool = _doc("allow module:callable policies and models named in a baseline or config to run code",
                             False)
+    executor: str = _doc("where rollouts run: local (this machine) or ray (a Ray cluster; same numbers)", "local")
+    ray_address: str | None = _doc("Ray cluster with executor=ray: an address, local (a private Ray here) or "
+                                   "unset (RAY_ADDRESS, else a cluster started with ray start)", None)
 
 
 @dataclass

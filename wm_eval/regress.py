@@ -54,7 +54,10 @@ import numpy as np
 
 import wm_eval
 from wm_eval.errors import CheckpointError, ConfigError, PolicyError, TaskError, WmEvalError
+from wm_eval.evaluation.executor import Job, LocalExecutor, open_executor
+from wm_eval.evaluation.plan import Unit
 from wm_eval.fileio import atomic_write_text, sha256
+from wm_eval.streams import policy_key
 from wm_eval.types import ChangeTest, PolicyCheck, RegressResult
 
 __all__ = [
@@ -110,35 +113,40 @@ def _load_model(ref: str | None, *, task: str, device: str) -> tuple[Any, Path |
     return (model, *model_identity(ref, model))
 
 
-def _episode_returns(rollout: Any) -> np.ndarray:
-    from wm_eval.evaluation.metrics import returns
-
-    return returns(rollout.rewards, mask=rollout.mask, gamma=None)
-
-
 def imagined_returns(model: Any, task: str, policies: Sequence[Any], states: np.ndarray, *, horizon: int, seed: int,
-                     device: str = "cpu", propagation: str = "mean") -> list[np.ndarray]:
+                     device: str = "cpu", propagation: str = "mean", executor: Any = None) -> list[np.ndarray]:
     """Undiscounted imagined returns ``[len(states)]`` of each policy from the same start ``states``.
 
     Every episode ``j`` of a policy uses the random streams of ``(seed, policy name, j)``, as in
     :func:`wm_eval.evaluate`: common random numbers between a baseline and its candidate hold for every
-    propagation, and a policy's returns do not depend on the others in the suite.
+    propagation, and a policy's returns do not depend on the others in the suite. ``executor``: a
+    local or Ray executor (:func:`wm_eval.evaluation.executor.make_executor`; default: in-process).
     """
-    from wm_eval.evaluation.executor import Job, imagined_rollouts
-    from wm_eval.evaluation.plan import Unit
-    from wm_eval.streams import policy_key
-
-    job = Job(task=task, model=model, policies=list(policies), real_policies=list(policies), states=states,
-              horizon=horizon, seed=seed, mode="closed_loop", propagation=propagation, sample=False, device=device)
-    units = [Unit(i, p.name, policy_key(p.name), 0, len(states)) for i, p in enumerate(policies)]
-    return [_episode_returns(r) for r in imagined_rollouts(job, units)]
+    return _returns(Job(task=task, model=model, policies=list(policies), real_policies=list(policies), states=states,
+                        horizon=horizon, seed=seed, mode="closed_loop", propagation=propagation, sample=False,
+                        device=device), imagined=True, executor=executor)
 
 
-def true_returns(task: str, policy: Any, states: np.ndarray, horizon: int) -> np.ndarray:
+def true_returns(task: str, policy: Any, states: np.ndarray, horizon: int, *, executor: Any = None) -> np.ndarray:
     """Undiscounted MuJoCo returns ``[len(states)]`` of ``policy`` from simulator ``states``."""
-    from wm_eval.evaluation.executor import real_rollouts
+    job = Job(task=task, model=None, policies=[policy], real_policies=[policy], states=states, horizon=horizon,
+              seed=0, mode="closed_loop", propagation="mean", sample=False, device="cpu")
+    return _returns(job, imagined=False, executor=executor)[0]
 
-    return _episode_returns(real_rollouts(task, policy, states, horizon))
+
+def _returns(job: Job, *, imagined: bool, executor: Any) -> list[np.ndarray]:
+    """Per policy of ``job``, one unit of all its episodes on one side, run by ``executor``."""
+    from wm_eval.evaluation.metrics import returns
+
+    units = [Unit(i, p.name, policy_key(p.name), 0, len(job.states)) for i, p in enumerate(job.policies)]
+    out: dict[str, np.ndarray] = {}
+
+    def done(unit: Unit, true: Any, imag: Any) -> None:
+        rollout = imag if imagined else true
+        out[unit.id] = returns(rollout.rewards, mask=rollout.mask, gamma=None)
+
+    (executor or LocalExecutor(workers=1)).run(job, units, done, imagined=imagined, truth=not imagined)
+    return [out[u.id] for u in units]
 
 
 def _estimate(values: np.ndarray, seed: int) -> dict[str, float]:
@@ -166,12 +174,13 @@ def _stored(file: Path, folder: Path, *, absolute: bool) -> str:
 def record_baseline(path: str | os.PathLike[str], *, task: str, policies: Sequence[str], model: str | None = None,
                     episodes: int = 32, horizon: int = 1000, seed: int = 0, tolerance: float = DEFAULT_TOLERANCE,
                     confidence: float = 0.95, propagation: str = "mean", confirm: bool = False,
-                    device: str = "cpu") -> dict[str, Any]:
+                    device: str = "cpu", executor: str = "local", ray_address: str | None = None) -> dict[str, Any]:
     """Evaluate ``policies`` (SB3 zips, zoo manifests, ``zoo``, ``module:callable``) in the world model and
     write the baseline file at ``path`` (atomically, replacing it); returns its content.
 
     ``confirm=True`` also records MuJoCo returns from the same start states, so that a later
-    ``confirm`` check can compare ground truth with ground truth.
+    ``confirm`` check can compare ground truth with ground truth. ``executor="ray"`` runs the rollouts on
+    the Ray cluster at ``ray_address`` (same numbers).
     """
     from wm_eval.evaluation.plan import start_seeds
     from wm_eval.policy import load_policies, policy_file
@@ -201,15 +210,16 @@ def record_baseline(path: str | os.PathLike[str], *, task: str, policies: Sequen
         raise ConfigError(f"policy names must be unique in a baseline (file stems or manifest names), got {names}")
     seeds = start_seeds(seed, episodes)
     states = reset_states(task, seeds.tolist())[1]
-    imagined = imagined_returns(model_obj, task, loaded, states, horizon=horizon, seed=seed, device=device,
-                                propagation=propagation)
-    for k, (entry, values) in enumerate(zip(entries, imagined)):
-        entry["imagined_return"] = _estimate(values, _seed(seed, k))
-        entry["episode_returns"] = values.tolist()
-        if confirm:
-            truth = true_returns(task, loaded[k], states, horizon)
-            entry["true_return"] = _estimate(truth, _seed(seed, k))
-            entry["true_episode_returns"] = truth.tolist()
+    with open_executor(executor, ray_address=ray_address) as runner:
+        imagined = imagined_returns(model_obj, task, loaded, states, horizon=horizon, seed=seed, device=device,
+                                    propagation=propagation, executor=runner)
+        for k, (entry, values) in enumerate(zip(entries, imagined)):
+            entry["imagined_return"] = _estimate(values, _seed(seed, k))
+            entry["episode_returns"] = values.tolist()
+            if confirm:
+                truth = true_returns(task, loaded[k], states, horizon, executor=runner)
+                entry["true_return"] = _estimate(truth, _seed(seed, k))
+                entry["true_episode_returns"] = truth.tolist()
     baseline = {
         "format": FORMAT, "wm_eval_version": wm_eval.__version__, "task": task,
         "model": {"path": None if model_path is None else _stored(model_path, folder, absolute=os.path.isabs(model)),
@@ -246,7 +256,8 @@ def read_baseline(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def check_baseline(path: str | os.PathLike[str], *, model: str | None = None, task: str | None = None,
                    tolerance: float | None = None, allow_model_change: bool = False, confirm: bool = False,
-                   confidence: float | None = None, device: str = "cpu", allow_code: bool = False) -> RegressResult:
+                   confidence: float | None = None, device: str = "cpu", allow_code: bool = False,
+                   executor: str = "local", ray_address: str | None = None) -> RegressResult:
     """Re-evaluate the files a baseline names, with its seeds, and test each against its record.
 
     Args:
@@ -259,6 +270,7 @@ def check_baseline(path: str | os.PathLike[str], *, model: str | None = None, ta
             paired verdict replaces the world model's.
         allow_code: a baseline naming ``module:callable`` policies imports and runs that code; it is
             refused unless this is ``True`` (a baseline file is data, not code).
+        executor, ray_address: ``"ray"`` runs the rollouts on a Ray cluster (same numbers).
 
     Raises:
         ConfigError, TaskError, CheckpointError, PolicyError: bad input (the CLI exits with 2).
@@ -285,8 +297,20 @@ def check_baseline(path: str | os.PathLike[str], *, model: str | None = None, ta
     confidence = float(baseline.get("confidence", 0.95) if confidence is None else confidence)
     policies, files = _load_suite(baseline["policies"], folder, task=task, device=device, allow_code=allow_code)
     states = reset_states(task, baseline["start_seeds"])[1]
-    imagined = imagined_returns(model_obj, task, policies, states, horizon=horizon, seed=seed, device=device,
-                                propagation=baseline["propagation"])
+    with open_executor(executor, ray_address=ray_address) as runner:
+        checks = _check_all(baseline, policies, files, model_obj, states, tolerance=tolerance, confidence=confidence,
+                            confirm=confirm, device=device, notes=notes, executor=runner)
+    return RegressResult(task, model_name, fingerprint, recorded["fingerprint"], len(states), horizon, seed,
+                         tolerance, confidence, checks, time.perf_counter() - start, notes)
+
+
+def _check_all(baseline: dict[str, Any], policies: list[Any], files: list[Path | None], model: Any, states: np.ndarray,
+               *, tolerance: float, confidence: float, confirm: bool, device: str, notes: list[str],
+               executor: Any) -> list[PolicyCheck]:
+    """Each policy's :class:`PolicyCheck` against the baseline's records (MuJoCo re-runs with ``confirm``)."""
+    task, seed, horizon = baseline["task"], int(baseline["seed"]), int(baseline["horizon"])
+    imagined = imagined_returns(model, task, policies, states, horizon=horizon, seed=seed, device=device,
+                                propagation=baseline["propagation"], executor=executor)
     checks = []
     for k, (entry, policy, file, values) in enumerate(zip(baseline["policies"], policies, files, imagined)):
         test = paired_change(entry["episode_returns"], values, tolerance=tolerance, confidence=confidence,
@@ -294,7 +318,7 @@ def check_baseline(path: str | os.PathLike[str], *, model: str | None = None, ta
         check = PolicyCheck(entry["name"], entry["path"], None if file is None else sha256(file) != entry["sha256"],
                             entry["imagined_return"], _estimate(values, _seed(seed, k)), test)
         if confirm and test.regressed:
-            truth = true_returns(task, policy, states, horizon)
+            truth = true_returns(task, policy, states, horizon, executor=executor)
             now = _estimate(truth, _seed(seed, k, 1))
             true_test = None
             if "true_episode_returns" in entry:
@@ -306,8 +330,7 @@ def check_baseline(path: str | os.PathLike[str], *, model: str | None = None, ta
                              "it with confirm=true), so the world model's verdict stands.")
             check = dataclasses.replace(check, true_candidate=now, true_test=true_test)
         checks.append(check)
-    return RegressResult(task, model_name, fingerprint, recorded["fingerprint"], len(states), horizon, seed,
-                         tolerance, confidence, checks, time.perf_counter() - start, notes)
+    return checks
 
 
 def _load_suite(entries: list[dict[str, Any]], folder: Path, *, task: str, device: str,

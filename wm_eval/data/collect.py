@@ -17,11 +17,13 @@ combination ``i mod K`` of the ``K`` (policy, noise scale) pairs, in the order
 given. Noisy actions are ``clip(a + N(0, scale^2), low, high)``.
 
 Speed: episodes run in lockstep batches, one per behaviour policy, so a policy is
-called once per step for the whole batch.
+called once per step for the whole batch. ``executor="ray"`` runs the same batches as Ray tasks
+(behaviour policies shipped by value), written in episode order: the same dataset.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from tqdm import tqdm
 
 from wm_eval.data.hdf5 import DatasetWriter
 from wm_eval.errors import ConfigError, DatasetError, PolicyError, WmEvalError
+from wm_eval.ray_cluster import map_ordered, session
 from wm_eval.tasks import get_state, get_task, make_env
 from wm_eval.types import Trajectory
 
@@ -132,10 +135,38 @@ def _rollout(envs: list[Any], behaviour: _Behaviour, plans: list[_EpisodePlan], 
     ]
 
 
+def _chunk(envs: list[Any], behaviours: list[_Behaviour], plans: list[_EpisodePlan], max_steps: int,
+           make: Any) -> list[Trajectory]:
+    """The episodes of ``plans``, one lockstep batch per behaviour, in episode order (``make()`` adds envs)."""
+    finished: dict[int, Trajectory] = {}
+    for b, beh in enumerate(behaviours):
+        group = [p for p in plans if p.behaviour == b]
+        if not group:
+            continue
+        envs += [make() for _ in range(len(group) - len(envs))]
+        finished.update(zip((p.index for p in group), _rollout(envs[: len(group)], beh, group, max_steps)))
+    return [finished[i] for i in sorted(finished)]
+
+
+_WORKER: dict[str, Any] = {}
+"""A Ray worker's behaviours (by object id) and envs, kept across the chunks it collects."""
+
+
+def _remote_chunk(task: str, box: list[Any], plans: list[_EpisodePlan], max_steps: int) -> list[Trajectory]:
+    """Ray task: :func:`_chunk` with the behaviours in ``box`` (``[ObjectRef]``), fetched once per worker."""
+    import ray
+
+    if _WORKER.get("key") != (task, box[0].hex()):
+        for env in _WORKER.get("envs", []):
+            env.close()
+        _WORKER.update(key=(task, box[0].hex()), behaviours=ray.get(box[0]), envs=[])
+    return _chunk(_WORKER["envs"], _WORKER["behaviours"], plans, max_steps, lambda: make_env(task))
+
+
 def collect(*, task: str, episodes: int, max_steps: int, seed: int, out: str | os.PathLike[str],
             behaviour: Sequence[str] = ("random", "zoo"), noise_scales: Sequence[float] = (0.0, 0.1, 0.3),
             overwrite: bool = False, config: dict[str, Any] | None = None, progress: bool = True,
-            batch_size: int = 32) -> Path:
+            batch_size: int = 32, executor: str = "local", ray_address: str | None = None) -> Path:
     """Roll out behaviour policies in ``task`` and write a dataset folder at ``out`` (see :mod:`wm_eval.data.hdf5`).
 
     Args:
@@ -150,6 +181,8 @@ def collect(*, task: str, episodes: int, max_steps: int, seed: int, out: str | o
         config: resolved configuration recorded in the dataset metadata.
         progress: show a progress bar over episodes.
         batch_size: episodes run in lockstep per behaviour policy; does not change the data's seeds.
+        executor: ``"local"`` (this process) or ``"ray"`` (one Ray task per batch, on the cluster at
+            ``ray_address``; see :func:`wm_eval.ray_cluster.connect`); the same dataset either way.
 
     Returns:
         The dataset folder. Finished episodes are committed as they complete, so an interrupted
@@ -164,25 +197,34 @@ def collect(*, task: str, episodes: int, max_steps: int, seed: int, out: str | o
     if not noise_scales or any(not np.isfinite(s) or s < 0 for s in noise_scales):
         raise ConfigError(f"noise_scales must be a non-empty list of finite values >= 0, got {list(noise_scales)}")
 
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"unknown executor '{executor}': use local or ray")
     envs = [make_env(task)]
     try:
         behaviours = _load_behaviours(behaviour, task, envs[0])
         plans = _plan(episodes, seed, behaviours, noise_scales)
         chunk = batch_size * len(behaviours)
-        with DatasetWriter(out, task=task, observation_space=envs[0].observation_space,
-                           action_space=envs[0].action_space, config=config, seed=seed,
-                           overwrite=overwrite) as writer, \
-                tqdm(total=episodes, desc=f"collect {task}", unit="episode", disable=not progress) as bar:
-            for begin in range(0, episodes, chunk):
-                finished: dict[int, Trajectory] = {}
-                for b, beh in enumerate(behaviours):
-                    group = [p for p in plans[begin : begin + chunk] if p.behaviour == b]
-                    if not group:
-                        continue
-                    envs += [make_env(task) for _ in range(len(group) - len(envs))]
-                    finished.update(zip((p.index for p in group), _rollout(envs[: len(group)], beh, group, max_steps)))
-                writer.extend(finished[i] for i in sorted(finished))
-                bar.update(len(finished))
+        chunks = [plans[begin : begin + chunk] for begin in range(0, episodes, chunk)]
+        with contextlib.ExitStack() as stack:
+            ray = stack.enter_context(session(ray_address)) if executor == "ray" else None
+            writer = stack.enter_context(DatasetWriter(out, task=task, observation_space=envs[0].observation_space,
+                                                       action_space=envs[0].action_space, config=config, seed=seed,
+                                                       overwrite=overwrite))
+            bar = stack.enter_context(tqdm(total=episodes, desc=f"collect {task}", unit="episode",
+                                           disable=not progress))
+
+            def write(_: int, trajectories: list[Trajectory]) -> None:
+                writer.extend(trajectories)
+                bar.update(len(trajectories))
+
+            if ray is None:
+                for i, part in enumerate(chunks):
+                    write(i, _chunk(envs, behaviours, part, max_steps, lambda: make_env(task)))
+            else:
+                box = [ray.put(behaviours)]
+                window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+                map_ordered(_remote_chunk, [(task, box, part, max_steps) for part in chunks], window=window,
+                            on_result=write)
         return writer.path
     finally:
         for env in envs:

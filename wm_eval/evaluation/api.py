@@ -20,7 +20,7 @@ import numpy as np
 from wm_eval import __version__
 from wm_eval.errors import ConfigError, WmEvalError
 from wm_eval.evaluation import summary as S
-from wm_eval.evaluation.executor import Job, LocalExecutor
+from wm_eval.evaluation.executor import EXECUTORS, Job, open_executor
 from wm_eval.evaluation.plan import Unit, plan, start_seeds
 from wm_eval.evaluation.rollout import POLICY_BLOCK
 from wm_eval.evaluation.statistics import statistics_for
@@ -149,6 +149,7 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
              device: str = "cpu", gamma: float = 0.995, chunk: int = 10, workers: int = 0,
              out: str | Path | None = None, resume: bool = False, trajectories: str = "auto",
              bootstrap: int = 1000, max_batch: int = 512, precision: str = "float32",
+             executor: str = "local", ray_address: str | None = None, ray_actors: int = 1,
              progress: bool = True) -> Evaluation:
     """Roll every policy out in the world model and in MuJoCo from the same seeded start states.
 
@@ -176,6 +177,11 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
         precision: the world model's layer arithmetic, ``"float32"`` or ``"bfloat16"`` (about 3x
             faster at large batches on CPUs with AVX512-BF16; ``examples/precision.py`` measures
             whether it changes verdicts).
+        executor: ``"local"`` (this machine: ``workers`` processes) or ``"ray"`` (a Ray cluster:
+            model actors and ground-truth tasks; same numbers, see
+            :mod:`wm_eval.evaluation.ray_executor`).
+        ray_address: the cluster (default ``RAY_ADDRESS`` or one started with ``ray start``;
+            ``"local"``: a private Ray on this machine's CPUs); ray_actors: model actors.
         progress: show progress bars.
 
     Returns:
@@ -191,6 +197,8 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
 
     if precision not in PRECISIONS:
         raise WmEvalError(f"unknown precision '{precision}': use {' or '.join(PRECISIONS)}")
+    if executor not in EXECUTORS:
+        raise WmEvalError(f"unknown executor '{executor}': use {' or '.join(EXECUTORS)}")
     _check_arguments(mode=mode, trajectories=trajectories, propagation=propagation, episodes=episodes,
                      horizon=horizon, chunk=chunk, seed=seed, bootstrap=bootstrap, max_batch=max_batch,
                      workers=workers, device=device)
@@ -198,86 +206,90 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
         raise WmEvalError("no policies to evaluate")
     if resume and out is None:
         raise WmEvalError("resume=True needs out= (the folder holding the finished units)")
-    spec = tasks.get_task(task)
-    started = time.perf_counter()
-    if isinstance(model, WorldModel):
-        world, name, fingerprint = model.to(device), f"in-memory:{model.task}", _weights_hash(model)
-    else:
-        world = resolve_model(model, task=task, device=device, **tasks.spaces(task))
-        _, name, fingerprint = model_identity(model, world)
-    if world.task != task:
-        raise WmEvalError(f"the model was trained for {world.task}, not {task}")
-    if precision != "float32" and not hasattr(world, "set_inference_dtype"):
-        raise WmEvalError(f"{type(world).__name__} has no reduced-precision inference: use precision=float32")
-    loaded = load_policy_list(policies, task=task, device=device)
-    real = loaded if device == "cpu" else load_policy_list([p.source or p for p in loaded], task=task, device="cpu")
-    units = plan([p.name for p in loaded], episodes=episodes, chunk=chunk)
-    seeds = start_seeds(seed, episodes)
-    states = tasks.reset_states(task, seeds.tolist())[1]
-    keep = trajectories == "all" or (trajectories == "auto" and len(loaded) * episodes * horizon <= AUTO_ALL_STEPS)
-    config = {"task": task, "policies": [p.source or p.name for p in loaded], "model": name,
-              "fingerprint": fingerprint, "episodes": episodes, "horizon": horizon, "seed": seed, "mode": mode,
-              "propagation": propagation, "sample": sample, "gamma": gamma, "chunk": chunk, "device": device,
-              "precision": precision}
-    identity = {**config, "policy_fingerprints": [_policy_fingerprint(p) for p in loaded], "keep": keep,
-                "wm_eval": __version__, "block_rows": BLOCK_ROWS, "policy_block": POLICY_BLOCK}
-    if resume and None in identity["policy_fingerprints"]:
-        raise ConfigError("resume needs every policy loaded from a file or module:callable (a policy passed in "
-                          "memory cannot be recognised again): pass its file, or run without resume")
-    store = _unit_store(Path(out) if out is not None else None, identity, resume)
-    obs_scale = world.obs_scale.detach().cpu().numpy().astype(np.float64)
-    job = Job(task=task, model=world, policies=loaded, real_policies=real, states=states, horizon=horizon, seed=seed,
-              mode=mode, propagation=propagation, sample=sample, device=device)
-    results: dict[str, UnitResult] = {}
-    if store is not None and resume:
-        for unit in units:
-            path = store / f"{unit.id}.npz"
-            if path.exists():
-                results[unit.id] = load_unit(path)
-    todo = [u for u in units if u.id not in results]
-    bar = tqdm(total=sum(u.size for u in todo), desc="paired episodes (imagined + MuJoCo)", unit="ep",
-               disable=not progress)
+    # Connect first (Ray may be missing or unreachable), so that a failure writes nothing.
+    with open_executor(executor, workers=workers, max_rows=max_batch, ray_address=ray_address,
+                       ray_actors=ray_actors) as runner:
+        spec = tasks.get_task(task)
+        started = time.perf_counter()
+        if isinstance(model, WorldModel):
+            world, name, fingerprint = model.to(device), f"in-memory:{model.task}", _weights_hash(model)
+        else:
+            world = resolve_model(model, task=task, device=device, **tasks.spaces(task))
+            _, name, fingerprint = model_identity(model, world)
+        if world.task != task:
+            raise WmEvalError(f"the model was trained for {world.task}, not {task}")
+        if precision != "float32" and not hasattr(world, "set_inference_dtype"):
+            raise WmEvalError(f"{type(world).__name__} has no reduced-precision inference: use precision=float32")
+        loaded = load_policy_list(policies, task=task, device=device)
+        real = loaded if device == "cpu" else load_policy_list([p.source or p for p in loaded], task=task, device="cpu")
+        units = plan([p.name for p in loaded], episodes=episodes, chunk=chunk)
+        seeds = start_seeds(seed, episodes)
+        states = tasks.reset_states(task, seeds.tolist())[1]
+        keep = trajectories == "all" or (trajectories == "auto" and len(loaded) * episodes * horizon <= AUTO_ALL_STEPS)
+        config = {"task": task, "policies": [p.source or p.name for p in loaded], "model": name,
+                  "fingerprint": fingerprint, "episodes": episodes, "horizon": horizon, "seed": seed, "mode": mode,
+                  "propagation": propagation, "sample": sample, "gamma": gamma, "chunk": chunk, "device": device,
+                  "precision": precision}
+        identity = {**config, "policy_fingerprints": [_policy_fingerprint(p) for p in loaded], "keep": keep,
+                    "wm_eval": __version__, "block_rows": BLOCK_ROWS, "policy_block": POLICY_BLOCK}
+        config["executor"] = executor  # recorded, but not part of the identity: any executor resumes a run
+        if resume and None in identity["policy_fingerprints"]:
+            raise ConfigError("resume needs every policy loaded from a file or module:callable (a policy passed in "
+                              "memory cannot be recognised again): pass its file, or run without resume")
+        store = _unit_store(Path(out) if out is not None else None, identity, resume)
+        obs_scale = world.obs_scale.detach().cpu().numpy().astype(np.float64)
+        job = Job(task=task, model=world, policies=loaded, real_policies=real, states=states, horizon=horizon,
+                  seed=seed, mode=mode, propagation=propagation, sample=sample, device=device)
+        results: dict[str, UnitResult] = {}
+        if store is not None and resume:
+            for unit in units:
+                path = store / f"{unit.id}.npz"
+                if path.exists():
+                    results[unit.id] = load_unit(path)
+        todo = [u for u in units if u.id not in results]
+        bar = tqdm(total=sum(u.size for u in todo), desc="paired episodes (imagined + MuJoCo)", unit="ep",
+                   disable=not progress)
 
-    def done(unit: Unit, true: Any, imagined: Any) -> None:
-        result = reduce_unit(unit.id, true, imagined, obs_scale=obs_scale, gamma=gamma, success_rule=spec.success,
-                             keep=keep)
-        if store is not None:
-            save_unit(store, result)
-        results[unit.id] = result
-        bar.update(unit.size)
+        def done(unit: Unit, true: Any, imagined: Any) -> None:
+            result = reduce_unit(unit.id, true, imagined, obs_scale=obs_scale, gamma=gamma, success_rule=spec.success,
+                                 keep=keep)
+            if store is not None:
+                save_unit(store, result)
+            results[unit.id] = result
+            bar.update(unit.size)
 
-    setup = time.perf_counter() - started  # loading the model and policies, start states
-    if precision != "float32":
-        import torch
-
-        world.set_inference_dtype(getattr(torch, precision))
-    try:
-        timings = LocalExecutor(workers=workers, max_rows=max_batch).run(job, todo, done)
-        by_policy = [[results[u.id] for u in units if u.policy == i] for i in range(len(loaded))]
-        values = [S.merge_values(r) for r in by_policy]
-        kept = _kept(job, units, by_policy, values, seeds, keep=keep, select=trajectories != "summary")
-    finally:
-        bar.close()
+        setup = time.perf_counter() - started  # loading the model and policies, start states
         if precision != "float32":
-            world.set_inference_dtype(torch.float32)
-    timings["setup"], timings["resumed_units"] = setup, float(len(units) - len(todo))
-    timings["rollouts"] = time.perf_counter() - started - setup
-    t0 = time.perf_counter()
-    statistics = statistics_for(spec.success)
-    results_ = []
-    for i, (policy, vals) in enumerate(zip(loaded, values)):
-        stats, summary = S.policy_summary(vals, statistics, seed=_seed(seed, policy.name), n_resamples=bootstrap)
-        results_.append(PolicyResult(policy.name, policy.source, policy_key(policy.name), vals,
-                                     tuple(kept[i]), stats, summary))
-    metrics = {s.name: S.ranking([v[f"imagined_{s.name}"] for v in values], [v[f"true_{s.name}"] for v in values],
-                                 seed=seed, n_resamples=bootstrap) for s in statistics}
-    timings["metrics"] = time.perf_counter() - t0
-    timings["total"] = time.perf_counter() - started
-    return Evaluation(task=task, model=name, model_fingerprint=fingerprint, seed=seed, mode=mode, horizon=horizon,
-                      propagation=propagation, sample=sample, gamma=gamma, chunk=chunk, start_seeds=seeds,
-                      obs_scale=obs_scale, policies=tuple(results_), metrics=metrics,
-                      horizon_error=S.horizon_error([r for rs in by_policy for r in rs], len(loaded) * episodes),
-                      trust=S.trust(values), config=config, timings=timings, units=tuple(u.id for u in units))
+            import torch
+
+            world.set_inference_dtype(getattr(torch, precision))
+        try:
+            timings = runner.run(job, todo, done)
+            by_policy = [[results[u.id] for u in units if u.policy == i] for i in range(len(loaded))]
+            values = [S.merge_values(r) for r in by_policy]
+            kept = _kept(job, units, by_policy, values, seeds, keep=keep, select=trajectories != "summary")
+        finally:
+            bar.close()
+            if precision != "float32":
+                world.set_inference_dtype(torch.float32)
+        timings["setup"], timings["resumed_units"] = setup, float(len(units) - len(todo))
+        timings["rollouts"] = time.perf_counter() - started - setup
+        t0 = time.perf_counter()
+        statistics = statistics_for(spec.success)
+        results_ = []
+        for i, (policy, vals) in enumerate(zip(loaded, values)):
+            stats, summary = S.policy_summary(vals, statistics, seed=_seed(seed, policy.name), n_resamples=bootstrap)
+            results_.append(PolicyResult(policy.name, policy.source, policy_key(policy.name), vals,
+                                         tuple(kept[i]), stats, summary))
+        metrics = {s.name: S.ranking([v[f"imagined_{s.name}"] for v in values], [v[f"true_{s.name}"] for v in values],
+                                     seed=seed, n_resamples=bootstrap) for s in statistics}
+        timings["metrics"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - started
+        return Evaluation(task=task, model=name, model_fingerprint=fingerprint, seed=seed, mode=mode, horizon=horizon,
+                          propagation=propagation, sample=sample, gamma=gamma, chunk=chunk, start_seeds=seeds,
+                          obs_scale=obs_scale, policies=tuple(results_), metrics=metrics,
+                          horizon_error=S.horizon_error([r for rs in by_policy for r in rs], len(loaded) * episodes),
+                          trust=S.trust(values), config=config, timings=timings, units=tuple(u.id for u in units))
 
 
 def _kept(job: Job, units: list[Unit], by_policy: list[list[UnitResult]], values: list[dict[str, np.ndarray]],

@@ -2,32 +2,38 @@
 over a group of units, the ground truth in spawned worker processes across the cores, overlapping
 in closed loop (open loop replays the true actions, so the ground truth comes first).
 
+``ray`` (:mod:`wm_eval.evaluation.ray_executor`) runs the same units on a Ray cluster.
+
 An executor receives a :class:`Job` (everything a unit needs besides its episode range) and the
-units still to run, and hands back each unit's paired rollouts through ``done(unit, true,
-imagined)`` **in plan order**. Because every episode owns its random streams and the model and
-policies are called on fixed-size row blocks, how units are grouped, ordered or spread over
-processes does not change any number; another executor (a Ray cluster, say) only has to honour
-this interface.
+units still to run, and hands back each unit's rollouts through ``done(unit, true, imagined)``
+(``local``: in plan order; ``ray``: as units finish). ``imagined=False`` or ``truth=False`` skips a
+side (closed loop only), which is then ``None``. Because every episode owns its random streams and
+the model and policies are called on fixed-size row blocks, how units are grouped, ordered or spread
+over processes and nodes does not change any number.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing as mp
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from wm_eval.errors import WmEvalError
 from wm_eval.evaluation.plan import Unit
 from wm_eval.evaluation.rollout import imagined_env, real_env, run_episodes
 from wm_eval.types import BatchRollout
 
-__all__ = ["Job", "LocalExecutor", "real_rollouts", "imagined_rollouts"]
+__all__ = ["Job", "LocalExecutor", "real_rollouts", "imagined_rollouts", "group_units", "check_sides", "open_executor",
+           "EXECUTORS"]
 
-Done = Callable[[Unit, BatchRollout, BatchRollout], None]
+Done = Callable[[Unit, "BatchRollout | None", "BatchRollout | None"], None]
+EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -120,37 +126,31 @@ class LocalExecutor:
         self.workers = max(1, workers or (os.cpu_count() or 1))
         self.max_rows = max(1, max_rows)
 
-    def groups(self, units: Sequence[Unit]) -> list[list[Unit]]:
-        """Consecutive units, at most ``max_rows`` episodes per group (at least one unit)."""
-        out: list[list[Unit]] = []
-        for unit in units:
-            if out and sum(u.size for u in out[-1]) + unit.size <= self.max_rows:
-                out[-1].append(unit)
-            else:
-                out.append([unit])
-        return out
-
-    def run(self, job: Job, units: Sequence[Unit], done: Done) -> dict[str, float]:
+    def run(self, job: Job, units: Sequence[Unit], done: Done, *, imagined: bool = True,
+            truth: bool = True) -> dict[str, float]:
         """Run ``units`` and call ``done`` for each, in order; returns wall seconds per side."""
         import time
 
         import torch
 
+        check_sides(job, imagined, truth)
         timings = {"model_rollouts": 0.0, "ground_truth_rollouts": 0.0}
-        parallel = self.workers > 1 and all(job.policies[u.policy].source for u in units)
+        parallel = truth and self.workers > 1 and all(job.policies[u.policy].source for u in units)
         pool = (cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"))
                 if parallel and units else None)
         threads = torch.get_num_threads()
         finished = False
         try:
-            for group in self.groups(units):
+            for group in group_units(units, self.max_rows):
                 t0 = time.perf_counter()
                 futures = []
                 if pool is not None:
                     futures = [pool.submit(_real_job, job.task, job.policies[u.policy].source,
                                            job.states[u.start:u.stop], job.horizon) for u in group]
 
-                def collect() -> list[BatchRollout]:
+                def collect() -> list[BatchRollout | None]:
+                    if not truth:
+                        return [None] * len(group)
                     if pool is not None:
                         out = [f.result() for f in futures]
                     else:
@@ -159,20 +159,61 @@ class LocalExecutor:
                     timings["ground_truth_rollouts"] += time.perf_counter() - t0
                     return out
 
-                truth = collect() if job.mode == "open_loop" else None
+                true = collect() if job.mode == "open_loop" else None
                 t1 = time.perf_counter()
                 # Leave the ground-truth workers their cores: oversubscribed threads slow the model tenfold.
-                busy = self.workers if pool is not None and truth is None else 0
+                busy = self.workers if pool is not None and true is None else 0
                 torch.set_num_threads(max(1, (os.cpu_count() or 1) - busy))
-                imagined = imagined_rollouts(job, group, truth)
+                imag: list[BatchRollout | None] = [None] * len(group)
+                if imagined:
+                    imag = list(imagined_rollouts(job, group, true))  # type: ignore[arg-type]
                 torch.set_num_threads(threads)
                 timings["model_rollouts"] += time.perf_counter() - t1
-                truth = truth if truth is not None else collect()
-                for unit, true, imag in zip(group, truth, imagined):
-                    done(unit, true, imag)
+                true = true if true is not None else collect()
+                for unit, t, i in zip(group, true, imag):
+                    done(unit, t, i)
             finished = True
         finally:
             torch.set_num_threads(threads)
             if pool is not None:  # the workers exit in the background; after an error, pending jobs are dropped
                 pool.shutdown(wait=False, cancel_futures=not finished)
         return timings
+
+
+def group_units(units: Sequence[Unit], max_rows: int) -> list[list[Unit]]:
+    """Consecutive units, at most ``max_rows`` episodes per group (at least one unit per group)."""
+    out: list[list[Unit]] = []
+    for unit in units:
+        if out and sum(u.size for u in out[-1]) + unit.size <= max_rows:
+            out[-1].append(unit)
+        else:
+            out.append([unit])
+    return out
+
+
+def check_sides(job: Job, imagined: bool, truth: bool) -> None:
+    if not (imagined or truth):
+        raise ValueError("an executor run needs imagined=True or truth=True")
+    if job.mode == "open_loop" and imagined and not truth:
+        raise ValueError("open loop replays the ground truth's actions: it needs truth=True")
+
+
+@contextlib.contextmanager
+def open_executor(name: str, *, workers: int = 0, max_rows: int = 512, ray_address: str | None = None,
+                  ray_actors: int = 1) -> Iterator[Any]:
+    """The executor called ``name``: ``"local"`` (:class:`LocalExecutor`) or ``"ray"``
+    (:class:`~wm_eval.evaluation.ray_executor.RayExecutor`, connected to ``ray_address`` as
+    :func:`~wm_eval.evaluation.ray_executor.connect` says and disconnected on exit if it connected).
+    Without Ray installed, ``"ray"`` raises a one-line :class:`~wm_eval.errors.WmEvalError` with the
+    install hint."""
+    if name == "local":
+        yield LocalExecutor(workers=workers, max_rows=max_rows)
+        return
+    if name != "ray":
+        raise WmEvalError(f"unknown executor '{name}': use {' or '.join(EXECUTORS)}")
+    from wm_eval.evaluation.ray_executor import RayExecutor
+    from wm_eval.ray_cluster import session
+
+    executor = RayExecutor(actors=ray_actors, max_rows=max_rows)
+    with session(ray_address):
+        yield executor
