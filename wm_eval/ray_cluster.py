@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +15,7 @@ from wm_eval.errors import WmEvalError
 
 __all__ = ["INSTALL_HINT", "ray_module", "connect", "session", "map_ordered", "get"]
 
+PROBE_SECONDS = 5.0
 INSTALL_HINT = 'executor=ray needs Ray, an optional extra: pip install "wm_eval[ray]"'
 
 
@@ -42,6 +44,7 @@ def connect(address: str | None = None) -> bool:
                  configure_logging=False)
         return True
     target = address or os.environ.get("RAY_ADDRESS") or "auto"
+    _probe(target)
     try:
         ray.init(address=target, log_to_driver=False, configure_logging=False)
     except ConnectionError as e:
@@ -49,6 +52,19 @@ def connect(address: str | None = None) -> bool:
                           "'ray start --head' or set RAY_ADDRESS, or pass ray_address=local for a private one "
                           "on this machine") from None
     return True
+
+
+def _probe(target: str) -> None:
+    """Fail in seconds, not minutes, when nothing listens at a ``host:port`` address (Ray itself retries
+    an unreachable head for minutes)."""
+    host, sep, port = target.rpartition(":")
+    if target == "auto" or "://" in target or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=PROBE_SECONDS).close()
+    except OSError as e:
+        raise WmEvalError(f"no Ray cluster at ray_address={target} ({e.strerror or e}): check the head node's "
+                          "address and port (ray start --head prints them), or pass ray_address=local") from None
 
 
 @contextlib.contextmanager

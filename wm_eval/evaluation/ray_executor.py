@@ -76,20 +76,22 @@ def _ground_truth(box: list[Any], unit: Unit) -> tuple[BatchRollout, float, str]
 
 
 class _ModelActor:
-    """Holds the world model (loaded once) and imagines groups of units on ``device``."""
+    """Holds the world model (fetched once per evaluation) and imagines groups of units on ``device``."""
 
-    def __init__(self, model_box: list[Any], device: str) -> None:
+    def __init__(self, device: str) -> None:
         import ray
         import torch
 
-        model = ray.get(model_box[0])  # boxed: the driver holds the reference, so a restarted actor finds it
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         torch.set_num_threads(max(1, int(cpus)))
-        self.model, self.device, self.seconds = model.to(device), device, 0.0
+        self.device, self.seconds = device, 0.0
         self.jobs: dict[str, Job] = {}
 
     def imagine(self, box: list[Any], units: list[Unit], *truth: tuple[BatchRollout, float, str]) -> Any:
-        """``units``' imagined rollouts (one return value per unit), replaying ``truth`` in open loop."""
+        """``units``' imagined rollouts (one return value per unit), replaying ``truth`` in open loop.
+
+        ``box`` is ``[job, model]`` object refs, boxed so that Ray does not fetch them for every call:
+        the actor fetches them once (again after a restart, since the driver holds the references)."""
         t0 = time.perf_counter()
         out = imagined_rollouts(self._job(box), units, [t[0] for t in truth] if truth else None)
         self.seconds += time.perf_counter() - t0
@@ -99,9 +101,12 @@ class _ModelActor:
         return self.seconds
 
     def _job(self, box: list[Any]) -> Job:
+        import ray
+
         key = box[0].hex()
         if key not in self.jobs:
             job = _job(box)
+            model = ray.get(box[1]).to(self.device)
             policies = list(job.real_policies)
             if self.device != "cpu":
                 from wm_eval import tasks
@@ -109,7 +114,7 @@ class _ModelActor:
 
                 policies = [p if p.source is None else load_policies(p.source, task=job.task, device=self.device,
                                                                      **tasks.spaces(job.task))[0] for p in policies]
-            self.jobs = {key: replace(job, model=self.model, policies=policies, device=self.device)}
+            self.jobs = {key: replace(job, model=model, policies=policies, device=self.device)}
         return self.jobs[key]
 
 
@@ -154,13 +159,12 @@ class RayExecutor:
         self._check_cluster(ray, job.device)
         self.units_by_node = Counter()
         model = job.model if job.device == "cpu" else copy.deepcopy(job.model).to("cpu")
-        model_ref = ray.put(model)
-        box = [ray.put(replace(job, model=None, policies=()))]
+        box = [ray.put(replace(job, model=None, policies=())), ray.put(model)]
         gpu = 1 if job.device.startswith("cuda") else 0
         actor_cls = ray.remote(_ModelActor).options(num_cpus=self.actor_cpus, num_gpus=gpu,
                                                      max_restarts=self.max_retries,
                                                      max_task_retries=self.max_retries)
-        actors = [actor_cls.remote([model_ref], job.device) for _ in range(self.actors if imagined else 0)]
+        actors = [actor_cls.remote(job.device) for _ in range(self.actors if imagined else 0)]
         truth_task = ray.remote(_ground_truth).options(num_cpus=1, max_retries=self.max_retries,
                                                       retry_exceptions=False)
         groups = group_units(units, self.max_rows)

@@ -1,0 +1,69 @@
+"""A node of a simulated 2-node Ray cluster is removed mid-run: the evaluation finishes, and its
+numbers equal an undisturbed run's (the lost units are retried elsewhere)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import wm_eval
+
+pytestmark = pytest.mark.ray
+
+TASK = "HalfCheetah-v5"
+POLICIES = ["zoo:HalfCheetah-v5#ppo_0000k", "zoo:HalfCheetah-v5#ppo_0300k", "zoo:HalfCheetah-v5#a2c_0300k"]
+
+
+def test_node_removed_mid_run_changes_nothing(tmp_path: Path) -> None:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    kw = dict(episodes=8, horizon=150, seed=5, chunk=1, max_batch=2, bootstrap=100, progress=False)
+    undisturbed = wm_eval.evaluate(TASK, POLICIES, workers=1, **kw)
+    # Head: 2 CPUs (the model actor and one ground-truth task); the extra node: 1 CPU of ground truth.
+    fast_failure = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 300,
+                    "health_check_failure_threshold": 3}
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "_system_config": fast_failure})
+    node = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+    try:
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+        result: dict = {}
+
+        def run() -> None:
+            try:
+                result["ev"] = wm_eval.evaluate(TASK, POLICIES, executor="ray", out=tmp_path, **kw)
+            except BaseException as e:  # re-raised in the test thread below
+                result["error"] = e
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.monotonic() + 120
+        while len(list((tmp_path / "units").glob("*.npz"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        finished_before = len(list((tmp_path / "units").glob("*.npz")))
+        cluster.remove_node(node)
+        thread.join(timeout=300)
+        assert not thread.is_alive(), "the run did not finish after the node was removed"
+        if "error" in result:
+            raise result["error"]
+        assert 3 <= finished_before < len(POLICIES) * kw["episodes"]  # removed mid-run
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 1
+        disturbed = result["ev"]
+        from ray.util.state import list_tasks
+
+        truth = [t for t in list_tasks(filters=[("name", "=", "_ground_truth")], limit=10_000,
+                                       raise_on_missing_output=False)]
+        assert any(t.node_id == node.node_id for t in truth), "the removed node ran no unit: nothing was tested"
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    for a, b in zip(undisturbed.policies, disturbed.policies):
+        for key in a.episodes:
+            np.testing.assert_array_equal(a.episodes[key], b.episodes[key], err_msg=f"{a.name} {key}")
+    np.testing.assert_equal(undisturbed.metrics, disturbed.metrics)
