@@ -69,3 +69,13 @@ def test_block_speed_example(tmp_path: Path) -> None:
     out = _run("block_speed.py", "--batch", "64", "--seconds", "0.02", "--repeats", "1", cwd=tmp_path)
     rates = json.loads(out.strip().splitlines()[-1])["env_steps_per_s"]
     assert set(rates) == {"128", "256", "one call"} and all(r["low"] <= r["median"] <= r["high"] for r in rates.values())
+
+
+def test_scale_out_example(tmp_path: Path) -> None:
+    """A simulated 3-node Ray cluster (1 CPU each): identical numbers, ground truth spread over two nodes."""
+    out = _run("scale_out.py", "2", "30", "3", cwd=tmp_path)
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [r["executor"] for r in rows] == ["local", "ray"] and rows[1]["nodes"] == 3
+    assert rows[1]["identical"] and rows[1]["units"] == 12 and rows[1]["overhead_ms_per_unit"] > 0
+    assert rows[1]["nodes_used"] == 2  # the model actor holds the third node's CPU
+    assert "| ray | 3 × 3 |" in out

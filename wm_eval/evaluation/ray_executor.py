@@ -151,7 +151,10 @@ class RayExecutor:
 
     def run(self, job: Job, units: Sequence[Unit], done: Done, *, imagined: bool = True,
             truth: bool = True) -> dict[str, float]:
-        """Run ``units`` on the cluster and call ``done`` for each as it finishes; returns busy seconds per side."""
+        """Run ``units`` on the cluster and call ``done`` for each as it finishes.
+
+        Returns busy seconds per side (summed over actors and tasks), the number of nodes that ran
+        ground-truth units and the largest share of those units on one node."""
         ray = ray_module()
         check_sides(job, imagined, truth)
         if not units:
@@ -207,8 +210,9 @@ class RayExecutor:
                     ray.cancel(ref)
             for actor in actors:
                 ray.kill(actor)
+        share = max(self.units_by_node.values(), default=0) / max(1, sum(self.units_by_node.values()))
         return {"model_rollouts": model_seconds, "ground_truth_rollouts": truth_seconds,
-                "ray_nodes": float(len(self.units_by_node))}
+                "ray_nodes": float(len(self.units_by_node)), "ray_largest_node_share": share}
 
 
 def _rows(group: Sequence[Unit]) -> int:
