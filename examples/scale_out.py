@@ -60,7 +60,7 @@ def main(episodes: int = 40, horizon: int = 1000, nodes: tuple[int, ...] = (2, 4
             ray.shutdown()
             cluster.shutdown()
         _same(local, ev)
-        rows.append({"executor": "ray", "nodes": n, "cpus": n, "units": units, "seconds": round(seconds, 1),
+        rows.append({"executor": "ray", "nodes": n, "cpus": 1, "units": units, "seconds": round(seconds, 1),
                      "paired_steps_per_s": round(steps / seconds), "speedup": round(local_s / seconds, 2),
                      "overhead_ms_per_unit": round(1000 * tiny / units, 1),
                      "nodes_used": int(ev.timings["ray_nodes"]),
@@ -72,7 +72,7 @@ def main(episodes: int = 40, horizon: int = 1000, nodes: tuple[int, ...] = (2, 4
     for r in rows:
         extra = (f"{r['overhead_ms_per_unit']} ms | {r['nodes_used']} ({r['largest_node_share']:.0%})"
                  if r["executor"] == "ray" else "– | –")
-        print(f"| {r['executor']} | {r['nodes']} × {r['cpus'] if r['executor'] == 'ray' else r['cpus']} | "
+        print(f"| {r['executor']} | {r['nodes']} × {r['cpus']} | "
               f"{r['seconds']} | {r['paired_steps_per_s']:,} | {r['speedup']}× | {extra} |")
     return rows
 

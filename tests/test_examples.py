@@ -78,4 +78,15 @@ def test_scale_out_example(tmp_path: Path) -> None:
     assert [r["executor"] for r in rows] == ["local", "ray"] and rows[1]["nodes"] == 3
     assert rows[1]["identical"] and rows[1]["units"] == 12 and rows[1]["overhead_ms_per_unit"] > 0
     assert rows[1]["nodes_used"] == 2  # the model actor holds the third node's CPU
-    assert "| ray | 3 × 3 |" in out
+    assert "| ray | 3 × 1 |" in out
+
+
+def test_calibration_example(tmp_path: Path) -> None:
+    out = _run("calibration.py", "--tasks", "Hopper-v5", "--episodes", "12", "--horizon", "30", "--draws", "5",
+               "--n", "3", "5", "--budgets", "0", "12", "36", cwd=tmp_path)
+    row = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
+    assert row["policies"] == 12 and row["true_mean_episodes"] == 6 and set(row["coverage"]) == {"3", "5"}
+    for c in row["coverage"].values():
+        assert 0 <= c["ppi"] <= 1 and c["intervals"] == 60 and c["width_ppi"] > 0
+    assert set(row["regret"]) == {"0", "12", "36"} and all(0 <= g["with_model"] <= 1 for g in row["regret"].values())
+    assert "| Hopper-v5 | 3 |" in out and "| Hopper-v5 | 12 (1 per policy) |" in out

@@ -1,8 +1,13 @@
-"""A node of a simulated 2-node Ray cluster is removed mid-run: the evaluation finishes, and its
-numbers equal an undisturbed run's (the lost units are retried elsewhere)."""
+"""Ray clusters outside the test process: a node of a simulated 2-node cluster removed mid-run (the
+evaluation finishes with an undisturbed run's numbers: lost units are retried elsewhere), and a
+cluster started with ``ray start``, found without an address as the README says."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -67,3 +72,29 @@ def test_node_removed_mid_run_changes_nothing(tmp_path: Path) -> None:
         for key in a.episodes:
             np.testing.assert_array_equal(a.episodes[key], b.episodes[key], err_msg=f"{a.name} {key}")
     np.testing.assert_equal(undisturbed.metrics, disturbed.metrics)
+
+
+def test_cluster_started_with_ray_start_is_found(tmp_path: Path) -> None:
+    """README: ``ray start --head --port=6379``, then ``executor=ray`` without ``ray_address`` (and with
+    ``RAY_ADDRESS``) connects to it, leaves it running, and gives the local executor's numbers."""
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"MUJOCO_GL": "egl"}
+    small = ["episodes=2", "horizon=30", "rerun=false", "bootstrap=50",
+             "policies=[zoo:HalfCheetah-v5#ppo_0000k,zoo:HalfCheetah-v5#ppo_0300k]"]
+    start = subprocess.run([str(bin_dir / "ray"), "start", "--head", "--port=6379", "--num-cpus=2",
+                            "--include-dashboard=false", "--disable-usage-stats"], env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert start.returncode == 0, start.stderr[-2000:]
+    try:
+        runs = {}
+        for name, extra in (("auto", {}), ("address", {"RAY_ADDRESS": "127.0.0.1:6379"}), ("local", None)):
+            args = [str(bin_dir / "wm-eval"), "evaluate", *small, f"out={tmp_path / name}"]
+            args += ["executor=local", "workers=1"] if extra is None else ["executor=ray"]
+            run = subprocess.run(args, env=env | (extra or {}), capture_output=True, text=True, timeout=300)
+            assert run.returncode == 0, (name, run.stderr[-2000:])
+            runs[name] = json.loads((tmp_path / name / "report.json").read_text())["policies"]
+        assert runs["auto"] == runs["address"] == runs["local"]
+        status = subprocess.run([str(bin_dir / "ray"), "status"], env=env, capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0, "the evaluation stopped the user's cluster"
+    finally:
+        subprocess.run([str(bin_dir / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)

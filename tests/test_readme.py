@@ -81,6 +81,21 @@ PLAN: dict[str, Step] = {
     "python examples/block_speed.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     "python examples/precision.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     "wm-eval evaluate precision=bfloat16": Step(_wm("evaluate", "precision=bfloat16", *EVAL_DEBUG), says="report:"),
+    "wm-eval evaluate task=Hopper-v5 real_episodes=3 episodes=20":
+        Step(_wm("evaluate", "task=Hopper-v5", "real_episodes=3", "episodes=20", "episodes=4", "horizon=30",
+                 "workers=1", "bootstrap=50"), says="Recommended:"),
+    "python examples/calibration.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
+    'pip install "wm_eval[ray]"': Step(None, why=".ci/setup installs the ray extra (pip install -e .[test,ray])"),
+    "wm-eval evaluate executor=ray ray_address=local episodes=4 horizon=100":
+        Step(None, why="tests/test_ray.py::test_cli_ray_local_equals_local runs it against executor=local"),
+    "ray start --head --port=6379": Step(None, why="tests/test_ray_faults.py::test_cluster_started_with_ray_start_is_found"),
+    "wm-eval evaluate executor=ray": Step(None, why="tests/test_ray_faults.py::test_cluster_started_with_ray_start_is_found"),
+    "python examples/scale_out.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
+    "ray start --address=<head-ip>:6379": Step(None, why="needs a second machine: tests/test_ray_faults.py and "
+                                                         "examples/scale_out.py simulate nodes with ray.cluster_utils"),
+    "ray start --address=<head-ip>:6379 --num-gpus=1": Step(None, why="needs a GPU machine (none here)"),
+    "RAY_ADDRESS=<head-ip>:6379 wm-eval evaluate executor=ray ray_actors=2 device=cuda policies=[...] out=runs/big":
+        Step(None, why="needs a GPU cluster; RAY_ADDRESS is tested in test_ray_faults.py, ray_actors in test_ray.py"),
 }
 
 

@@ -121,6 +121,9 @@ class EvaluateConfig:
     ray_address: str | None = _doc("Ray cluster with executor=ray: an address, local (a private Ray here) or "
                                    "unset (RAY_ADDRESS, else a cluster started with ray start)", None)
     ray_actors: int = _doc("world-model actors with executor=ray (each holds the model, 1 CPU or GPU)", 1)
+    real_episodes: int | None = _doc("run only this many episodes per policy in MuJoCo too (>= 2; the rest imagined "
+                                     "only); true values are then PPI++ estimates (default: all episodes)", None)
+    confidence: float = _doc("level of the intervals for the policies' true values", 0.95)
 
 
 @dataclass

@@ -21,7 +21,7 @@ import hashlib
 
 import numpy as np
 
-__all__ = ["START", "MODEL", "BOOTSTRAP", "policy_key", "start_seed", "episode_seed", "RowStreams"]
+__all__ = ["START", "MODEL", "BOOTSTRAP", "BEST_POLICY", "policy_key", "start_seed", "episode_seed", "RowStreams"]
 
 START = 0
 """Spawn-key tag of start-state streams."""
@@ -29,6 +29,8 @@ MODEL = 1
 """Spawn-key tag of world-model streams."""
 BOOTSTRAP = 2
 """Spawn-key tag of a policy's bootstrap resamples (its intervals do not depend on its place in the list)."""
+BEST_POLICY = 3
+"""Spawn-key tag of the joint draws behind ``best_policy``'s probability."""
 
 
 def policy_key(name: str) -> int:

@@ -148,6 +148,9 @@ class PolicyResult:
         statistics: per statistic (``return``, ``discounted_return``, ``success``) the imagined and
             true ``{mean, ci_low, ci_high}``.
         summary: the remaining per-policy numbers of ``report.json`` (``abs_error``, ``uncertainty``, ...).
+        true_estimate: per statistic, the estimate of the policy's TRUE mean with its interval
+            (``mean``, ``ci_low``, ``ci_high``, ``method``, ``real_episodes``, ``lam``,
+            ``effective_real_episodes``, ...; see :mod:`wm_eval.evaluation.estimators`).
     """
 
     name: str
@@ -157,6 +160,7 @@ class PolicyResult:
     kept: tuple[PairedEpisode, ...]
     statistics: dict[str, dict[str, dict[str, float]]]
     summary: dict[str, Any]
+    true_estimate: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         sizes = {k: len(v) for k, v in self.episodes.items()}

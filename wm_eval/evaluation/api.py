@@ -150,7 +150,7 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
              out: str | Path | None = None, resume: bool = False, trajectories: str = "auto",
              bootstrap: int = 1000, max_batch: int = 512, precision: str = "float32",
              executor: str = "local", ray_address: str | None = None, ray_actors: int = 1,
-             progress: bool = True) -> Evaluation:
+             real_episodes: int | None = None, confidence: float = 0.95, progress: bool = True) -> Evaluation:
     """Roll every policy out in the world model and in MuJoCo from the same seeded start states.
 
     Args:
@@ -182,6 +182,11 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
             :mod:`wm_eval.evaluation.ray_executor`).
         ray_address: the cluster (default ``RAY_ADDRESS`` or one started with ``ray start``;
             ``"local"``: a private Ray on this machine's CPUs); ray_actors: model actors.
+        real_episodes: run only the first ``real_episodes`` (>= 2) episodes of each policy in MuJoCo
+            too; the rest are imagined only (closed loop). Fidelity numbers (errors, ranking metrics,
+            trust AUROC, horizon error) then use the paired episodes, and each policy's
+            ``true_estimate`` combines both by PPI++. Default: every episode in both worlds.
+        confidence: level of the ``true_estimate`` intervals.
         progress: show progress bars.
 
     Returns:
@@ -204,6 +209,7 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
                      workers=workers, device=device)
     if not policies:
         raise WmEvalError("no policies to evaluate")
+    n_real = _check_real(real_episodes, episodes=episodes, mode=mode, confidence=confidence)
     if resume and out is None:
         raise WmEvalError("resume=True needs out= (the folder holding the finished units)")
     # Connect first (Ray may be missing or unreachable), so that a failure writes nothing.
@@ -222,14 +228,14 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
             raise WmEvalError(f"{type(world).__name__} has no reduced-precision inference: use precision=float32")
         loaded = load_policy_list(policies, task=task, device=device)
         real = loaded if device == "cpu" else load_policy_list([p.source or p for p in loaded], task=task, device="cpu")
-        units = plan([p.name for p in loaded], episodes=episodes, chunk=chunk)
+        units = plan([p.name for p in loaded], episodes=episodes, chunk=chunk, split=n_real)
         seeds = start_seeds(seed, episodes)
         states = tasks.reset_states(task, seeds.tolist())[1]
         keep = trajectories == "all" or (trajectories == "auto" and len(loaded) * episodes * horizon <= AUTO_ALL_STEPS)
         config = {"task": task, "policies": [p.source or p.name for p in loaded], "model": name,
                   "fingerprint": fingerprint, "episodes": episodes, "horizon": horizon, "seed": seed, "mode": mode,
                   "propagation": propagation, "sample": sample, "gamma": gamma, "chunk": chunk, "device": device,
-                  "precision": precision}
+                  "precision": precision, "real_episodes": real_episodes, "confidence": confidence}
         identity = {**config, "policy_fingerprints": [_policy_fingerprint(p) for p in loaded], "keep": keep,
                     "wm_eval": __version__, "block_rows": BLOCK_ROWS, "policy_block": POLICY_BLOCK}
         config["executor"] = executor  # recorded, but not part of the identity: any executor resumes a run
@@ -247,7 +253,8 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
                 if path.exists():
                     results[unit.id] = load_unit(path)
         todo = [u for u in units if u.id not in results]
-        bar = tqdm(total=sum(u.size for u in todo), desc="paired episodes (imagined + MuJoCo)", unit="ep",
+        what = "imagined + MuJoCo" if n_real == episodes else f"imagined; {n_real} of {episodes} also in MuJoCo"
+        bar = tqdm(total=sum(u.size for u in todo), desc=f"episodes ({what})", unit="ep",
                    disable=not progress)
 
         def done(unit: Unit, true: Any, imagined: Any) -> None:
@@ -264,10 +271,14 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
 
             world.set_inference_dtype(getattr(torch, precision))
         try:
-            timings = runner.run(job, todo, done)
+            timings = runner.run(job, [u for u in todo if u.stop <= n_real], done)
+            if any(u.start >= n_real for u in todo):  # imagined-only episodes
+                more = runner.run(job, [u for u in todo if u.start >= n_real], done, truth=False)
+                timings = {k: timings.get(k, 0.0) + more.get(k, 0.0) for k in {*timings, *more}}
             by_policy = [[results[u.id] for u in units if u.policy == i] for i in range(len(loaded))]
             values = [S.merge_values(r) for r in by_policy]
-            kept = _kept(job, units, by_policy, values, seeds, keep=keep, select=trajectories != "summary")
+            kept = _kept(job, by_policy, [S.paired(v, n_real) for v in values], seeds, keep=keep,
+                         select=trajectories != "summary")
         finally:
             bar.close()
             if precision != "float32":
@@ -278,24 +289,56 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
         statistics = statistics_for(spec.success)
         results_ = []
         for i, (policy, vals) in enumerate(zip(loaded, values)):
-            stats, summary = S.policy_summary(vals, statistics, seed=_seed(seed, policy.name), n_resamples=bootstrap)
+            stats, summary = S.policy_summary(vals, statistics, seed=_seed(seed, policy.name), n_resamples=bootstrap,
+                                              real=n_real)
+            estimate = S.true_estimates(vals, statistics, real=n_real, confidence=confidence)
             results_.append(PolicyResult(policy.name, policy.source, policy_key(policy.name), vals,
-                                         tuple(kept[i]), stats, summary))
-        metrics = {s.name: S.ranking([v[f"imagined_{s.name}"] for v in values], [v[f"true_{s.name}"] for v in values],
+                                         tuple(kept[i]), stats, summary, estimate))
+        pairs = [S.paired(v, n_real) for v in values]
+        metrics = {s.name: S.ranking([v[f"imagined_{s.name}"] for v in pairs], [v[f"true_{s.name}"] for v in pairs],
                                      seed=seed, n_resamples=bootstrap) for s in statistics}
+        trust = S.trust(pairs)
+        trust["best_policy"] = _best_policy(results_, seed)
         timings["metrics"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - started
         return Evaluation(task=task, model=name, model_fingerprint=fingerprint, seed=seed, mode=mode, horizon=horizon,
                           propagation=propagation, sample=sample, gamma=gamma, chunk=chunk, start_seeds=seeds,
                           obs_scale=obs_scale, policies=tuple(results_), metrics=metrics,
-                          horizon_error=S.horizon_error([r for rs in by_policy for r in rs], len(loaded) * episodes),
-                          trust=S.trust(values), config=config, timings=timings, units=tuple(u.id for u in units))
+                          horizon_error=S.horizon_error([r for rs in by_policy for r in rs], len(loaded) * n_real),
+                          trust=trust, config=config, timings=timings, units=tuple(u.id for u in units))
 
 
-def _kept(job: Job, units: list[Unit], by_policy: list[list[UnitResult]], values: list[dict[str, np.ndarray]],
+def _best_policy(results: Sequence[PolicyResult], seed: int) -> dict[str, Any]:
+    """``best_policy`` from the policies' true-return estimates (:func:`~wm_eval.evaluation.estimators.best_policy`)."""
+    from wm_eval.evaluation.estimators import best_policy
+    from wm_eval.streams import BEST_POLICY
+
+    est = [r.true_estimate["return"] for r in results]
+    draw_seed = int(np.random.SeedSequence(seed, spawn_key=(BEST_POLICY,)).generate_state(1)[0])
+    return best_policy([e["mean"] for e in est], [e["se"] for e in est], [e["real_episodes"] for e in est],
+                       [r.name for r in results], seed=draw_seed)
+
+
+def _check_real(real_episodes: int | None, *, episodes: int, mode: str, confidence: float) -> int:
+    """The number of paired episodes per policy (``episodes`` unless ``real_episodes`` says fewer)."""
+    if not 0 < confidence < 1:
+        raise WmEvalError(f"confidence={confidence}: use a level between 0 and 1, e.g. 0.95")
+    if real_episodes is None:
+        return episodes
+    if not 2 <= real_episodes <= episodes:
+        raise WmEvalError(f"real_episodes={real_episodes}: use 2 to episodes={episodes} (an interval for the true "
+                          "value needs at least 2 real episodes per policy)")
+    if mode == "open_loop" and real_episodes < episodes:
+        raise WmEvalError("real_episodes < episodes needs mode=closed_loop: open loop replays every episode's "
+                          "real actions")
+    return int(real_episodes)
+
+
+def _kept(job: Job, by_policy: list[list[UnitResult]], values: list[dict[str, np.ndarray]],
           seeds: np.ndarray, *, keep: bool, select: bool) -> list[list[PairedEpisode]]:
     """Per policy, the paired episodes kept whole: all (from the units) or the selected ones, re-rolled
-    from their own seeds as one-episode units (identical to the originals by construction)."""
+    from their own seeds as one-episode units (identical to the originals by construction). Only
+    paired episodes (``values`` holds theirs) are kept."""
     from wm_eval.evaluation.executor import imagined_rollouts, real_rollouts
 
     out: list[list[PairedEpisode]] = [[] for _ in by_policy]
@@ -303,7 +346,7 @@ def _kept(job: Job, units: list[Unit], by_policy: list[list[UnitResult]], values
         if keep:
             j = 0
             for r in results:
-                for k in range(len(r.true)):
+                for k in range(0 if r.true is None else len(r.true)):
                     out[i].append(PairedEpisode(job.policies[i].name, i, j,
                                                 int(seeds[j]), r.true.trajectory(k, seed=int(seeds[j])),
                                                 r.imagined.trajectory(k, seed=int(seeds[j]))))

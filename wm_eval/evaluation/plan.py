@@ -49,17 +49,21 @@ def start_seeds(seed: int, episodes: int) -> np.ndarray:
     return np.array([start_seed(seed, j) for j in range(episodes)], dtype=np.int64)
 
 
-def plan(names: Sequence[str], *, episodes: int, chunk: int) -> list[Unit]:
+def plan(names: Sequence[str], *, episodes: int, chunk: int, split: int | None = None) -> list[Unit]:
     """The units of evaluating policies ``names`` on ``episodes`` episodes, ``chunk`` per unit.
 
     Units are ordered by policy, then episode. Names must be unique (they key the random streams).
+    ``split``: no unit straddles episode ``split`` (the first ``split`` episodes are paired with real
+    ones, the rest imagined only).
     """
     if episodes < 1 or chunk < 1:
         raise WmEvalError(f"episodes and chunk must be at least 1 (got {episodes} and {chunk})")
+    split = episodes if split is None else split
     if len(set(names)) != len(names):
         raise WmEvalError(f"policy names must be unique, got {list(names)}")
     keys = [policy_key(n) for n in names]
     if len(set(keys)) != len(keys):
         raise WmEvalError(f"two policy names share a stream key: rename one of {list(names)}")
-    return [Unit(i, name, key, lo, min(lo + chunk, episodes))
-            for i, (name, key) in enumerate(zip(names, keys)) for lo in range(0, episodes, chunk)]
+    ranges = [(lo, min(lo + chunk, split)) for lo in range(0, split, chunk)]
+    ranges += [(lo, min(lo + chunk, episodes)) for lo in range(split, episodes, chunk)]
+    return [Unit(i, name, key, lo, hi) for i, (name, key) in enumerate(zip(names, keys)) for lo, hi in ranges]

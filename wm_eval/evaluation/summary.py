@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from wm_eval.evaluation import estimators as E
 from wm_eval.evaluation import metrics as M
 from wm_eval.evaluation.statistics import Statistic, interval
 from wm_eval.evaluation.units import UnitResult
 from wm_eval.types import METRIC_NAMES
 
-__all__ = ["merge_values", "policy_summary", "ranking", "horizon_error", "trust"]
-
+__all__ = ["merge_values", "paired", "policy_summary", "true_estimates", "ranking", "horizon_error", "trust"]
 
 
 def merge_values(results: Sequence[UnitResult]) -> dict[str, np.ndarray]:
@@ -35,21 +35,48 @@ def merge_values(results: Sequence[UnitResult]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([r.values[k] for r in results]) for k in results[0].values}
 
 
+def paired(values: dict[str, np.ndarray], real: int) -> dict[str, np.ndarray]:
+    """The first ``real`` episodes of every per-episode array: those with a real counterpart."""
+    return {k: v[:real] for k, v in values.items()}
+
+
 def policy_summary(values: dict[str, np.ndarray], statistics: Sequence[Statistic], *, seed: int,
-                   n_resamples: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(statistics map, summary)`` of one policy (see :class:`~wm_eval.types.PolicyResult`)."""
-    stats = {s.name: {side: interval(s, values[f"{side}_{s.name}"], seed=seed, n_resamples=n_resamples)
-                      for side in ("imagined", "true")} for s in statistics}
+                   n_resamples: int, real: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(statistics map, summary)`` of one policy (see :class:`~wm_eval.types.PolicyResult`).
+
+    Imagined statistics use every episode; true statistics and the paired comparisons (``abs_error``,
+    ``final_state_error``) the first ``real`` (default: all), which have a real counterpart.
+    """
+    pairs = paired(values, len(values["imagined_return"]) if real is None else real)
+    stats = {s.name: {"imagined": interval(s, values[f"imagined_{s.name}"], seed=seed, n_resamples=n_resamples),
+                      "true": interval(s, pairs[f"true_{s.name}"], seed=seed, n_resamples=n_resamples)}
+             for s in statistics}
     summary = {
         "imagined_return": stats["return"]["imagined"], "true_return": stats["return"]["true"],
         "imagined_return_discounted": stats["discounted_return"]["imagined"],
         "true_return_discounted": stats["discounted_return"]["true"],
-        "abs_error": float(abs(values["imagined_return"].mean() - values["true_return"].mean())),
+        "abs_error": float(abs(pairs["imagined_return"].mean() - pairs["true_return"].mean())),
         "uncertainty": float(values["imagined_uncertainty"].mean()),
         "trust_score": float(values["imagined_trust_score"].mean()),
-        "final_state_error": float(values["final_state_error"].mean()),
+        "final_state_error": float(pairs["final_state_error"].mean()),
     }
     return stats, summary
+
+
+def true_estimates(values: dict[str, np.ndarray], statistics: Sequence[Statistic], *, real: int,
+                   confidence: float) -> dict[str, dict[str, Any]]:
+    """Per statistic, the estimate of the policy's TRUE mean with its interval (:mod:`~wm_eval.evaluation.
+    estimators`): PPI++ from the ``real`` paired episodes and the imagined-only rest, or the real-only
+    Student-t interval when every episode is paired."""
+    out = {}
+    for s in statistics:
+        imagined, true = values[f"imagined_{s.name}"], values[f"true_{s.name}"][:real]
+        if real == len(imagined) or not np.isfinite(imagined).all():  # nothing to add, or a diverged model
+            estimate = E.real_mean(true, confidence=confidence)
+        else:
+            estimate = E.ppi_mean(true, imagined[:real], imagined[real:], confidence=confidence)
+        out[s.name] = {**estimate.as_dict(), "confidence": confidence}
+    return out
 
 
 def ranking(predicted: Sequence[np.ndarray], truth: Sequence[np.ndarray], *, seed: int,
@@ -83,6 +110,7 @@ def trust(values: Sequence[dict[str, np.ndarray]]) -> dict[str, Any]:
     return {
         "auroc": M.auroc(scores=score, labels=off),
         "length_auroc": M.auroc(scores=-length, labels=off),
+        "auroc_length_control": M.auroc(scores=-length, labels=off),
         "fraction_off": float(off.mean()),
         "off_episodes": int(off.sum()),
         "episodes": int(off.size),

@@ -73,11 +73,22 @@ def _terminated_by(rollout: BatchRollout) -> np.ndarray:
     return ended
 
 
-def reduce_unit(unit: str, true: BatchRollout, imagined: BatchRollout, *, obs_scale: np.ndarray, gamma: float,
+def reduce_unit(unit: str, true: BatchRollout | None, imagined: BatchRollout, *, obs_scale: np.ndarray, gamma: float,
                 success_rule: Callable[[np.ndarray], np.ndarray] | None, keep: bool) -> UnitResult:
-    """The :class:`UnitResult` of a unit's paired rollouts."""
+    """The :class:`UnitResult` of a unit's paired rollouts; with ``true=None`` (imagined-only episodes,
+    see ``real_episodes`` of :func:`wm_eval.evaluate`) the true values and state errors are NaN and the
+    per-step sums zero."""
+    imag = side_values(imagined, gamma=gamma, success_rule=success_rule)
+    if true is None:
+        values = {f"true_{k}": np.full(len(v), np.nan) for k, v in imag.items()
+                  if k not in ("uncertainty", "trust_score")}
+        values.update({f"imagined_{k}": v for k, v in imag.items()})
+        values["final_state_error"] = np.full(imagined.rewards.shape[0], np.nan)
+        zeros = np.zeros(imagined.rewards.shape[1] + 1)
+        return UnitResult(unit, values, zeros, zeros.astype(np.int64), zeros.astype(np.int64), None,
+                          imagined if keep else None)
     values = {f"true_{k}": v for k, v in side_values(true, gamma=gamma, success_rule=success_rule).items()}
-    values.update({f"imagined_{k}": v for k, v in side_values(imagined, gamma=gamma, success_rule=success_rule).items()})
+    values.update({f"imagined_{k}": v for k, v in imag.items()})
     error, valid = state_error(true, imagined, obs_scale)
     last = np.minimum(true.lengths, imagined.lengths)
     values["final_state_error"] = error[np.arange(len(error)), last]

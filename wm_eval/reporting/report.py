@@ -109,6 +109,7 @@ def build_report(ev: Evaluation, *, config: dict[str, Any] | None = None,
     policies = []
     for p in ev.policies:
         entry = {"name": p.name, "source": p.source, **p.summary, "statistics": p.statistics,
+                 "true_estimate": p.true_estimate.get("return"), "true_estimate_by_statistic": p.true_estimate,
                  "episodes": {k: p.episodes[v] for k, v in _EPISODE_KEYS.items() if v in p.episodes}}
         entry["episodes"]["total_uncertainty"] = entry["episodes"]["trust_score"]  # the name of report/1
         policies.append(entry)
@@ -127,6 +128,7 @@ def build_report(ev: Evaluation, *, config: dict[str, Any] | None = None,
         "propagation": ev.propagation,
         "sample": ev.sample,
         "episodes": ev.episodes,
+        "real_episodes": ev.config.get("real_episodes") or ev.episodes,
         "horizon": ev.horizon,
         "gamma": ev.gamma,
         "chunk": ev.chunk,
@@ -208,7 +210,7 @@ def _interval(entry: dict[str, float | None], spec: str = ".1f") -> str:
 
 def _by_true_return(report: dict[str, Any]) -> list[dict[str, Any]]:
     def key(policy: dict[str, Any]) -> float:
-        mean = policy["true_return"]["mean"]
+        mean = (policy.get("true_estimate") or policy["true_return"])["mean"]
         return -math.inf if mean is None else mean
 
     return sorted(report["policies"], key=key, reverse=True)
@@ -266,6 +268,7 @@ def _markdown(report: dict[str, Any], folder: Path) -> str:
         lines.append(f"| {p['name']} | {_interval(p['imagined_return'])} | {_interval(p['true_return'])} | "
                      f"{_num(p['abs_error'])} | {_num(p['trust_score'], '.3g')} | "
                      f"{p['imagined_rank']} / {p['true_rank']} |")
+    lines += _estimates_section(report)
     lines += [
         "",
         f"## Ranking metrics (discounted returns, γ = {_num(gamma, 'g')}; 95% two-level bootstrap)",
@@ -304,6 +307,36 @@ def _markdown(report: dict[str, Any], folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _estimates_section(report: dict[str, Any]) -> list[str]:
+    """The policies' TRUE mean returns: PPI++ (or real-only) estimates with their intervals, and the
+    recommended policy."""
+    first = report["policies"][0].get("true_estimate")
+    if not first:
+        return []
+    level = _num(100 * first["confidence"], "g")
+    best = report["trust"].get("best_policy") or {}
+    lines = [
+        "",
+        f"## True return estimates ({level}% intervals for the policy's true mean)",
+        "",
+        f"{report['real_episodes']} of {report['episodes']} episodes per policy were also run in MuJoCo. Estimates "
+        "combine them with the imagined episodes by PPI++ (λ tunes how far the imagined returns are trusted: 0 = "
+        "real episodes only) with Student-t intervals; *worth* is the number of real episodes alone that would give "
+        "the same precision.",
+        "",
+        "| policy | true return estimate [CI] | method | real episodes | λ | worth (real episodes) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in _by_true_return(report):
+        e = p["true_estimate"]
+        lines.append(f"| {p['name']} | {_interval(e)} | {e['method']} | {e['real_episodes']} | {_num(e['lam'], '.2f')} "
+                     f"| {_num(e['effective_real_episodes'], '.1f')} |")
+    if best.get("name"):
+        lines += ["", f"Recommended: **{best['name']}** (estimated true return {_num(best['mean'])}; probability "
+                      f"that it is truly the best: {_num(None if best['probability'] is None else best['probability'], '.2f')})."]
+    return lines
+
+
 def write_report(folder: str | os.PathLike[str], report: dict[str, Any]) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.md`` into ``folder`` (created if needed), each atomically.
 
@@ -325,12 +358,20 @@ def summary_table(report: dict[str, Any]) -> str:
     one line of ranking metrics."""
     policies = _by_true_return(report)
     width = max(len("policy"), *(len(p["name"]) for p in policies))
-    rows = [f"{'policy':<{width}}  {'imagined':>10}  {'true':>10}  {'|error|':>9}  {'trust score':>11}"]
-    rows += [f"{p['name']:<{width}}  {_num(p['imagined_return']['mean']):>10}  {_num(p['true_return']['mean']):>10}  "
-             f"{_num(p['abs_error']):>9}  {_num(p['trust_score'], '.3g'):>11}" for p in policies]
+    budget = report.get("real_episodes", report["episodes"]) < report["episodes"]
+    head = f"{'true est. [CI]':>24}" if budget else ""
+    rows = [f"{'policy':<{width}}  {'imagined':>10}  {'true':>10}  {'|error|':>9}  {'trust score':>11}  {head}".rstrip()]
+    for p in policies:
+        est = f"{_interval(p['true_estimate']):>24}" if budget else ""
+        rows.append(f"{p['name']:<{width}}  {_num(p['imagined_return']['mean']):>10}  {_num(p['true_return']['mean']):>10}  "
+                    f"{_num(p['abs_error']):>9}  {_num(p['trust_score'], '.3g'):>11}  {est}".rstrip())
     m = report["metrics"]
     rows.append(f"Spearman {_num(m['spearman'], '.2f')}  Kendall {_num(m['kendall'], '.2f')}  "
                 f"Pearson {_num(m['pearson'], '.2f')}  MMRV {_num(m['mmrv'], '.1f')} "
                 f"({_num(m['mmrv_normalized'], '.3f')} of spread)  "
                 f"regret@1 {_num(m['regret_at_1'], '.3f')}  NAE {_num(m['normalized_abs_error'], '.3f')}")
+    best = report["trust"].get("best_policy") or {}
+    if budget and best.get("name"):
+        rows.append(f"Recommended: {best['name']} (P(truly best) {_num(best['probability'], '.2f')}; "
+                    f"{report['real_episodes']} of {report['episodes']} episodes per policy run in MuJoCo)")
     return "\n".join(rows)

@@ -1,0 +1,97 @@
+"""True-value estimators: PPI++ matches the reference implementation (``ppi_py``) to 1e-9, falls back
+to the real-only estimate when imagined and real episodes are unrelated, and its small-sample
+intervals cover; ``real_episodes`` end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import wm_eval
+from wm_eval.errors import WmEvalError
+from wm_eval.evaluation.estimators import best_policy, ppi_mean, real_mean
+
+
+def _data(rng: np.random.Generator, n: int, big_n: int, rho: float, bias: float = 0.0):
+    """Real outcomes and imagined ones correlated by ``rho`` (imagined shifted by ``bias``)."""
+    z = rng.normal(size=n + big_n)
+    noise = rng.normal(size=n + big_n)
+    y = 10 + 3 * z[:n]
+    f = 10 + bias + 3 * (rho * z + np.sqrt(1 - rho**2) * noise)
+    return y, f[:n], f[n:]
+
+
+@pytest.mark.parametrize("n,big_n,rho", [(3, 20, 0.9), (5, 50, 0.5), (10, 7, 0.99), (30, 300, 0.0), (4, 1000, -0.8)])
+def test_ppi_matches_ppi_py(n: int, big_n: int, rho: float) -> None:
+    import ppi_py  # the reference implementation, installed by the test extra
+    rng = np.random.default_rng(n * 1000 + big_n)
+    y, f, f_u = _data(rng, n, big_n, rho, bias=2.0)
+    ours = ppi_mean(y, f, f_u, confidence=0.9, interval="z")
+    low, high = ppi_py.ppi_mean_ci(y, f, f_u, alpha=0.1)
+    point = ppi_py.ppi_mean_pointestimate(y, f, f_u)
+    assert ours.mean == pytest.approx(float(np.squeeze(point)), abs=1e-9, rel=1e-12)
+    assert ours.ci_low == pytest.approx(float(np.squeeze(low)), abs=1e-9, rel=1e-12)
+    assert ours.ci_high == pytest.approx(float(np.squeeze(high)), abs=1e-9, rel=1e-12)
+
+
+def test_ppi_falls_back_and_leans_as_the_data_say() -> None:
+    rng = np.random.default_rng(0)
+    y, f, f_u = _data(rng, 10, 500, rho=0.0)
+    f = rng.permutation(f)  # unrelated
+    unrelated = ppi_mean(y, f, f_u)
+    y2, f2, f_u2 = _data(rng, 10, 500, rho=0.999, bias=5.0)
+    tight = ppi_mean(y2, f2, f_u2)
+    assert unrelated.lam < 0.3 and tight.lam > 0.9
+    assert tight.effective_real_episodes > 5 * 10  # imagined episodes buy many real ones
+    assert tight.ci_low < 10 < tight.ci_high  # the bias is removed by the rectifier
+    only = real_mean(y)
+    assert only.method == "real-only (t)" and only.effective_real_episodes == 10
+
+
+def test_small_sample_intervals_cover() -> None:
+    """At n = 3 the t interval keeps nominal coverage where a normal one falls short."""
+    rng = np.random.default_rng(1)
+    hits = {"t": 0, "z": 0}
+    trials = 2000
+    for _ in range(trials):
+        y, f, f_u = _data(rng, 3, 40, rho=0.7, bias=1.0)
+        for kind in hits:
+            e = ppi_mean(y, f, f_u, confidence=0.9, interval=kind)
+            hits[kind] += e.ci_low <= 10 <= e.ci_high
+    assert hits["t"] / trials >= 0.87 and hits["z"] / trials < hits["t"] / trials
+
+
+def test_bad_inputs_are_clear() -> None:
+    with pytest.raises(WmEvalError, match="at least 2 paired"):
+        ppi_mean([1.0], [1.0], [1.0, 2.0])
+    with pytest.raises(WmEvalError, match="non-finite"):
+        ppi_mean([1.0, 2.0], [1.0, np.inf], [1.0])
+    assert np.isnan(real_mean([3.0]).ci_low)
+    pick = best_policy([1.0, 5.0, 4.9], [0.1, 0.1, 0.1], [5, 5, 5], ["a", "b", "c"], seed=0)
+    assert pick["name"] == "b" and 0.5 < pick["probability"] < 1.0
+    assert best_policy([1.0, 5.0, 4.9], [0.1, 0.1, 0.1], [5, 5, 5], ["a", "b", "c"], seed=0) == pick
+
+
+def test_real_episodes_end_to_end(tmp_path) -> None:
+    kw = dict(episodes=6, horizon=60, seed=2, workers=1, bootstrap=100, progress=False)
+    policies = ["zoo:Hopper-v5#ppo_0000k", "zoo:Hopper-v5#ppo_0400k"]
+    full = wm_eval.evaluate("Hopper-v5", policies, **kw)
+    part = wm_eval.evaluate("Hopper-v5", policies, real_episodes=3, chunk=2, **kw)
+    for a, b in zip(full.policies, part.policies):
+        # imagined episodes are the same; only the first 3 have a real counterpart
+        np.testing.assert_array_equal(a.episodes["imagined_return"], b.episodes["imagined_return"])
+        np.testing.assert_array_equal(a.episodes["true_return"][:3], b.episodes["true_return"][:3])
+        assert np.isnan(b.episodes["true_return"][3:]).all()
+        est = b.true_estimate["return"]
+        assert est["method"] == "ppi++ (t)" and est["real_episodes"] == 3 and est["imagined_episodes"] == 3
+        assert est["ci_low"] <= est["mean"] <= est["ci_high"]
+        assert a.true_estimate["return"]["method"] == "real-only (t)"
+    assert part.horizon_error["pairs"] == 2 * 3 and part.trust["best_policy"]["name"] in {p for p in
+                                                                                          ("ppo_0000k", "ppo_0400k")}
+    wm_eval.report(part, tmp_path, rerun=False)
+    text = (tmp_path / "report.md").read_text()
+    assert "True return estimates" in text and "Recommended:" in text
+    for bad, match in (({"real_episodes": 7}, "real_episodes=7"), ({"real_episodes": 1}, "at least 2"),
+                       ({"real_episodes": 3, "mode": "open_loop"}, "closed_loop"), ({"confidence": 1.5}, "confidence")):
+        with pytest.raises(WmEvalError, match=match):
+            wm_eval.evaluate("Hopper-v5", policies, **{**kw, **bad})
