@@ -90,3 +90,9 @@ def test_calibration_example(tmp_path: Path) -> None:
         assert 0 <= c["ppi"] <= 1 and c["intervals"] == 60 and c["width_ppi"] > 0
     assert set(row["regret"]) == {"0", "12", "36"} and all(0 <= g["with_model"] <= 1 for g in row["regret"].values())
     assert "| Hopper-v5 | 3 |" in out and "| Hopper-v5 | 12 (1 per policy) |" in out
+
+
+def test_user_model_example(tmp_path: Path) -> None:
+    row = json.loads(_run("user_model.py", "6", "40", cwd=tmp_path).strip().splitlines()[-1])
+    assert row["same_numbers"] and row["checkpoint_refused_without_allow_code"]
+    assert row["model"] == "user_model:make_model" and len(row["policies"]) == 3

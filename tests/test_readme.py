@@ -85,6 +85,9 @@ PLAN: dict[str, Step] = {
         Step(_wm("evaluate", "task=Hopper-v5", "real_episodes=3", "episodes=20", "episodes=4", "horizon=30",
                  "workers=1", "bootstrap=50"), says="Recommended:"),
     "python examples/calibration.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
+    "PYTHONPATH=examples wm-eval evaluate task=Hopper-v5 model=user_model:make_model":
+        Step(None, why="tests/test_user_models.py::test_cli_evaluates_a_user_model runs it"),
+    "python examples/user_model.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     'pip install "wm_eval[ray]"': Step(None, why=".ci/setup installs the ray extra (pip install -e .[test,ray])"),
     "wm-eval evaluate executor=ray ray_address=local episodes=4 horizon=100":
         Step(None, why="tests/test_ray.py::test_cli_ray_local_equals_local runs it against executor=local"),

@@ -93,7 +93,8 @@ class EvaluateConfig:
     """``wm-eval evaluate``: paired imagined and MuJoCo rollouts of policies, metrics and report."""
 
     task: str = _doc("ground-truth task id", "HalfCheetah-v5")
-    model: str | None = _doc("world model: checkpoint folder or embedded task name (default: embedded)", None)
+    model: str | None = _doc("world model: checkpoint folder, embedded task name or module:factory (default: "
+                             "embedded)", None)
     policies: list[str] = _doc("SB3 zips, zoo manifests (zoo = the task's zoo) or module:callable",
                                factory=lambda: ["zoo"])
     episodes: int = _doc("paired episodes per policy", 10)
@@ -124,6 +125,8 @@ class EvaluateConfig:
     real_episodes: int | None = _doc("run only this many episodes per policy in MuJoCo too (>= 2; the rest imagined "
                                      "only); true values are then PPI++ estimates (default: all episodes)", None)
     confidence: float = _doc("level of the intervals for the policies' true values", 0.95)
+    allow_code: bool = _doc("load a model checkpoint that names a model class outside wm_eval (runs its code)",
+                            False)
 
 
 @dataclass

@@ -57,6 +57,7 @@ from wm_eval.errors import CheckpointError, ConfigError, PolicyError, TaskError,
 from wm_eval.evaluation.executor import Job, LocalExecutor, open_executor
 from wm_eval.evaluation.plan import Unit
 from wm_eval.fileio import atomic_write_text, sha256
+from wm_eval.models.user import CODE_REF
 from wm_eval.streams import policy_key
 from wm_eval.types import ChangeTest, PolicyCheck, RegressResult
 
@@ -103,13 +104,14 @@ def paired_change(baseline: Sequence[float], candidate: Sequence[float], *, tole
 
 
 # ---- evaluation -------------------------------------------------------------------------------
-def _load_model(ref: str | None, *, task: str, device: str) -> tuple[Any, Path | None, str, str]:
-    """``(model, checkpoint path or None if embedded, display name, fingerprint)``."""
+def _load_model(ref: str | None, *, task: str, device: str, allow_code: bool = False
+                ) -> tuple[Any, Path | None, str, str]:
+    """``(model, checkpoint path or None if embedded or module:factory, display name, fingerprint)``."""
     from wm_eval.models.checkpoint import model_identity, resolve_model
 
     from wm_eval.tasks import spaces
 
-    model = resolve_model(ref, task=task, device=device, **spaces(task))
+    model = resolve_model(ref, task=task, device=device, allow_code=allow_code, **spaces(task))
     return (model, *model_identity(ref, model))
 
 
@@ -284,7 +286,12 @@ def check_baseline(path: str | os.PathLike[str], *, model: str | None = None, ta
         raise TaskError(f"the baseline '{path}' is for {baseline['task']}, not {task}: pass its task or another one")
     task, seed, horizon, recorded = baseline["task"], int(baseline["seed"]), int(baseline["horizon"]), baseline["model"]
     ref = model if model is not None or recorded["path"] is None else os.path.normpath(folder / recorded["path"])
-    model_obj, _, model_name, fingerprint = _load_model(ref, task=task, device=device)
+    if ref is None and CODE_REF.fullmatch(str(recorded["name"])):  # recorded with model=module:factory
+        if not allow_code:
+            raise ConfigError(f"the baseline names model code ({recorded['name']}): pass allow_code=true if you trust "
+                              "this baseline file, or pass model=")
+        ref = recorded["name"]
+    model_obj, _, model_name, fingerprint = _load_model(ref, task=task, device=device, allow_code=allow_code)
     notes = []
     if fingerprint != recorded["fingerprint"]:
         if not allow_model_change:

@@ -150,14 +150,16 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
              out: str | Path | None = None, resume: bool = False, trajectories: str = "auto",
              bootstrap: int = 1000, max_batch: int = 512, precision: str = "float32",
              executor: str = "local", ray_address: str | None = None, ray_actors: int = 1,
-             real_episodes: int | None = None, confidence: float = 0.95, progress: bool = True) -> Evaluation:
+             real_episodes: int | None = None, confidence: float = 0.95, allow_code: bool = False,
+             progress: bool = True) -> Evaluation:
     """Roll every policy out in the world model and in MuJoCo from the same seeded start states.
 
     Args:
         task: ground-truth task id (``"Hopper-v5"``).
         policies: SB3 ``.zip`` paths, zoo manifests, ``"zoo"``, ``"module:callable"`` or loaded
             policy objects (with ``predict(obs)`` or ``act(obs)``).
-        model: checkpoint folder, embedded task name or loaded ``WorldModel`` (default: embedded).
+        model: checkpoint folder, embedded task name, ``"module:factory"`` returning a ``WorldModel``,
+            or a loaded ``WorldModel`` (default: embedded).
         episodes: paired episodes per policy; horizon: steps per episode at most.
         seed: seed of the start states (shared by all policies) and of each episode's model streams.
         mode: ``"closed_loop"`` (policies act in the model) or ``"open_loop"`` (the model replays
@@ -187,6 +189,8 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
             trust AUROC, horizon error) then use the paired episodes, and each policy's
             ``true_estimate`` combines both by PPI++. Default: every episode in both worlds.
         confidence: level of the ``true_estimate`` intervals.
+        allow_code: load a checkpoint whose spec names a model class outside wm_eval (its module is
+            imported, which runs code: only for checkpoints you trust).
         progress: show progress bars.
 
     Returns:
@@ -220,7 +224,7 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
         if isinstance(model, WorldModel):
             world, name, fingerprint = model.to(device), f"in-memory:{model.task}", _weights_hash(model)
         else:
-            world = resolve_model(model, task=task, device=device, **tasks.spaces(task))
+            world = resolve_model(model, task=task, device=device, allow_code=allow_code, **tasks.spaces(task))
             _, name, fingerprint = model_identity(model, world)
         if world.task != task:
             raise WmEvalError(f"the model was trained for {world.task}, not {task}")

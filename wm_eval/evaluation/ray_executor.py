@@ -84,7 +84,8 @@ class _ModelActor:
 
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         torch.set_num_threads(max(1, int(cpus)))
-        self.device, self.seconds = device, 0.0
+        # Ray shows an actor only its own GPU (CUDA_VISIBLE_DEVICES), always as index 0
+        self.device, self.seconds = ("cuda" if device.startswith("cuda") else device), 0.0
         self.jobs: dict[str, Job] = {}
 
     def imagine(self, box: list[Any], units: list[Unit], *truth: tuple[BatchRollout, float, str]) -> Any:

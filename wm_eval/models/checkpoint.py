@@ -14,13 +14,18 @@
     weights_sha256      sha256 of weights.pt, checked on load (catches bit rot and truncation)
 
 Infinite bounds are written as the strings ``"inf"`` and ``"-inf"``. Normalisation
-statistics live in the state_dict. Only classes listed in :data:`MODEL_CLASSES` load.
+statistics live in the state_dict. Classes listed in :data:`MODEL_CLASSES` load as they are; a
+checkpoint naming any other ``module:Class`` (a user's own :class:`WorldModel` subclass) loads only
+with ``allow_code=True``, because importing that module runs its code.
+
+Users' own models: ``resolve_model("module:factory")`` imports ``module`` and calls ``factory`` with
+the keyword arguments among ``task``, ``observation_space``, ``action_space`` and ``device`` that it
+accepts; it must return a :class:`WorldModel` (see its docstring for the contract and shapes).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import importlib.resources
 import json
 import os
@@ -40,6 +45,7 @@ from wm_eval.errors import CheckpointError, SpaceMismatchError
 from wm_eval.fileio import sha256
 from wm_eval.machine import library_versions
 from wm_eval.models.base import WorldModel
+from wm_eval.models.user import CODE_REF, factory_fingerprint, from_factory, import_ref
 
 __all__ = [
     "DEFAULT_TASK",
@@ -214,7 +220,8 @@ def read_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, task: str | None = None, device: str = "cpu",
-                    observation_space: spaces.Box | None = None, action_space: spaces.Box | None = None) -> WorldModel:
+                    observation_space: spaces.Box | None = None, action_space: spaces.Box | None = None,
+                    allow_code: bool = False) -> WorldModel:
     """Load the checkpoint at ``path`` in eval mode on ``device``.
 
     Args:
@@ -223,6 +230,8 @@ def load_checkpoint(path: str | os.PathLike[str], *, task: str | None = None, de
         device: torch device of the returned model.
         observation_space, action_space: if given, the live task's spaces; the spaces stored in
             ``spec.json`` must equal them (shape and bounds).
+        allow_code: load a checkpoint whose ``model_class`` is not one of :data:`MODEL_CLASSES`
+            (importing its module runs code; only for checkpoints you trust).
 
     Raises:
         CheckpointError: a missing, truncated, corrupt or foreign checkpoint, or one for another task.
@@ -234,7 +243,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, task: str | None = None, de
         raise CheckpointError(f"checkpoint '{path}' was trained for {spec['task']}, not {task}; pass a {task} checkpoint")
     stored_obs, stored_act = _stored_spaces(spec, path)
     _check_live_spaces(path, (stored_obs, observation_space), (stored_act, action_space))
-    model_class = _import_model_class(spec["model_class"], path)
+    model_class = _import_model_class(spec["model_class"], path, allow_code=allow_code)
     weights_file = path / WEIGHTS_FILE
     if not weights_file.is_file():
         raise CheckpointError(f"checkpoint '{path}' has no {WEIGHTS_FILE}; re-train or re-download it")
@@ -307,6 +316,8 @@ def model_identity(ref: str | os.PathLike[str] | None, model: WorldModel) -> tup
     """Where a model resolved from ``ref`` came from: its checkpoint folder (``None`` when embedded),
     a display name (the path, or ``embedded:<task>``) and its :func:`model_fingerprint`."""
     path = Path(ref) if ref is not None and Path(ref).exists() else None
+    if path is None and ref is not None and CODE_REF.fullmatch(str(ref)):  # module:factory
+        return None, str(ref), factory_fingerprint(str(ref), model)
     name = str(ref) if path is not None else f"embedded:{model.task}"
     return path, name, model_fingerprint(path if path is not None else embedded_model_path(model.task))
 
@@ -317,24 +328,28 @@ def embedded_model_path(task: str) -> Path:
 
 
 def resolve_model(ref: str | os.PathLike[str] | None, *, task: str | None, device: str = "cpu",
-                  observation_space: spaces.Box | None = None, action_space: spaces.Box | None = None) -> WorldModel:
+                  observation_space: spaces.Box | None = None, action_space: spaces.Box | None = None,
+                  allow_code: bool = False) -> WorldModel:
     """The model a user means by ``ref``.
 
     ``None`` or ``"default"``: the embedded model of ``task`` (of HalfCheetah-v5 if ``task``
-    is ``None``); an existing path: that checkpoint; an embedded task name: its embedded
-    model. The model must have been trained for ``task`` when ``task`` is given, and its stored
-    spaces must equal ``observation_space``/``action_space`` when those are given
-    (see :func:`load_checkpoint`).
+    is ``None``); an existing path: that checkpoint (``allow_code`` as in :func:`load_checkpoint`);
+    an embedded task name: its embedded model; ``"module:factory"``: the :class:`WorldModel` that
+    ``factory`` returns (see the module docstring). The model must have been trained for ``task``
+    when ``task`` is given, and its stored spaces must equal ``observation_space``/``action_space``
+    when those are given (see :func:`load_checkpoint`).
     """
     live = {"observation_space": observation_space, "action_space": action_space}
     if ref is None or str(ref) == "default":
         return _load_embedded(task or DEFAULT_TASK, task=task, device=device, **live)
     if Path(ref).exists() or backup_path(ref).exists():  # the latter: load_checkpoint explains the interrupted save
-        return load_checkpoint(ref, task=task, device=device, **live)
+        return load_checkpoint(ref, task=task, device=device, allow_code=allow_code, **live)
     if str(ref) in EMBEDDED_TASKS:
         return _load_embedded(str(ref), task=task, device=device, **live)
+    if CODE_REF.fullmatch(str(ref)):
+        return from_factory(str(ref), task=task, device=device, **live)
     choices = ", ".join(("default",) + EMBEDDED_TASKS)
-    raise CheckpointError(f"no model at '{ref}': give a checkpoint directory or one of {choices}")
+    raise CheckpointError(f"no model at '{ref}': give a checkpoint directory, module:factory or one of {choices}")
 
 
 def _load_embedded(name: str, *, task: str | None, device: str, observation_space: spaces.Box | None,
@@ -354,18 +369,26 @@ def _load_embedded(name: str, *, task: str | None, device: str, observation_spac
 
 
 def _class_ref(model_class: type) -> str:
-    ref = f"{model_class.__module__}:{model_class.__qualname__}"
-    if ref not in MODEL_CLASSES.values():
-        raise CheckpointError(f"model class {ref} is not registered in MODEL_CLASSES; add it there to save it")
-    return ref
+    """``module:Class`` of a model class; it must be importable by name to be loaded again."""
+    if model_class.__module__ == "__main__" or "<locals>" in model_class.__qualname__:
+        raise CheckpointError(f"model class {model_class.__qualname__} is defined in a script or function: define it "
+                              "in an importable module so that the checkpoint can name it")
+    return f"{model_class.__module__}:{model_class.__qualname__}"
 
 
-def _import_model_class(ref: Any, path: Path) -> type[WorldModel]:
+def _import_model_class(ref: Any, path: Path, *, allow_code: bool = False) -> type[WorldModel]:
+    """The class a checkpoint names: one of :data:`MODEL_CLASSES`, or any ``module:Class`` with ``allow_code``."""
     if ref not in MODEL_CLASSES.values():
-        known = ", ".join(MODEL_CLASSES.values())
-        raise CheckpointError(f"checkpoint '{path}' needs model class {ref!r}, which this wm_eval does not know (known: {known})")
-    module_name, class_name = ref.split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+        if not isinstance(ref, str) or not CODE_REF.fullmatch(ref):
+            raise CheckpointError(f"checkpoint '{path}' names model class {ref!r}, which is not module:Class")
+        if not allow_code:
+            known = ", ".join(MODEL_CLASSES.values())
+            raise CheckpointError(f"checkpoint '{path}' names model class {ref}, which is not one of wm_eval's ({known}): "
+                                  "loading it imports and runs that module; pass allow_code=true if you trust it")
+    cls = import_ref(ref, what=f"checkpoint '{path}' model class")
+    if not (isinstance(cls, type) and issubclass(cls, WorldModel)):
+        raise CheckpointError(f"checkpoint '{path}' names {ref}, which is not a wm_eval.models.WorldModel subclass")
+    return cls
 
 
 def _check_state(model: WorldModel, state: dict[str, torch.Tensor], weights_file: Path) -> None:
