@@ -1,19 +1,19 @@
 """Do the true-value intervals hold? Coverage, width and budgeted selection of PPI++ vs real episodes only.
 
-    python examples/calibration.py                                   # 3 tasks x zoo x 100 episodes x 1000 steps
+    python examples/calibration.py                                   # 3 tasks x zoo x 200 episodes x 1000 steps
     python examples/calibration.py --tasks Hopper-v5 --episodes 12 --horizon 30 --draws 5 --n 3 5   # quick
 
 One fully paired evaluation per task (``--episodes`` per policy, imagined and MuJoCo from the same start
-states). Its episodes are split in two halves: the second half's MuJoCo returns give each policy's
-true mean (50 episodes at the default), the first half is where real episodes are drawn from. For each
-``n`` real episodes per policy and each of ``--draws`` random draws, an interval at ``--confidence``
-comes from
+states). Each draw splits every policy's episodes at random: ``n`` real (paired) episodes, ``--pool - n``
+imagined-only ones, and the rest (150 at the defaults), whose MuJoCo mean is the policy's true mean.
+For each ``n`` and each of ``--draws`` draws, an interval at ``--confidence`` comes from
 
-* PPI++ (``wm_eval``'s estimator, Student-t): the ``n`` drawn paired episodes plus the imagined returns
-  of the rest of the first half, and
+* PPI++ as wm_eval's reports compute it (one lambda pooled over the policies, Student-t), and
 * real only: a Student-t interval on the ``n`` real returns,
 
-and we count how often each contains the true mean (coverage) and how wide it is. Budgeted selection:
+and we count how often each contains the true mean (coverage) and how wide it is. The true mean is
+itself an estimate, and its noise lowers even an exact interval's hit rate; the column "an exact
+interval" shows by how much (normal approximation). Budgeted selection:
 with ``K`` real episodes in total, spread uniformly over the policies (``K / policies`` each), pick the
 policy with the best estimate (world model: imagined mean for ``K = 0``, PPI for ``K / policies = 1``
 with ``lambda = 1``, PPI++ above; without: a uniformly random pick for ``K = 0``, the real mean above)
@@ -25,89 +25,131 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 
 import wm_eval
-from wm_eval.evaluation.estimators import ppi_mean, real_mean
+from scipy import stats
+
+from wm_eval.evaluation.estimators import pooled_lambda, ppi_mean, real_mean
 
 
-def _draws(task: str, ev, *, ns, draws: int, confidence: float, budgets, seed: int) -> dict:
-    true_all = np.stack([p.episodes["true_return"] for p in ev.policies])  # [P, E]
-    imag_all = np.stack([p.episodes["imagined_return"] for p in ev.policies])
-    half = true_all.shape[1] // 2
-    truth = true_all[:, half:].mean(axis=1)  # each policy's true mean, from the held-out half
-    y_pool, f_pool = true_all[:, :half], imag_all[:, :half]
+def _returns(task: str, args: argparse.Namespace) -> dict[str, np.ndarray]:
+    """``true``, ``imagined`` ``[policies, episodes]`` returns and the evaluation's Spearman (cached)."""
+    cache = None
+    if args.cache:
+        cache = Path(args.cache) / f"{task}-{args.episodes}x{args.horizon}-seed{args.seed}.npz"
+        if cache.is_file():
+            with np.load(cache) as data:
+                return {k: data[k] for k in data.files}
+    ev = wm_eval.evaluate(task, ["zoo"], episodes=args.episodes, horizon=args.horizon, seed=args.seed,
+                          bootstrap=200, progress=False)
+    out = {"true": np.stack([p.episodes["true_return"] for p in ev.policies]),
+           "imagined": np.stack([p.episodes["imagined_return"] for p in ev.policies]),
+           "spearman": np.array(ev.metrics["return"]["spearman"]["value"])}
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, **out)
+    return out
+
+
+def _draws(task: str, returns: dict[str, np.ndarray], *, ns, draws: int, confidence: float, budgets,
+           seed: int, pool: int) -> dict:
+    true_all, imag_all = returns["true"], returns["imagined"]  # [P, E]
+    policies, episodes = true_all.shape
     rng = np.random.default_rng(seed)
-    coverage = {}
+
+    def split(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per policy, a random split of its episodes: n real (paired), pool - n imagined only, the rest truth."""
+        order = np.stack([rng.permutation(episodes) for _ in range(policies)])
+        return order[:, :n], order[:, n:pool], order[:, pool:]
+
+    def pick(a: np.ndarray, idx: np.ndarray) -> list[np.ndarray]:
+        return [a[p, i] for p, i in enumerate(idx)]
+
+    coverage: dict[int, dict[str, float]] = {}
     for n in ns:
         hit = {"ppi": 0, "real": 0}
-        width = {"ppi": [], "real": []}
+        width: dict[str, list[float]] = {"ppi": [], "real": []}
+        lams = []
         for _ in range(draws):
-            for p in range(len(truth)):
-                chosen = rng.permutation(half)
-                real_idx, rest = chosen[:n], chosen[n:]
-                ppi = ppi_mean(y_pool[p, real_idx], f_pool[p, real_idx], f_pool[p, rest], confidence=confidence)
-                only = real_mean(y_pool[p, real_idx], confidence=confidence)
-                for name, est in (("ppi", ppi), ("real", only)):
-                    hit[name] += est.ci_low <= truth[p] <= est.ci_high
+            real_idx, rest, truth_idx = split(n)
+            ys, fs, f_us = pick(true_all, real_idx), pick(imag_all, real_idx), pick(imag_all, rest)
+            lam = pooled_lambda(ys, fs, f_us)  # as wm_eval's reports do: one lambda for the evaluation
+            lams.append(lam)
+            truth = [t.mean() for t in pick(true_all, truth_idx)]
+            for y, f, f_u, target in zip(ys, fs, f_us, truth):
+                for name, est in (("ppi", ppi_mean(y, f, f_u, confidence=confidence, lam=lam)),
+                                  ("real", real_mean(y, confidence=confidence))):
+                    hit[name] += est.ci_low <= target <= est.ci_high
                     width[name].append(est.ci_high - est.ci_low)
-        intervals = draws * len(truth)
+        intervals = draws * policies
+        # the true means come from episodes - pool episodes: their own noise lowers even an exact interval's hit rate
+        exact = 2 * stats.norm.cdf(stats.norm.ppf(0.5 + confidence / 2) / np.sqrt(1 + n / (episodes - pool))) - 1
         coverage[n] = {"ppi": hit["ppi"] / intervals, "real_only": hit["real"] / intervals,
+                       "exact_interval_would_show": float(exact), "lambda_median": float(np.median(lams)),
                        "width_ppi": float(np.median(width["ppi"])), "width_real_only": float(np.median(width["real"])),
                        "intervals": intervals}
-    spread = float(truth.max() - truth.min()) or 1.0
+    truth_all = true_all.mean(axis=1)
+    spread = float(truth_all.max() - truth_all.min()) or 1.0
     regret = {}
     for budget in budgets:
-        k = budget // len(truth)
+        k = budget // policies
         with_model, without = [], []
         for _ in range(draws):
-            picks_model, picks_real = [], []
-            for p in range(len(truth)):
-                chosen = rng.permutation(half)
-                real_idx, rest = chosen[:k], chosen[k:]
-                if k == 0:
-                    picks_model.append(f_pool[p].mean())
-                elif k == 1:  # PPI without power tuning (lambda = 1): one real episode corrects the mean
-                    picks_model.append(f_pool[p, rest].mean() + (y_pool[p, real_idx] - f_pool[p, real_idx]).mean())
-                else:
-                    picks_model.append(ppi_mean(y_pool[p, real_idx], f_pool[p, real_idx], f_pool[p, rest]).mean)
-                picks_real.append(y_pool[p, real_idx].mean() if k else rng.random())
-            with_model.append(truth.max() - truth[int(np.argmax(picks_model))])
-            without.append(truth.max() - truth[int(np.argmax(picks_real))])
+            real_idx, rest, _ = split(k)
+            ys, fs, f_us = pick(true_all, real_idx), pick(imag_all, real_idx), pick(imag_all, rest)
+            if k == 0:
+                scores = [f_u.mean() for f_u in f_us]
+            elif k == 1:  # PPI without power tuning (lambda = 1): one real episode corrects the imagined mean
+                scores = [f_u.mean() + (y - f).mean() for y, f, f_u in zip(ys, fs, f_us)]
+            else:
+                lam = pooled_lambda(ys, fs, f_us)
+                scores = [ppi_mean(y, f, f_u, lam=lam).mean for y, f, f_u in zip(ys, fs, f_us)]
+            plain = [y.mean() for y in ys] if k else list(rng.random(policies))
+            with_model.append(truth_all.max() - truth_all[int(np.argmax(scores))])
+            without.append(truth_all.max() - truth_all[int(np.argmax(plain))])
         regret[budget] = {"with_model": float(np.mean(with_model)) / spread, "real_only": float(np.mean(without)) / spread,
                           "per_policy": k}
-    return {"task": task, "policies": len(truth), "episodes": true_all.shape[1], "true_mean_episodes":
-            true_all.shape[1] - half, "confidence": confidence, "draws": draws, "coverage": coverage,
-            "regret": regret, "spearman": ev.metrics["return"]["spearman"]["value"]}
+    return {"task": task, "policies": policies, "episodes": episodes, "pool": pool,
+            "true_mean_episodes": episodes - pool, "confidence": confidence, "draws": draws, "coverage": coverage,
+            "regret": regret, "spearman": float(returns["spearman"])}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"])
-    parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument("--pool", type=int, default=50, help="episodes real ones are drawn from (the rest give the "
+                        "true means; 0: half)")
     parser.add_argument("--horizon", type=int, default=1000)
     parser.add_argument("--draws", type=int, default=200)
     parser.add_argument("--n", type=int, nargs="+", default=[3, 5, 10])
     parser.add_argument("--budgets", type=int, nargs="+", default=[0, 12, 36, 120])
     parser.add_argument("--confidence", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", help="folder keeping each task's per-episode returns, reused when present")
     args = parser.parse_args(argv)
     rows = []
     for task in args.tasks:
-        ev = wm_eval.evaluate(task, ["zoo"], episodes=args.episodes, horizon=args.horizon, seed=args.seed,
-                              bootstrap=200, progress=False)
-        row = _draws(task, ev, ns=args.n, draws=args.draws, confidence=args.confidence, budgets=args.budgets,
-                     seed=args.seed)
+        returns = _returns(task, args)
+        pool = args.pool or args.episodes // 2
+        if args.n and min(args.n) < 2:
+            parser.error("--n: intervals need at least 2 real episodes")
+        if not max([*args.n, *(b // 12 for b in args.budgets)]) < pool < args.episodes:
+            parser.error(f"--pool {pool} must exceed every n and leave episodes for the true means")
+        row = _draws(task, returns, ns=args.n, draws=args.draws, confidence=args.confidence, budgets=args.budgets,
+                     seed=args.seed, pool=pool)
         print(json.dumps(row))
         rows.append(row)
     level = f"{100 * args.confidence:g}%"
-    print(f"\n| task | n real / policy | coverage PPI++ ({level}) | coverage real only | median width PPI++ | "
-          "median width real only |\n|---|---|---|---|---|---|")
+    print(f"\n| task | n real / policy | coverage PPI++ ({level}) | coverage real only | an exact interval | "
+          "median λ | median width PPI++ | median width real only |\n|---|---|---|---|---|---|---|---|")
     for r in rows:
         for n, c in r["coverage"].items():
-            print(f"| {r['task']} | {n} | {c['ppi']:.3f} | {c['real_only']:.3f} | {c['width_ppi']:.4g} | "
-                  f"{c['width_real_only']:.4g} |")
+            print(f"| {r['task']} | {n} | {c['ppi']:.3f} | {c['real_only']:.3f} | {c['exact_interval_would_show']:.3f} | "
+                  f"{c['lambda_median']:.2f} | {c['width_ppi']:.4g} | {c['width_real_only']:.4g} |")
     print("\n| task | real budget K | regret@1 with the world model | regret@1 real episodes only |\n|---|---|---|---|")
     for r in rows:
         for budget, g in r["regret"].items():

@@ -9,7 +9,7 @@ import pytest
 
 import wm_eval
 from wm_eval.errors import WmEvalError
-from wm_eval.evaluation.estimators import best_policy, ppi_mean, real_mean
+from wm_eval.evaluation.estimators import best_policy, pooled_lambda, ppi_mean, real_mean
 
 
 def _data(rng: np.random.Generator, n: int, big_n: int, rho: float, bias: float = 0.0):
@@ -32,6 +32,21 @@ def test_ppi_matches_ppi_py(n: int, big_n: int, rho: float) -> None:
     assert ours.mean == pytest.approx(float(np.squeeze(point)), abs=1e-9, rel=1e-12)
     assert ours.ci_low == pytest.approx(float(np.squeeze(low)), abs=1e-9, rel=1e-12)
     assert ours.ci_high == pytest.approx(float(np.squeeze(high)), abs=1e-9, rel=1e-12)
+    given = ppi_mean(y, f, f_u, confidence=0.9, interval="z", lam=0.37)  # a pooled lambda is passed in
+    low, high = ppi_py.ppi_mean_ci(y, f, f_u, alpha=0.1, lam=0.37)
+    assert (given.ci_low, given.ci_high) == (pytest.approx(float(np.squeeze(low)), abs=1e-9),
+                                             pytest.approx(float(np.squeeze(high)), abs=1e-9))
+    assert given.mean == pytest.approx(float(np.squeeze(ppi_py.ppi_mean_pointestimate(y, f, f_u, lam=0.37))), abs=1e-9)
+
+
+def test_pooled_lambda() -> None:
+    rng = np.random.default_rng(3)
+    one = _data(rng, 8, 40, rho=0.8)
+    assert pooled_lambda([one[0]], [one[1]], [one[2]]) == pytest.approx(ppi_mean(*one).lam, abs=1e-12)
+    related = [_data(rng, 20, 400, rho=0.95, bias=b) for b in (0.0, 5.0, -3.0, 2.0)]  # policies at different levels
+    unrelated = [(y, rng.permutation(f), f_u) for y, f, f_u in related]
+    assert pooled_lambda(*zip(*related)) > 0.7 and pooled_lambda(*zip(*unrelated)) < 0.3
+    assert pooled_lambda([np.ones(1)], [np.ones(1)], [np.ones(3)]) == 0.0  # nothing to pool
 
 
 def test_ppi_falls_back_and_leans_as_the_data_say() -> None:
@@ -41,7 +56,7 @@ def test_ppi_falls_back_and_leans_as_the_data_say() -> None:
     unrelated = ppi_mean(y, f, f_u)
     y2, f2, f_u2 = _data(rng, 10, 500, rho=0.999, bias=5.0)
     tight = ppi_mean(y2, f2, f_u2)
-    assert unrelated.lam < 0.3 and tight.lam > 0.9
+    assert unrelated.lam < 0.3 and tight.lam > 0.6
     assert tight.effective_real_episodes > 5 * 10  # imagined episodes buy many real ones
     assert tight.ci_low < 10 < tight.ci_high  # the bias is removed by the rectifier
     only = real_mean(y)
@@ -49,16 +64,19 @@ def test_ppi_falls_back_and_leans_as_the_data_say() -> None:
 
 
 def test_small_sample_intervals_cover() -> None:
-    """At n = 3 the t interval keeps nominal coverage where a normal one falls short."""
+    """At n = 3 on normal data, the t interval with a given lambda holds its level where a normal one
+    falls short, and tuning lambda on the 3 episodes themselves costs coverage (why reports pool it)."""
     rng = np.random.default_rng(1)
-    hits = {"t": 0, "z": 0}
+    hits = {"t": 0, "z": 0, "t, lambda tuned on 3 episodes": 0}
     trials = 2000
     for _ in range(trials):
         y, f, f_u = _data(rng, 3, 40, rho=0.7, bias=1.0)
-        for kind in hits:
-            e = ppi_mean(y, f, f_u, confidence=0.9, interval=kind)
-            hits[kind] += e.ci_low <= 10 <= e.ci_high
-    assert hits["t"] / trials >= 0.87 and hits["z"] / trials < hits["t"] / trials
+        for kind, est in (("t", ppi_mean(y, f, f_u, confidence=0.9, lam=0.5)),
+                          ("z", ppi_mean(y, f, f_u, confidence=0.9, interval="z", lam=0.5)),
+                          ("t, lambda tuned on 3 episodes", ppi_mean(y, f, f_u, confidence=0.9))):
+            hits[kind] += est.ci_low <= 10 <= est.ci_high
+    rate = {k: v / trials for k, v in hits.items()}
+    assert rate["t"] >= 0.88 and rate["z"] < rate["t"] - 0.05 and rate["t, lambda tuned on 3 episodes"] < rate["t"]
 
 
 def test_bad_inputs_are_clear() -> None:

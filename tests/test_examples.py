@@ -82,7 +82,7 @@ def test_scale_out_example(tmp_path: Path) -> None:
 
 
 def test_calibration_example(tmp_path: Path) -> None:
-    out = _run("calibration.py", "--tasks", "Hopper-v5", "--episodes", "12", "--horizon", "30", "--draws", "5",
+    out = _run("calibration.py", "--tasks", "Hopper-v5", "--episodes", "12", "--pool", "6", "--horizon", "30", "--draws", "5",
                "--n", "3", "5", "--budgets", "0", "12", "36", cwd=tmp_path)
     row = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
     assert row["policies"] == 12 and row["true_mean_episodes"] == 6 and set(row["coverage"]) == {"3", "5"}

@@ -292,10 +292,10 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
         t0 = time.perf_counter()
         statistics = statistics_for(spec.success)
         results_ = []
-        for i, (policy, vals) in enumerate(zip(loaded, values)):
+        estimates = S.true_estimates(values, statistics, real=n_real, confidence=confidence)
+        for i, (policy, vals, estimate) in enumerate(zip(loaded, values, estimates)):
             stats, summary = S.policy_summary(vals, statistics, seed=_seed(seed, policy.name), n_resamples=bootstrap,
                                               real=n_real)
-            estimate = S.true_estimates(vals, statistics, real=n_real, confidence=confidence)
             results_.append(PolicyResult(policy.name, policy.source, policy_key(policy.name), vals,
                                          tuple(kept[i]), stats, summary, estimate))
         pairs = [S.paired(v, n_real) for v in values]

@@ -63,19 +63,23 @@ def policy_summary(values: dict[str, np.ndarray], statistics: Sequence[Statistic
     return stats, summary
 
 
-def true_estimates(values: dict[str, np.ndarray], statistics: Sequence[Statistic], *, real: int,
-                   confidence: float) -> dict[str, dict[str, Any]]:
-    """Per statistic, the estimate of the policy's TRUE mean with its interval (:mod:`~wm_eval.evaluation.
-    estimators`): PPI++ from the ``real`` paired episodes and the imagined-only rest, or the real-only
-    Student-t interval when every episode is paired."""
-    out = {}
+def true_estimates(values: Sequence[dict[str, np.ndarray]], statistics: Sequence[Statistic], *, real: int,
+                   confidence: float) -> list[dict[str, dict[str, Any]]]:
+    """Per policy and statistic, the estimate of the policy's TRUE mean with its interval
+    (:mod:`~wm_eval.evaluation.estimators`): PPI++ from the ``real`` paired episodes and the imagined-only
+    rest, with one ``lambda`` pooled over the policies, or the real-only Student-t interval when every
+    episode is paired (or an imagined value is not finite)."""
+    out: list[dict[str, dict[str, Any]]] = [{} for _ in values]
     for s in statistics:
-        imagined, true = values[f"imagined_{s.name}"], values[f"true_{s.name}"][:real]
-        if real == len(imagined) or not np.isfinite(imagined).all():  # nothing to add, or a diverged model
-            estimate = E.real_mean(true, confidence=confidence)
-        else:
-            estimate = E.ppi_mean(true, imagined[:real], imagined[real:], confidence=confidence)
-        out[s.name] = {**estimate.as_dict(), "confidence": confidence}
+        imagined = [v[f"imagined_{s.name}"] for v in values]
+        true = [v[f"true_{s.name}"][:real] for v in values]
+        lam = E.pooled_lambda(true, [f[:real] for f in imagined], [f[real:] for f in imagined])
+        for i, (y, f) in enumerate(zip(true, imagined)):
+            if real == len(f) or not np.isfinite(f).all():  # nothing to add, or a diverged model
+                estimate = E.real_mean(y, confidence=confidence)
+            else:
+                estimate = E.ppi_mean(y, f[:real], f[real:], confidence=confidence, lam=lam)
+            out[i][s.name] = {**estimate.as_dict(), "confidence": confidence}
     return out
 
 
