@@ -113,3 +113,35 @@ def test_real_episodes_end_to_end(tmp_path) -> None:
                        ({"real_episodes": 3, "mode": "open_loop"}, "closed_loop"), ({"confidence": 1.5}, "confidence")):
         with pytest.raises(WmEvalError, match=match):
             wm_eval.evaluate("Hopper-v5", policies, **{**kw, **bad})
+
+
+def test_real_budget_goes_to_contenders(tmp_path) -> None:
+    from wm_eval.evaluation.budget import next_allocation
+
+    est = [{"ci_low": 0.0, "ci_high": 10.0, "se": 3.0}, {"ci_low": 50.0, "ci_high": 70.0, "se": 5.0},
+           {"ci_low": 45.0, "ci_high": 80.0, "se": 9.0}, {"ci_low": 60.0, "ci_high": 62.0, "se": 0.5}]
+    new = next_allocation(est, [2, 2, 2, 2], give=5, episodes=10)
+    assert new[0] == 2 and sum(new) == 13 and new[2] >= new[1] >= new[3]  # never the clear loser; widest first
+    alone = [{"ci_low": 0.0, "ci_high": 1.0, "se": 1.0}, {"ci_low": 5.0, "ci_high": 6.0, "se": 0.2}]
+    assert next_allocation(alone, [2, 2], give=2, episodes=10) == [4, 2]  # verdict clear: tighten the widest
+
+    kw = dict(episodes=6, horizon=40, seed=4, workers=1, bootstrap=100, progress=False, chunk=2)
+    policies = ["zoo:Hopper-v5#ppo_0000k", "zoo:Hopper-v5#ppo_0400k", "zoo:Hopper-v5#a2c_0150k"]
+    ev = wm_eval.evaluate("Hopper-v5", policies, real_budget=10, out=tmp_path / "run", **kw)
+    reals = [p.true_estimate["return"]["real_episodes"] for p in ev.policies]
+    assert sum(reals) == 10 and min(reals) >= 2
+    for p, n in zip(ev.policies, reals):  # the first n episodes are paired, the rest imagined only
+        assert np.isfinite(p.episodes["true_return"][:n]).all() and np.isnan(p.episodes["true_return"][n:]).all()
+    full = wm_eval.evaluate("Hopper-v5", policies, **kw)
+    for a, b, n in zip(full.policies, ev.policies, reals):
+        np.testing.assert_array_equal(a.episodes["imagined_return"], b.episodes["imagined_return"])
+        np.testing.assert_array_equal(a.episodes["true_return"][:n], b.episodes["true_return"][:n])
+    again = wm_eval.evaluate("Hopper-v5", policies, real_budget=10, out=tmp_path / "run", resume=True, **kw)
+    assert again.timings["resumed_units"] == len(again.units) and [p.true_estimate for p in again.policies] == \
+        [p.true_estimate for p in ev.policies]
+    wm_eval.report(ev, tmp_path / "report", rerun=False)
+    assert "real_budget 10" in (tmp_path / "report" / "report.md").read_text()
+    for bad, match in (({"real_budget": 5}, "leaves a2c_0150k without"), ({"real_budget": 19}, "exceeds"),
+                       ({"real_budget": 8, "real_episodes": 3}, "not both")):
+        with pytest.raises(WmEvalError, match=match):
+            wm_eval.evaluate("Hopper-v5", policies, **{**kw, **bad})

@@ -301,15 +301,17 @@ def test_checkpoint_errors(tmp_path):
 
     path = save(model, tmp_path / "unknown_class")
     _edit_spec(path, model_class="os:system")
-    with pytest.raises(CheckpointError, match="model class 'os:system', which this wm_eval does not know"):
+    with pytest.raises(CheckpointError, match="names model class os:system, which is not one of wm_eval's"):
         load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="os:system, which is not a wm_eval.models.WorldModel subclass"):
+        load_checkpoint(path, allow_code=True)  # consent imports the module, but only a WorldModel is built
 
 
 def test_resolve_model(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint_module, "embedded_model_path", lambda task: tmp_path / "assets" / task)
     with pytest.raises(CheckpointError, match="embedded HalfCheetah-v5 model is missing"):
         resolve_model(None, task=None)
-    with pytest.raises(CheckpointError, match="no model at 'nowhere': give a checkpoint directory or one of default, HalfCheetah-v5"):
+    with pytest.raises(CheckpointError, match="no model at 'nowhere': give a checkpoint directory, module:factory or one of default, HalfCheetah-v5"):
         resolve_model("nowhere", task=None)
     with pytest.raises(CheckpointError, match="no embedded model for Ant-v5"):
         resolve_model(None, task="Ant-v5")

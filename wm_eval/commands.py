@@ -103,7 +103,7 @@ def run_evaluation(cfg: Any, out: Path, *, progress: bool = True) -> dict[str, A
              gamma=cfg.gamma, chunk=cfg.chunk, workers=cfg.workers, out=out, resume=cfg.resume,
              trajectories=cfg.trajectories, bootstrap=cfg.bootstrap, max_batch=cfg.max_batch, precision=cfg.precision,
              executor=cfg.executor, ray_address=cfg.ray_address, ray_actors=cfg.ray_actors,
-             real_episodes=cfg.real_episodes, confidence=cfg.confidence, allow_code=cfg.allow_code, progress=progress)
+             real_episodes=cfg.real_episodes, real_budget=cfg.real_budget, confidence=cfg.confidence, allow_code=cfg.allow_code, progress=progress)
     save_config(cfg, out)
     result = report(ev, out, rerun=cfg.rerun, config=to_dict(cfg))
     _remove_units(out)

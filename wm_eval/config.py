@@ -124,6 +124,8 @@ class EvaluateConfig:
     ray_actors: int = _doc("world-model actors with executor=ray (each holds the model, 1 CPU or GPU)", 1)
     real_episodes: int | None = _doc("run only this many episodes per policy in MuJoCo too (>= 2; the rest imagined "
                                      "only); true values are then PPI++ estimates (default: all episodes)", None)
+    real_budget: int | None = _doc("instead of real_episodes: real episodes in total, placed by wm_eval (2 per policy, "
+                                   "the rest to the contenders for first place)", None)
     confidence: float = _doc("level of the intervals for the policies' true values", 0.95)
     allow_code: bool = _doc("load a model checkpoint that names a model class outside wm_eval (runs its code)",
                             False)

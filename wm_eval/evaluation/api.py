@@ -21,7 +21,8 @@ from wm_eval import __version__
 from wm_eval.errors import ConfigError, WmEvalError
 from wm_eval.evaluation import summary as S
 from wm_eval.evaluation.executor import EXECUTORS, Job, open_executor
-from wm_eval.evaluation.plan import Unit, plan, start_seeds
+from wm_eval.evaluation.budget import FIRST, check_budget, next_allocation
+from wm_eval.evaluation.plan import Unit, paired_units, plan, start_seeds
 from wm_eval.evaluation.rollout import POLICY_BLOCK
 from wm_eval.evaluation.statistics import statistics_for
 from wm_eval.evaluation.units import UnitResult, load_unit, reduce_unit, save_unit
@@ -150,7 +151,8 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
              out: str | Path | None = None, resume: bool = False, trajectories: str = "auto",
              bootstrap: int = 1000, max_batch: int = 512, precision: str = "float32",
              executor: str = "local", ray_address: str | None = None, ray_actors: int = 1,
-             real_episodes: int | None = None, confidence: float = 0.95, allow_code: bool = False,
+             real_episodes: int | None = None, real_budget: int | None = None, confidence: float = 0.95,
+             allow_code: bool = False,
              progress: bool = True) -> Evaluation:
     """Roll every policy out in the world model and in MuJoCo from the same seeded start states.
 
@@ -188,6 +190,8 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
             too; the rest are imagined only (closed loop). Fidelity numbers (errors, ranking metrics,
             trust AUROC, horizon error) then use the paired episodes, and each policy's
             ``true_estimate`` combines both by PPI++. Default: every episode in both worlds.
+        real_budget: instead of ``real_episodes``: ``K`` real episodes in total, placed by wm_eval (2 per
+            policy, the rest to the contenders for first place; :mod:`~wm_eval.evaluation.budget`).
         confidence: level of the ``true_estimate`` intervals.
         allow_code: load a checkpoint whose spec names a model class outside wm_eval (its module is
             imported, which runs code: only for checkpoints you trust).
@@ -214,6 +218,10 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
     if not policies:
         raise WmEvalError("no policies to evaluate")
     n_real = _check_real(real_episodes, episodes=episodes, mode=mode, confidence=confidence)
+    if real_budget is not None:
+        if real_episodes is not None:
+            raise WmEvalError("give real_episodes or real_budget, not both")
+        n_real = min(FIRST, episodes)
     if resume and out is None:
         raise WmEvalError("resume=True needs out= (the folder holding the finished units)")
     # Connect first (Ray may be missing or unreachable), so that a failure writes nothing.
@@ -231,6 +239,8 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
         if precision != "float32" and not hasattr(world, "set_inference_dtype"):
             raise WmEvalError(f"{type(world).__name__} has no reduced-precision inference: use precision=float32")
         loaded = load_policy_list(policies, task=task, device=device)
+        if real_budget is not None:
+            check_budget(real_budget, names=[p.name for p in loaded], episodes=episodes, mode=mode)
         real = loaded if device == "cpu" else load_policy_list([p.source or p for p in loaded], task=task, device="cpu")
         units = plan([p.name for p in loaded], episodes=episodes, chunk=chunk, split=n_real)
         seeds = start_seeds(seed, episodes)
@@ -239,7 +249,8 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
         config = {"task": task, "policies": [p.source or p.name for p in loaded], "model": name,
                   "fingerprint": fingerprint, "episodes": episodes, "horizon": horizon, "seed": seed, "mode": mode,
                   "propagation": propagation, "sample": sample, "gamma": gamma, "chunk": chunk, "device": device,
-                  "precision": precision, "real_episodes": real_episodes, "confidence": confidence}
+                  "precision": precision, "real_episodes": real_episodes, "real_budget": real_budget,
+                  "confidence": confidence}
         identity = {**config, "policy_fingerprints": [_policy_fingerprint(p) for p in loaded], "keep": keep,
                     "wm_eval": __version__, "block_rows": BLOCK_ROWS, "policy_block": POLICY_BLOCK}
         config["executor"] = executor  # recorded, but not part of the identity: any executor resumes a run
@@ -275,13 +286,15 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
 
             world.set_inference_dtype(getattr(torch, precision))
         try:
-            timings = runner.run(job, [u for u in todo if u.stop <= n_real], done)
-            if any(u.start >= n_real for u in todo):  # imagined-only episodes
-                more = runner.run(job, [u for u in todo if u.start >= n_real], done, truth=False)
-                timings = {k: timings.get(k, 0.0) + more.get(k, 0.0) for k in {*timings, *more}}
-            by_policy = [[results[u.id] for u in units if u.policy == i] for i in range(len(loaded))]
-            values = [S.merge_values(r) for r in by_policy]
-            kept = _kept(job, by_policy, [S.paired(v, n_real) for v in values], seeds, keep=keep,
+            timings = runner.run(job, [u for u in todo if not u.imagined_only], done)
+            if any(u.imagined_only for u in todo):
+                _add(timings, runner.run(job, [u for u in todo if u.imagined_only], done, truth=False))
+            n = [n_real] * len(loaded)
+            if real_budget is not None:
+                n = _spend(job, runner, done, units, results, store, bar, timings, budget=real_budget, chunk=chunk,
+                           episodes=episodes, confidence=confidence)
+            values = _values(units, results, len(loaded), episodes)
+            kept = _kept(job, units, results, [S.paired(v, k) for v, k in zip(values, n)], seeds, keep=keep,
                          select=trajectories != "summary")
         finally:
             bar.close()
@@ -292,13 +305,13 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
         t0 = time.perf_counter()
         statistics = statistics_for(spec.success)
         results_ = []
-        estimates = S.true_estimates(values, statistics, real=n_real, confidence=confidence)
+        estimates = S.true_estimates(values, statistics, real=n, confidence=confidence)
         for i, (policy, vals, estimate) in enumerate(zip(loaded, values, estimates)):
             stats, summary = S.policy_summary(vals, statistics, seed=_seed(seed, policy.name), n_resamples=bootstrap,
-                                              real=n_real)
+                                              real=n[i])
             results_.append(PolicyResult(policy.name, policy.source, policy_key(policy.name), vals,
                                          tuple(kept[i]), stats, summary, estimate))
-        pairs = [S.paired(v, n_real) for v in values]
+        pairs = [S.paired(v, k) for v, k in zip(values, n)]
         metrics = {s.name: S.ranking([v[f"imagined_{s.name}"] for v in pairs], [v[f"true_{s.name}"] for v in pairs],
                                      seed=seed, n_resamples=bootstrap) for s in statistics}
         trust = S.trust(pairs)
@@ -308,7 +321,7 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
         return Evaluation(task=task, model=name, model_fingerprint=fingerprint, seed=seed, mode=mode, horizon=horizon,
                           propagation=propagation, sample=sample, gamma=gamma, chunk=chunk, start_seeds=seeds,
                           obs_scale=obs_scale, policies=tuple(results_), metrics=metrics,
-                          horizon_error=S.horizon_error([r for rs in by_policy for r in rs], len(loaded) * n_real),
+                          horizon_error=S.horizon_error([results[u.id] for u in units], sum(n)),
                           trust=trust, config=config, timings=timings, units=tuple(u.id for u in units))
 
 
@@ -338,23 +351,69 @@ def _check_real(real_episodes: int | None, *, episodes: int, mode: str, confiden
     return int(real_episodes)
 
 
-def _kept(job: Job, by_policy: list[list[UnitResult]], values: list[dict[str, np.ndarray]],
+def _add(timings: dict[str, float], more: dict[str, float]) -> None:
+    """Add an executor run's seconds to ``timings`` (in place)."""
+    for key, value in more.items():
+        timings[key] = timings.get(key, 0.0) + value
+
+
+def _values(units: Sequence[Unit], results: dict[str, UnitResult], policies: int, episodes: int
+            ) -> list[dict[str, np.ndarray]]:
+    """Per policy, its per-episode values assembled from its units."""
+    out = []
+    for i in range(policies):
+        mine = [u for u in units if u.policy == i]
+        out.append(S.merge_values([results[u.id] for u in mine], [(u.start, u.stop) for u in mine], episodes))
+    return out
+
+
+def _spend(job: Job, runner: Any, done: Any, units: list[Unit], results: dict[str, UnitResult], store: Path | None,
+           bar: Any, timings: dict[str, float], *, budget: int, chunk: int, episodes: int, confidence: float
+           ) -> list[int]:
+    """Hand out ``budget`` real episodes in rounds (:mod:`~wm_eval.evaluation.budget`), running each
+    round's new paired units; returns the real episodes per policy. ``units`` grows with them."""
+    from wm_eval.evaluation.statistics import statistics_for
+
+    names = [p.name for p in job.policies]
+    n = [min(FIRST, episodes)] * len(names)
+    round_size = max(1, -(-(budget - sum(n)) // 3))
+    while sum(n) < budget:
+        values = _values(units, results, len(names), episodes)
+        estimates = S.true_estimates(values, statistics_for(None)[:1], real=n, confidence=confidence)
+        new = next_allocation([e["return"] for e in estimates], n, give=min(round_size, budget - sum(n)),
+                              episodes=episodes)
+        if new == n:
+            break
+        extra = [u for i, name in enumerate(names) for u in paired_units(i, name, n[i], new[i], chunk)]
+        for unit in extra:
+            if store is not None and unit.id not in results and (store / f"{unit.id}.npz").exists():
+                results[unit.id] = load_unit(store / f"{unit.id}.npz")
+        todo = [u for u in extra if u.id not in results]
+        bar.total += sum(u.size for u in todo)
+        bar.refresh()
+        _add(timings, runner.run(job, todo, done))
+        units.extend(extra)
+        n = new
+    return n
+
+
+def _kept(job: Job, units: Sequence[Unit], results: dict[str, UnitResult], values: list[dict[str, np.ndarray]],
           seeds: np.ndarray, *, keep: bool, select: bool) -> list[list[PairedEpisode]]:
     """Per policy, the paired episodes kept whole: all (from the units) or the selected ones, re-rolled
     from their own seeds as one-episode units (identical to the originals by construction). Only
     paired episodes (``values`` holds theirs) are kept."""
     from wm_eval.evaluation.executor import imagined_rollouts, real_rollouts
 
-    out: list[list[PairedEpisode]] = [[] for _ in by_policy]
-    for i, results in enumerate(by_policy):
+    out: list[list[PairedEpisode]] = [[] for _ in values]
+    for i in range(len(values)):
         if keep:
-            j = 0
-            for r in results:
-                for k in range(0 if r.true is None else len(r.true)):
-                    out[i].append(PairedEpisode(job.policies[i].name, i, j,
-                                                int(seeds[j]), r.true.trajectory(k, seed=int(seeds[j])),
+            for unit in sorted((u for u in units if u.policy == i and not u.imagined_only), key=lambda u: u.start):
+                r = results[unit.id]
+                for k in range(unit.size):
+                    j = unit.start + k
+                    out[i].append(PairedEpisode(job.policies[i].name, i, j, int(seeds[j]),
+                                                r.true.trajectory(k, seed=int(seeds[j])),
                                                 r.imagined.trajectory(k, seed=int(seeds[j]))))
-                    j += 1
         elif select:
             for j in _select(values[i]):
                 unit = Unit(i, job.policies[i].name, policy_key(job.policies[i].name), j, j + 1)

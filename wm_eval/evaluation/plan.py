@@ -16,23 +16,26 @@ import numpy as np
 from wm_eval.errors import WmEvalError
 from wm_eval.streams import episode_seed, policy_key, start_seed
 
-__all__ = ["Unit", "plan", "start_seeds"]
+__all__ = ["Unit", "plan", "paired_units", "start_seeds"]
 
 
 @dataclass(frozen=True)
 class Unit:
-    """Episodes ``start .. stop - 1`` of policy number ``policy`` (called ``name``, stream key ``key``)."""
+    """Episodes ``start .. stop - 1`` of policy number ``policy`` (called ``name``, stream key ``key``);
+    ``imagined_only``: without their MuJoCo counterparts."""
 
     policy: int
     name: str
     key: int
     start: int
     stop: int
+    imagined_only: bool = False
 
     @property
     def id(self) -> str:
-        """Stable id, e.g. ``"1a2b3c4d-000010-000020"``: the same whatever else is in the plan."""
-        return f"{self.key:08x}-{self.start:06d}-{self.stop:06d}"
+        """Stable id, e.g. ``"1a2b3c4d-000010-000020"`` (``-imagined`` appended for imagined-only units):
+        the same whatever else is in the plan."""
+        return f"{self.key:08x}-{self.start:06d}-{self.stop:06d}" + ("-imagined" if self.imagined_only else "")
 
     @property
     def size(self) -> int:
@@ -64,6 +67,12 @@ def plan(names: Sequence[str], *, episodes: int, chunk: int, split: int | None =
     keys = [policy_key(n) for n in names]
     if len(set(keys)) != len(keys):
         raise WmEvalError(f"two policy names share a stream key: rename one of {list(names)}")
-    ranges = [(lo, min(lo + chunk, split)) for lo in range(0, split, chunk)]
-    ranges += [(lo, min(lo + chunk, episodes)) for lo in range(split, episodes, chunk)]
-    return [Unit(i, name, key, lo, hi) for i, (name, key) in enumerate(zip(names, keys)) for lo, hi in ranges]
+    ranges = [(lo, min(lo + chunk, split), False) for lo in range(0, split, chunk)]
+    ranges += [(lo, min(lo + chunk, episodes), True) for lo in range(split, episodes, chunk)]
+    return [Unit(i, name, key, lo, hi, only) for i, (name, key) in enumerate(zip(names, keys)) for lo, hi, only in ranges]
+
+
+def paired_units(policy: int, name: str, start: int, stop: int, chunk: int) -> list[Unit]:
+    """Paired units of episodes ``start .. stop - 1`` of one policy, ``chunk`` per unit."""
+    key = policy_key(name)
+    return [Unit(policy, name, key, lo, min(lo + chunk, stop)) for lo in range(start, stop, chunk)]

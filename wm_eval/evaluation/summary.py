@@ -30,9 +30,20 @@ from wm_eval.types import METRIC_NAMES
 __all__ = ["merge_values", "paired", "policy_summary", "true_estimates", "ranking", "horizon_error", "trust"]
 
 
-def merge_values(results: Sequence[UnitResult]) -> dict[str, np.ndarray]:
-    """One policy's per-episode values, its units concatenated in plan order."""
-    return {k: np.concatenate([r.values[k] for r in results]) for k in results[0].values}
+def merge_values(results: Sequence[UnitResult], ranges: Sequence[tuple[int, int]], episodes: int
+                 ) -> dict[str, np.ndarray]:
+    """One policy's per-episode values ``[episodes]`` from its units (``ranges``: each unit's episodes),
+    imagined-only units first, paired ones over them (their imagined values are the same)."""
+    order = sorted(range(len(results)), key=lambda k: not np.isnan(results[k].values["true_return"]).all())
+    out: dict[str, np.ndarray] = {}
+    dtypes: dict[str, np.dtype] = {}
+    for k in order:
+        (start, stop), values = ranges[k], results[k].values
+        for name, v in values.items():
+            if name not in out:
+                out[name], dtypes[name] = np.full(episodes, np.nan), v.dtype
+            out[name][start:stop] = v
+    return {k: v if np.isnan(v).any() else v.astype(dtypes[k]) for k, v in out.items()}
 
 
 def paired(values: dict[str, np.ndarray], real: int) -> dict[str, np.ndarray]:
@@ -63,22 +74,22 @@ def policy_summary(values: dict[str, np.ndarray], statistics: Sequence[Statistic
     return stats, summary
 
 
-def true_estimates(values: Sequence[dict[str, np.ndarray]], statistics: Sequence[Statistic], *, real: int,
-                   confidence: float) -> list[dict[str, dict[str, Any]]]:
+def true_estimates(values: Sequence[dict[str, np.ndarray]], statistics: Sequence[Statistic], *,
+                   real: Sequence[int], confidence: float) -> list[dict[str, dict[str, Any]]]:
     """Per policy and statistic, the estimate of the policy's TRUE mean with its interval
     (:mod:`~wm_eval.evaluation.estimators`): PPI++ from the ``real`` paired episodes and the imagined-only
-    rest, with one ``lambda`` pooled over the policies, or the real-only Student-t interval when every
+    rest (``real``: per policy), with one ``lambda`` pooled over the policies, or the real-only Student-t interval when every
     episode is paired (or an imagined value is not finite)."""
     out: list[dict[str, dict[str, Any]]] = [{} for _ in values]
     for s in statistics:
         imagined = [v[f"imagined_{s.name}"] for v in values]
-        true = [v[f"true_{s.name}"][:real] for v in values]
-        lam = E.pooled_lambda(true, [f[:real] for f in imagined], [f[real:] for f in imagined])
-        for i, (y, f) in enumerate(zip(true, imagined)):
-            if real == len(f) or not np.isfinite(f).all():  # nothing to add, or a diverged model
+        true = [v[f"true_{s.name}"][:n] for v, n in zip(values, real)]
+        lam = E.pooled_lambda(true, [f[:n] for f, n in zip(imagined, real)], [f[n:] for f, n in zip(imagined, real)])
+        for i, (y, f, n) in enumerate(zip(true, imagined, real)):
+            if n == len(f) or not np.isfinite(f).all():  # nothing to add, or a diverged model
                 estimate = E.real_mean(y, confidence=confidence)
             else:
-                estimate = E.ppi_mean(y, f[:real], f[real:], confidence=confidence, lam=lam)
+                estimate = E.ppi_mean(y, f[:n], f[n:], confidence=confidence, lam=lam)
             out[i][s.name] = {**estimate.as_dict(), "confidence": confidence}
     return out
 

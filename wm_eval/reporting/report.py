@@ -93,6 +93,11 @@ _EPISODE_KEYS = {  # report.json's per-episode names -> PolicyResult.episodes ke
 }
 
 
+def _uniform(values: list[Any]) -> Any:
+    """The common value of ``values``, or ``None`` when they differ (``real_budget`` spreads episodes unevenly)."""
+    return values[0] if values and all(v == values[0] for v in values) else None
+
+
 def build_report(ev: Evaluation, *, config: dict[str, Any] | None = None,
                  versions: dict[str, str | None] | None = None) -> dict[str, Any]:
     """The content of ``report.json`` for an :class:`~wm_eval.types.Evaluation`.
@@ -128,7 +133,9 @@ def build_report(ev: Evaluation, *, config: dict[str, Any] | None = None,
         "propagation": ev.propagation,
         "sample": ev.sample,
         "episodes": ev.episodes,
-        "real_episodes": ev.config.get("real_episodes") or ev.episodes,
+        "real_episodes": _uniform([p.true_estimate.get("return", {}).get("real_episodes") for p in ev.policies]),
+        "real_episodes_total": sum(p.true_estimate.get("return", {}).get("real_episodes", 0) for p in ev.policies),
+        "real_budget": ev.config.get("real_budget"),
         "horizon": ev.horizon,
         "gamma": ev.gamma,
         "chunk": ev.chunk,
@@ -307,6 +314,14 @@ def _markdown(report: dict[str, Any], folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _real_share(report: dict[str, Any]) -> str:
+    """How many of the episodes were also run in MuJoCo, in words."""
+    if report.get("real_episodes") is not None:
+        return f"{report['real_episodes']} of {report['episodes']} episodes per policy were also run in MuJoCo."
+    return (f"{report['real_episodes_total']} real (MuJoCo) episodes in total (real_budget {report['real_budget']}), placed "
+            f"by wm_eval: 2 per policy, the rest to the contenders for first place (column 'real episodes').")
+
+
 def _estimates_section(report: dict[str, Any]) -> list[str]:
     """The policies' TRUE mean returns: PPI++ (or real-only) estimates with their intervals, and the
     recommended policy."""
@@ -319,7 +334,7 @@ def _estimates_section(report: dict[str, Any]) -> list[str]:
         "",
         f"## True return estimates ({level}% intervals for the policy's true mean)",
         "",
-        f"{report['real_episodes']} of {report['episodes']} episodes per policy were also run in MuJoCo. Estimates "
+        f"{_real_share(report)} Estimates "
         "combine them with the imagined episodes by PPI++ (λ tunes how far the imagined returns are trusted: 0 = "
         "real episodes only) with Student-t intervals; *worth* is the number of real episodes alone that would give "
         "the same precision.",
@@ -358,7 +373,8 @@ def summary_table(report: dict[str, Any]) -> str:
     one line of ranking metrics."""
     policies = _by_true_return(report)
     width = max(len("policy"), *(len(p["name"]) for p in policies))
-    budget = report.get("real_episodes", report["episodes"]) < report["episodes"]
+    reals = [(p.get("true_estimate") or {}).get("real_episodes", report["episodes"]) for p in report["policies"]]
+    budget = min(reals) < report["episodes"]
     head = f"{'true est. [CI]':>24}" if budget else ""
     rows = [f"{'policy':<{width}}  {'imagined':>10}  {'true':>10}  {'|error|':>9}  {'trust score':>11}  {head}".rstrip()]
     for p in policies:
@@ -373,5 +389,5 @@ def summary_table(report: dict[str, Any]) -> str:
     best = report["trust"].get("best_policy") or {}
     if budget and best.get("name"):
         rows.append(f"Recommended: {best['name']} (P(truly best) {_num(best['probability'], '.2f')}; "
-                    f"{report['real_episodes']} of {report['episodes']} episodes per policy run in MuJoCo)")
+                    f"{sum(reals)} of {report['episodes'] * len(reals)} episodes run in MuJoCo)")
     return "\n".join(rows)

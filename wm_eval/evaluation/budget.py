@@ -1,0 +1,63 @@
+"""``real_budget=K``: wm_eval decides where K real (MuJoCo) episodes go.
+
+Every policy first gets 2 paired episodes (the least an interval needs), then the rest of the budget
+goes out in rounds (a third of it per round). Each round estimates every policy's true mean return
+(PPI++, :mod:`~wm_eval.evaluation.estimators`) and hands episodes one at a time to the *contenders for
+first place* (policies whose interval reaches above the best lower bound), each time to the one whose
+interval would shrink most (largest standard error, scaled by ``sqrt(n / (n + 1))``). When a single
+contender is left the verdict is clear, and the remaining episodes tighten every policy's interval the
+same way. A policy's real episodes are always its first ``n_i`` episodes, so they are paired with the
+imagined ones from the same start states, and the allocation follows from the seed alone (a resumed
+run makes the same choices).
+
+Flagged policies (the trust signal's ``risk``) do not get extra episodes yet: that signal is not built.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from wm_eval.errors import WmEvalError
+
+__all__ = ["FIRST", "check_budget", "next_allocation"]
+
+FIRST = 2
+"""Real episodes every policy gets before any allocation (an interval needs 2)."""
+
+
+def check_budget(budget: int, *, names: Sequence[str], episodes: int, mode: str) -> None:
+    """One-line errors for a budget that cannot be spent as asked."""
+    if budget < FIRST * len(names):
+        short = list(names)[budget // FIRST:]
+        shown = ", ".join(short[:3]) + (f" and {len(short) - 3} more" if len(short) > 3 else "")
+        raise WmEvalError(f"real_budget={budget} leaves {shown} without the {FIRST} real episodes an interval needs: "
+                          f"use real_budget >= {FIRST * len(names)} ({FIRST} per policy)")
+    if budget > episodes * len(names):
+        raise WmEvalError(f"real_budget={budget} exceeds episodes x policies = {episodes * len(names)}: raise episodes "
+                          "or lower the budget")
+    if mode != "closed_loop":
+        raise WmEvalError("real_budget needs mode=closed_loop: open loop replays every episode's real actions")
+
+
+def next_allocation(estimates: Sequence[dict], n: Sequence[int], *, give: int, episodes: int) -> list[int]:
+    """The real episodes per policy after handing out ``give`` more (see the module docstring).
+
+    Args:
+        estimates: per policy the current true-return estimate (``ci_low``, ``ci_high``, ``se``).
+        n: real episodes per policy so far; episodes: the most a policy can have.
+    """
+    lows = [e["ci_low"] for e in estimates]
+    best_low = max(lows)
+    open_ = [i for i in range(len(n)) if n[i] < episodes]
+    contenders = [i for i in open_ if estimates[i]["ci_high"] >= best_low]
+    pool = contenders if len(contenders) > 1 else open_
+    new = list(n)
+    for _ in range(give):
+        candidates = [i for i in pool if new[i] < episodes]
+        if not candidates:
+            break
+        se = {i: estimates[i]["se"] * math.sqrt(n[i] / new[i]) if math.isfinite(estimates[i]["se"]) else math.inf
+              for i in candidates}
+        new[max(candidates, key=lambda i: (se[i], -i))] += 1
+    return new
