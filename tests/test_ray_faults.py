@@ -23,6 +23,22 @@ TASK = "HalfCheetah-v5"
 POLICIES = ["zoo:HalfCheetah-v5#ppo_0000k", "zoo:HalfCheetah-v5#ppo_0300k", "zoo:HalfCheetah-v5#a2c_0300k"]
 
 
+def test_no_cluster_is_a_clear_error(tmp_path: Path) -> None:
+    """Without ray_address or RAY_ADDRESS and with no Ray running on this machine (Ray's "auto" also
+    finds one by its processes, so this runs before this module starts any), one line and exit 2."""
+    import psutil
+
+    deadline = time.monotonic() + 60  # a Ray shut down by an earlier test module may take a moment to exit
+    while any(p.info["name"] == "gcs_server" for p in psutil.process_iter(["name"])) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"MUJOCO_GL": "egl"}
+    run = subprocess.run([str(Path(sys.executable).parent / "wm-eval"), "evaluate", "executor=ray",
+                          f"out={tmp_path / 'out'}"], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr[-1500:]
+    assert "no Ray cluster at ray_address=auto" in run.stderr and "ray start --head" in run.stderr
+    assert not any((tmp_path / "out").glob("*"))
+
+
 def test_node_removed_mid_run_changes_nothing(tmp_path: Path) -> None:
     import ray
     from ray.cluster_utils import Cluster

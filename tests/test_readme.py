@@ -85,8 +85,8 @@ PLAN: dict[str, Step] = {
         Step(_wm("evaluate", "task=Hopper-v5", "real_episodes=3", "episodes=20", "episodes=4", "horizon=30",
                  "workers=1", "bootstrap=50"), says="Recommended:"),
     "wm-eval evaluate task=Hopper-v5 real_budget=30 episodes=10":
-        Step(_wm("evaluate", "task=Hopper-v5", "real_budget=30", "episodes=10", "episodes=4", "real_budget=10",
-                 "horizon=30", "workers=1", "bootstrap=50"), says="Recommended:"),
+        Step(_wm("evaluate", "task=Hopper-v5", "real_budget=30", "episodes=10", "episodes=4", "horizon=30",
+                 "workers=1", "bootstrap=50"), says="Recommended:"),
     "python examples/calibration.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     "PYTHONPATH=examples wm-eval evaluate task=Hopper-v5 model=user_model:make_model":
         Step(None, why="tests/test_user_models.py::test_cli_evaluates_a_user_model runs it"),
