@@ -88,6 +88,15 @@ PLAN: dict[str, Step] = {
         Step(_wm("evaluate", "task=Hopper-v5", "real_budget=30", "episodes=10", "episodes=4", "horizon=30",
                  "workers=1", "bootstrap=50"), says="Recommended:"),
     "python examples/calibration.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
+    "wm-eval collect task=Ant-v5 episodes=200 behaviour=[random] out=datasets/data/ant":
+        Step(_wm("collect", "task=Ant-v5", "episodes=200", "behaviour=[random]", "out=datasets/data/ant", "episodes=4",
+                 "max_steps=40"), says="wrote 4 episodes of Ant-v5"),
+    "wm-eval train dataset=datasets/data/ant out=runs/models/ant":
+        Step(_wm("train", "--preset", "debug", "dataset=datasets/data/ant", "out=runs/models/ant"),
+             says="trained Ant-v5 model"),
+    "wm-eval evaluate task=Ant-v5 model=runs/models/ant policies=[mypkg.ant:make_policy]":
+        Step(_wm("evaluate", "task=Ant-v5", "model=runs/models/ant", "policies=[mypkg.ant:make_policy]", *EVAL_DEBUG),
+             says="report:"),
     "PYTHONPATH=examples wm-eval evaluate task=Hopper-v5 model=user_model:make_model":
         Step(None, why="tests/test_user_models.py::test_cli_evaluates_a_user_model runs it"),
     "python examples/user_model.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
@@ -137,6 +146,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (ws / "mypkg" / "__init__.py").write_text("")
     (ws / "mypkg" / "controllers.py").write_text(
         "import numpy as np\n\n\ndef make_policy():\n    return lambda obs: np.tanh(obs[:, :6])\n")
+    (ws / "mypkg" / "ant.py").write_text(  # the README's own-robot controller: 8 Ant-v5 actions
+        "import numpy as np\n\n\ndef make_policy():\n    return lambda obs: np.tanh(2.0 * obs[:, 5:13])\n")
     return ws
 
 

@@ -6,6 +6,17 @@ termination (the rule Gymnasium applies, written on observations so it also
 works on imagined ones), the reward when it is a function of what is observed,
 and how to turn an observation back into a drawable ``qpos``.
 
+Any other task: ``task=`` also takes any registered Gymnasium id whose env is MuJoCo-based (Ant-v5,
+Swimmer-v5, InvertedPendulum-v5, ...) and ``module:factory`` for a user's own env (a callable returning a
+Gymnasium env whose ``unwrapped`` is a ``gymnasium.envs.mujoco.MujocoEnv``, or anything with ``model``,
+``data`` and ``_get_obs()``). Such a task has no termination, reward or success rule (the world model's
+learned heads decide; reports say so) and, when its observation starts with ``qpos`` minus the root's
+position (Gymnasium's convention), a pose for drawing the imagined robot. On first use wm_eval checks
+that a restored state replays 10 steps exactly, and refuses the task with one line when it does not.
+Dict observations are refused: flatten them with ``gymnasium.wrappers.FlattenObservation`` in a factory.
+Tasks that keep state in Python attributes (not in MuJoCo's state) cannot replay exactly: the check
+names them.
+
 Simulator state is the state of ``mujoco.mj_getState`` with the
 ``mjSTATE_INTEGRATION`` spec: the full physics (time, qpos, qvel, actuator
 activations, plugin state) plus the solver warm start, controls, applied forces
@@ -18,7 +29,9 @@ drift by ~1e-15 from the first step. With it, a state restored with
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -129,6 +142,10 @@ class TaskSpec:
     root_velocity_index: int | None = None
     make_kwargs: dict[str, Any] = field(default_factory=dict)
     success: ObsFn | None = None
+    factory: Callable[..., Any] | None = None
+    """``module:factory`` tasks: makes the env (instead of ``gymnasium.make(gym_id)``)."""
+    pose_drawable: bool = True
+    """``False`` when observations cannot be turned into a ``qpos`` (the imagined robot is not drawn)."""
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -147,13 +164,106 @@ def task_ids() -> list[str]:
     return sorted(TASKS)
 
 
+_OTHER: dict[str, TaskSpec] = {}
+"""Specs of other Gymnasium MuJoCo ids and ``module:factory`` envs, made (and checked) on first use."""
+_FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+
+
 def get_task(task_id: str) -> TaskSpec:
-    """The spec of ``task_id``; an unknown id raises :class:`TaskError` with a "did you mean" hint."""
-    try:
+    """The spec of ``task_id``: a task of :data:`TASKS`, any registered Gymnasium MuJoCo id, or
+    ``module:factory`` (see the module docstring). Anything else raises :class:`TaskError` with a hint."""
+    import gymnasium as gym
+
+    if isinstance(task_id, str) and task_id in TASKS:
         return TASKS[task_id]
-    except (KeyError, TypeError):
-        hint = did_you_mean(task_id, TASKS, cutoff=0.5)
-        raise TaskError(f"unknown task '{task_id}': {hint}known tasks are {', '.join(task_ids())}") from None
+    if isinstance(task_id, str) and task_id in _OTHER:
+        return _OTHER[task_id]
+    if isinstance(task_id, str) and (task_id in gym.registry or _FACTORY.fullmatch(task_id)):
+        _OTHER[task_id] = _other_task(task_id)
+        return _OTHER[task_id]
+    hint = did_you_mean(str(task_id), [*TASKS, *gym.registry], cutoff=0.6)
+    raise TaskError(f"unknown task '{task_id}': {hint}use a registered Gymnasium MuJoCo id (e.g. Ant-v5), "
+                    f"module:factory for your own env, or one of {', '.join(task_ids())}")
+
+
+def _other_task(task_id: str) -> TaskSpec:
+    """The spec of a Gymnasium MuJoCo id or ``module:factory`` env, after checking that it is MuJoCo-based,
+    has Box spaces and replays exactly from a restored state."""
+    import gymnasium as gym
+
+    factory = None
+    if task_id not in gym.registry:
+        module_name, _, attr = task_id.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise TaskError(f"task '{task_id}': cannot load {attr} from {module_name} ({e})") from None
+    quiet_mujoco()
+    try:
+        env = factory() if factory is not None else gym.make(task_id)
+    except gym.error.Error as e:
+        raise TaskError(f"task '{task_id}' cannot be made: {str(e).splitlines()[0]}") from None
+    try:
+        u = env.unwrapped
+        if not all(hasattr(u, a) for a in ("model", "data", "_get_obs")) or type(u.model).__name__ != "MjModel":
+            raise TaskError(f"task '{task_id}' is not a MuJoCo env (its unwrapped env has no MjModel, MjData and "
+                            "_get_obs()): wm_eval needs the simulator state for ground truth")
+        for kind, space in (("observation", env.observation_space), ("action", env.action_space)):
+            if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+                raise TaskError(f"task '{task_id}' has {type(space).__name__} {kind}s of shape "
+                                f"{getattr(space, 'shape', None)}: wm_eval needs flat Box spaces (wrap the env with "
+                                "gymnasium.wrappers.FlattenObservation in a module:factory)")
+        _check_replay(env, task_id)
+        skip = _root_skip(env)
+    finally:
+        env.close()
+    nq = int(u.model.nq)
+    pose, velocity = _observed_qpos_pose(skip, nq), (None if not skip else nq - skip)
+    return TaskSpec(task_id, task_id, None, None, pose, root_velocity_index=velocity, factory=factory,
+                    pose_drawable=skip is not None)
+
+
+def _check_replay(env: Any, task_id: str, steps: int = 10) -> None:
+    """A state restored with :func:`set_state` must replay ``steps`` seeded random steps exactly."""
+    env.reset(seed=0)
+    state = get_state(env)
+    rng = np.random.default_rng(0)
+    low, high = env.action_space.low, env.action_space.high
+    actions = [rng.uniform(np.maximum(low, -1.0), np.minimum(high, 1.0)).astype(env.action_space.dtype)
+               for _ in range(steps)]
+    runs = []
+    for _ in range(2):
+        set_state(env, state)
+        runs.append(np.array([env.step(a)[0] for a in actions]))
+    if not np.array_equal(runs[0], runs[1]):
+        raise TaskError(f"task '{task_id}' does not replay exactly from a restored MuJoCo state (it keeps state "
+                        "outside MuJoCo, e.g. in Python attributes): wm_eval cannot pair its episodes")
+
+
+def _root_skip(env: Any) -> int | None:
+    """How many leading ``qpos`` entries (the root's position) the observation leaves out, when it
+    starts with the rest of ``qpos`` (Gymnasium's convention); ``None`` otherwise."""
+    obs = env.unwrapped._get_obs()
+    qpos = env.unwrapped.data.qpos
+    for skip in range(min(3, len(qpos))):
+        if len(obs) >= len(qpos) - skip and np.allclose(obs[: len(qpos) - skip], qpos[skip:]):
+            return skip
+    return None
+
+
+def _observed_qpos_pose(skip: int | None, nq: int) -> Callable[[np.ndarray, np.ndarray, Any], np.ndarray]:
+    """Pose for observations that start with ``qpos[skip:]``: the root x from ``root_x``, the root y (if
+    skipped) and anything undrawable from the model's rest pose."""
+    def pose(obs: np.ndarray, root_x: np.ndarray, model: Any) -> np.ndarray:
+        qpos = np.broadcast_to(np.asarray(model.qpos0, dtype=np.float64), (*obs.shape[:-1], nq)).copy()
+        if skip is None:
+            return qpos
+        qpos[..., skip:] = obs[..., : nq - skip]
+        if skip >= 1:
+            qpos[..., 0] = root_x
+        return qpos
+
+    return pose
 
 
 def _mujoco_warning(message: str) -> None:
@@ -176,6 +286,8 @@ def make_env(task_id: str, **kwargs: Any) -> Any:
 
     spec = get_task(task_id)
     quiet_mujoco()
+    if spec.factory is not None:
+        return spec.factory(**kwargs)
     return gym.make(spec.gym_id, **{**spec.make_kwargs, **kwargs})
 
 

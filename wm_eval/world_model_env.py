@@ -107,7 +107,7 @@ class ImaginedCore:
         if termination == "auto":
             termination = "task" if self.spec.terminated is not None else "learned"
         self.propagation, self.reward_mode, self.termination_mode = propagation, reward, termination
-        self.max_episode_steps = int(max_episode_steps or self.gt_env.spec.max_episode_steps)
+        self.max_episode_steps = int(max_episode_steps or getattr(self.gt_env.spec, "max_episode_steps", None) or 1000)
         self.max_uncertainty = max_uncertainty
         self.sample = sample
         self.observation_space = self.gt_env.observation_space

@@ -254,6 +254,7 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
         identity = {**config, "policy_fingerprints": [_policy_fingerprint(p) for p in loaded], "keep": keep,
                     "wm_eval": __version__, "block_rows": BLOCK_ROWS, "policy_block": POLICY_BLOCK}
         config["executor"] = executor  # recorded, but not part of the identity: any executor resumes a run
+        config["termination"] = "task rule" if spec.terminated is not None else "learned head (the task has no rule)"
         if resume and None in identity["policy_fingerprints"]:
             raise ConfigError("resume needs every policy loaded from a file or module:callable (a policy passed in "
                               "memory cannot be recognised again): pass its file, or run without resume")

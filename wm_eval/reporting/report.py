@@ -137,6 +137,7 @@ def build_report(ev: Evaluation, *, config: dict[str, Any] | None = None,
         "real_episodes_total": sum(p.true_estimate.get("return", {}).get("real_episodes", 0) for p in ev.policies),
         "real_budget": ev.config.get("real_budget"),
         "horizon": ev.horizon,
+        "termination": ev.config.get("termination"),
         "gamma": ev.gamma,
         "chunk": ev.chunk,
         "start_seeds": ev.start_seeds,
@@ -258,7 +259,8 @@ def _markdown(report: dict[str, Any], folder: Path) -> str:
         "",
         f"Mode **{report['mode']}**, {report['episodes']} paired episodes per policy, horizon {report['horizon']}, "
         f"seed {report['seed']}, propagation {report['propagation']}, model fingerprint "
-        f"`{report['model_fingerprint']}`.",
+        f"`{report['model_fingerprint']}`. Imagined terminations: "
+        f"{report.get('termination') or 'task rule where the task has one, else the learned head'}.",
         "",
         *[f"- {line}" for line in _verdicts(report)],
         "",

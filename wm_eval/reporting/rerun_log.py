@@ -181,9 +181,12 @@ def _log_episode(rr: Any, stream: Any, episode: Any, *, task: str, env: Any, sha
         true_qpos = tasks.qpos_from_states(env, true.sim_states)
     else:
         true_qpos = tasks.qpos_from_observations(task, env, true.observations)
-    # Walkers' qpos[0] is the root x, which they do not observe; fixed-base tasks ignore root_x0.
+    # Walkers' qpos[0] is the root x, which they do not observe; fixed-base tasks ignore root_x0. A task
+    # whose observations do not hold qpos (pose_drawable False) gets no imagined robot in 3D.
     imagined_qpos = tasks.qpos_from_observations(task, env, imagined.observations, root_x0=float(true_qpos[0, 0]))
     true_pose, imagined_pose = mjgeom.body_poses(model, true_qpos), mjgeom.body_poses(model, imagined_qpos)
+    if not tasks.get_task(task).pose_drawable:
+        imagined_pose = (true_pose[0][:0], true_pose[1][:0])
 
     stream.log(root, rr.ViewCoordinates.RIGHT_HAND_Z_UP, static=True)
     stream.log(f"{root}/summary", rr.TextDocument(_summary(episode, task=task, title=title),
@@ -199,7 +202,8 @@ def _log_episode(rr: Any, stream: Any, episode: Any, *, task: str, env: Any, sha
     stream.send_columns(f"{root}/follow", indexes=[rr.TimeColumn("step", sequence=np.arange(len(true_qpos)))],
                         columns=rr.Transform3D.columns(translation=true_pose[0][:, 1] * [1.0, 1.0, 0.0]))
     _robot(rr, stream, f"{root}/true/robot", robot, *true_pose, rgba=None)
-    _robot(rr, stream, f"{root}/imagined/robot", robot, *imagined_pose, rgba=GHOST_RGBA)
+    if len(imagined_pose[0]):
+        _robot(rr, stream, f"{root}/imagined/robot", robot, *imagined_pose, rgba=GHOST_RGBA)
 
     _log_side(rr, stream, root, "true", true, color=_TRUE_COLOR, light=False)
     _log_side(rr, stream, root, "imagined", imagined, color=_IMAGINED_COLOR, light=True)
