@@ -109,3 +109,26 @@ def test_factory_envs_and_refusals(user_envs: str) -> None:
             tasks.get_task(f"{user_envs}:{name}")
     with pytest.raises(TaskError, match="did you mean 'Ant-v5'"):
         tasks.get_task("Antt-v5")
+
+
+def test_reacher_success_rule_matches_mujoco() -> None:
+    """Reacher-v5's success rule reads the fingertip-target vector from observations; it agrees with the
+    bodies' positions in MuJoCo, and the pose rebuilds qpos from cosines, sines and the target."""
+    spec = tasks.get_task("Reacher-v5")
+    env = tasks.make_env("Reacher-v5")
+    rng = np.random.default_rng(0)
+    agree = 0
+    for seed in range(5):
+        obs, _ = env.reset(seed=seed)
+        for _ in range(20):
+            u = env.unwrapped
+            wrapped = np.angle(np.exp(1j * (spec.pose(obs[None], np.zeros(1), u.model)[0] - u.data.qpos)))
+            np.testing.assert_allclose(wrapped, 0.0, atol=1e-9)  # equal up to whole turns of the free joint
+            distance = np.linalg.norm((u.get_body_com("fingertip") - u.get_body_com("target"))[:2])
+            agree += bool(spec.success(obs[None])[0]) == (distance < tasks.REACHER_SUCCESS_DISTANCE)
+            obs = env.step(rng.uniform(-1, 1, size=2).astype(np.float32))[0]
+    env.close()
+    assert agree == 100
+    near = np.zeros((1, 10))
+    near[0, 8:10] = [0.01, 0.01]
+    assert spec.success(near)[0] and not spec.success(near * 2)[0]

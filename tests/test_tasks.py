@@ -20,8 +20,8 @@ def test_registry_has_the_tasks() -> None:
 
 
 def test_unknown_task_has_a_hint() -> None:
-    with pytest.raises(TaskError, match="did you mean 'Walker2d-v5'"):
-        tasks.get_task("Walker2d-v4")
+    with pytest.raises(TaskError, match="did you mean 'Walker2d-v"):
+        tasks.get_task("Walker2d-v9")  # (v4 is a registered MuJoCo id, so a valid task now)
     with pytest.raises(TaskError, match="unknown task 'NoSuchTask-v0'"):
         tasks.make_env("NoSuchTask-v0")
 

@@ -97,6 +97,21 @@ def _pusher_success(obs: np.ndarray) -> np.ndarray:
     return np.linalg.norm(obs[..., 17:20] - obs[..., 20:23], axis=-1) < PUSHER_SUCCESS_DISTANCE
 
 
+REACHER_SUCCESS_DISTANCE = 0.02
+"""Reacher-v5 succeeds when the fingertip is within 2 cm of the target (about the sum of the fingertip's
+and the target's radii, 0.01 + 0.009 m), read from the observation's fingertip - target vector."""
+
+
+def _reacher_success(obs: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(obs[..., 8:10], axis=-1) < REACHER_SUCCESS_DISTANCE
+
+
+def _reacher_pose(obs: np.ndarray, root_x: np.ndarray, model: Any) -> np.ndarray:
+    """Joint angles from their cosines and sines, the target position as observed."""
+    return np.stack([np.arctan2(obs[..., 2], obs[..., 0]), np.arctan2(obs[..., 3], obs[..., 1]),
+                     obs[..., 4], obs[..., 5]], axis=-1)
+
+
 def _planar_pose(n_obs_qpos: int) -> Callable[[np.ndarray, np.ndarray, Any], np.ndarray]:
     """Pose of a planar walker: ``qpos = [root_x, obs[:n_obs_qpos]]``."""
 
@@ -155,6 +170,7 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("Hopper-v5", "Hopper-v5", _hopper_terminated, None, _planar_pose(5), root_velocity_index=5),
         TaskSpec("Walker2d-v5", "Walker2d-v5", _walker_terminated, None, _planar_pose(8), root_velocity_index=8),
         TaskSpec("Pusher-v5", "Pusher-v5", None, _pusher_reward, _pusher_pose, success=_pusher_success),
+        TaskSpec("Reacher-v5", "Reacher-v5", None, None, _reacher_pose, success=_reacher_success),
     )
 }
 
