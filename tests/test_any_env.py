@@ -53,6 +53,14 @@ def dict_obs():
     return _DictObs(gym.make("InvertedPendulum-v5"))
 
 
+def raises():
+    raise ValueError("no robot here")
+
+
+def not_an_env():
+    return 3
+
+
 def ant_policy():
     return lambda obs: np.tanh(2.0 * obs[:, 5:13])
 '''
@@ -96,7 +104,29 @@ def test_ant_collect_train_evaluate_view_regress(tmp_path: Path, user_envs: str)
     assert not result.regressions and result.checks[0].candidate == result.checks[0].baseline
 
 
+def test_factory_task_from_a_file_needs_allow_code(tmp_path: Path, user_envs: str, monkeypatch) -> None:
+    """A task id read from a file (here a baseline) that names code runs nothing without consent."""
+    import json
+
+    from wm_eval.regress import check_baseline
+
+    monkeypatch.setattr(tasks, "_ALLOWED", set())
+    (tmp_path / "marker_env.py").write_text(f"import pathlib\n\ndef make():\n    pathlib.Path({str(tmp_path / 'ran')!r})"
+                                            ".write_text('x')\n")
+    baseline = {"format": "wm_eval.baseline/1", "task": "marker_env:make", "model": {"path": None, "name": "x",
+                "fingerprint": "x"}, "horizon": 5, "seed": 0, "start_seeds": [1], "propagation": "mean",
+                "tolerance": 0.05, "policies": []}
+    (tmp_path / "gate.json").write_text(json.dumps(baseline))
+    with pytest.raises(TaskError, match="names code to run .*allow_code=true"):
+        check_baseline(tmp_path / "gate.json")
+    assert not (tmp_path / "ran").exists()
+    with pytest.raises(TaskError, match="names code to run"):
+        tasks.get_task(f"{user_envs}:pendulum")
+
+
 def test_factory_envs_and_refusals(user_envs: str) -> None:
+    for name in ("pendulum", "cartpole", "python_state", "dict_obs", "missing", "raises", "not_an_env"):
+        tasks.allow_task_code(f"{user_envs}:{name}")  # as evaluate(task=...) does for the task it is given
     spec = tasks.get_task(f"{user_envs}:pendulum")
     assert spec.factory is not None and spec.root_velocity_index is None
     obs, states = tasks.reset_states(f"{user_envs}:pendulum", [0, 1])  # seeded starts, restorable states
@@ -104,7 +134,9 @@ def test_factory_envs_and_refusals(user_envs: str) -> None:
     np.testing.assert_array_equal(tasks.set_state(env, states[1]), obs[1])
     env.close()
     for name, match in (("cartpole", "is not a MuJoCo env"), ("python_state", "does not replay exactly"),
-                        ("dict_obs", "Dict observations"), ("missing", "cannot load missing")):
+                        ("dict_obs", "Dict observations"), ("missing", "cannot load missing"),
+                        ("raises", "the factory raised ValueError: no robot"),
+                        ("not_an_env", "returned int, not a gymnasium.Env")):
         with pytest.raises(TaskError, match=match):
             tasks.get_task(f"{user_envs}:{name}")
     with pytest.raises(TaskError, match="did you mean 'Ant-v5'"):

@@ -26,7 +26,8 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         "    return LinearModel(task=task, obs_dim=observation_space.shape[0], act_dim=action_space.shape[0])\n\n"
         "def not_a_model():\n    return 3\n\n"
         "def other_task():\n    return LinearModel(task='HalfCheetah-v5', obs_dim=17, act_dim=6)\n\n"
-        "def wrong_size(task):\n    return LinearModel(task=task, obs_dim=5, act_dim=3)\n")
+        "def wrong_size(task):\n    return LinearModel(task=task, obs_dim=5, act_dim=3)\n\n"
+        "def needs_more(hidden):\n    return None\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.syspath_prepend(str(EXAMPLES))
     return "my_models"
@@ -40,7 +41,8 @@ def test_factory_models_and_their_errors(user_module: str) -> None:
                               (f"{user_module}:other_task", CheckpointError, "for HalfCheetah-v5, not Hopper-v5"),
                               (f"{user_module}:wrong_size", SpaceMismatchError, "observation size 5"),
                               (f"{user_module}:missing", CheckpointError, "has no missing"),
-                              ("no_such_module_xyz:make", CheckpointError, "cannot import no_such_module_xyz")):
+                              ("no_such_module_xyz:make", CheckpointError, "cannot import no_such_module_xyz"),
+                              (f"{user_module}:needs_more", CheckpointError, "raised TypeError")):
         with pytest.raises(error, match=match):
             resolve_model(ref, task="Hopper-v5", **space)
 

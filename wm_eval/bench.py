@@ -294,7 +294,8 @@ def _targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def measure(*, task: str, out: Path, model: str | None = None, batch_sizes: list[int] | tuple[int, ...] = (1, 64, 1024, 8192),
-            seconds: float = 1.0, repeats: int = 3, device: str = "cpu", evaluate: bool = True) -> dict[str, Any]:
+            seconds: float = 1.0, repeats: int = 3, device: str = "cpu", evaluate: bool = True,
+            allow_code: bool = False) -> dict[str, Any]:
     """Every figure of the bench (see the module docstring), as the dict written to ``bench.json``.
 
     Args:
@@ -302,6 +303,7 @@ def measure(*, task: str, out: Path, model: str | None = None, batch_sizes: list
         out: folder of the timed evaluation's report (``out/evaluate``).
         batch_sizes: vector env batch sizes; seconds, repeats: measurement per figure (median reported).
         device: torch device; evaluate: also time the default evaluation.
+        allow_code: ``model`` may be a checkpoint naming a model class outside wm_eval (runs its code).
 
     Torch uses all usable cores for the speed figures; the evaluation runs with the caller's
     thread count, as ``wm-eval evaluate`` would.
@@ -321,7 +323,7 @@ def measure(*, task: str, out: Path, model: str | None = None, batch_sizes: list
     torch.set_num_threads(threads)
     try:
         machine = _machine(torch_device, threads)
-        world_model = resolve_model(model, task=task, device=device, **tasks.spaces(task))
+        world_model = resolve_model(model, task=task, device=device, allow_code=allow_code, **tasks.spaces(task))
         name = model_identity(model, world_model)[1]
         policy = _zoo_policy(task, device)
         modes = inference_modes(torch_device)

@@ -141,6 +141,10 @@ def view(cfg: Any) -> int:
     if cfg.path is None:
         raise ConfigError("give an evaluation folder or its trajectories.h5, e.g. wm-eval view runs/evaluate-...")
     source = read_trajectories(cfg.path)
+    if cfg.allow_code:  # the recording's task may be a module:factory env, which drawing it runs
+        from wm_eval.tasks import allow_task_code
+
+        allow_task_code("*")
     choice = {"policies": list(cfg.policies) or None, "episodes": list(cfg.episodes) or None}
     if cfg.save:
         path = rerun_log.write_recording(cfg.save, source, **choice)
@@ -183,7 +187,7 @@ def regress(cfg: Any) -> int:
             cfg.baseline, task=cfg.task or DEFAULT_TASK, policies=list(cfg.policies), model=cfg.model,
             episodes=cfg.episodes, horizon=cfg.horizon, seed=cfg.seed,
             tolerance=DEFAULT_TOLERANCE if cfg.tolerance is None else cfg.tolerance, confirm=cfg.confirm,
-            device=cfg.device, executor=cfg.executor, ray_address=cfg.ray_address,
+            device=cfg.device, executor=cfg.executor, ray_address=cfg.ray_address, allow_code=cfg.allow_code,
         )  # fmt: skip
         for entry in baseline["policies"]:
             est = entry["imagined_return"]
@@ -211,7 +215,7 @@ def bench(cfg: Any) -> int:
 
     out = Path(cfg.out) if cfg.out else default_out("bench")
     result = measure(task=cfg.task, out=out, model=cfg.model, batch_sizes=list(cfg.batch_sizes), seconds=cfg.seconds,
-                     repeats=cfg.repeats, device=cfg.device, evaluate=cfg.evaluate)
+                     repeats=cfg.repeats, device=cfg.device, evaluate=cfg.evaluate, allow_code=cfg.allow_code)
     print(write_bench(result, out, json_path=cfg.json))
     print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
     return 0

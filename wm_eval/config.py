@@ -141,6 +141,7 @@ class ViewConfig:
     host: str = _doc("address the web viewer binds to; 0.0.0.0 exposes the recording to the network", "127.0.0.1")
     policies: list[str] = _doc("policy names to show (default: all)", factory=list)
     episodes: list[int] = _doc("episode indices to show (default: worst and a typical one)", factory=list)
+    allow_code: bool = _doc("draw a recording whose task is a module:factory env (runs its code)", False)
 
 
 @dataclass
@@ -181,6 +182,8 @@ class BenchConfig:
     json: str | None = _doc("also write the JSON here", None)
     device: str = _doc("torch device", "cpu")
     evaluate: bool = _doc("also time the default wm-eval evaluate", True)
+    allow_code: bool = _doc("load a model checkpoint that names a model class outside wm_eval (runs its code)",
+                            False)
 
 
 SCHEMAS: dict[str, type] = {

@@ -122,7 +122,7 @@ def imagined_returns(model: Any, task: str, policies: Sequence[Any], states: np.
     Every episode ``j`` of a policy uses the random streams of ``(seed, policy name, j)``, as in
     :func:`wm_eval.evaluate`: common random numbers between a baseline and its candidate hold for every
     propagation, and a policy's returns do not depend on the others in the suite. ``executor``: a
-    local or Ray executor (:func:`wm_eval.evaluation.executor.make_executor`; default: in-process).
+    local or Ray executor (:func:`wm_eval.evaluation.executor.open_executor`; default: in-process).
     """
     return _returns(Job(task=task, model=model, policies=list(policies), real_policies=list(policies), states=states,
                         horizon=horizon, seed=seed, mode="closed_loop", propagation=propagation, sample=False,
@@ -176,14 +176,19 @@ def _stored(file: Path, folder: Path, *, absolute: bool) -> str:
 def record_baseline(path: str | os.PathLike[str], *, task: str, policies: Sequence[str], model: str | None = None,
                     episodes: int = 32, horizon: int = 1000, seed: int = 0, tolerance: float = DEFAULT_TOLERANCE,
                     confidence: float = 0.95, propagation: str = "mean", confirm: bool = False,
-                    device: str = "cpu", executor: str = "local", ray_address: str | None = None) -> dict[str, Any]:
+                    device: str = "cpu", executor: str = "local", ray_address: str | None = None,
+                    allow_code: bool = False) -> dict[str, Any]:
     """Evaluate ``policies`` (SB3 zips, zoo manifests, ``zoo``, ``module:callable``) in the world model and
     write the baseline file at ``path`` (atomically, replacing it); returns its content.
 
     ``confirm=True`` also records MuJoCo returns from the same start states, so that a later
     ``confirm`` check can compare ground truth with ground truth. ``executor="ray"`` runs the rollouts on
-    the Ray cluster at ``ray_address`` (same numbers).
+    the Ray cluster at ``ray_address`` (same numbers). ``allow_code``: ``model`` may be a checkpoint that
+    names a model class outside wm_eval.
     """
+    from wm_eval.tasks import allow_task_code
+
+    allow_task_code(task)  # the caller named it
     from wm_eval.evaluation.plan import start_seeds
     from wm_eval.policy import load_policies, policy_file
     from wm_eval.tasks import reset_states
@@ -193,7 +198,7 @@ def record_baseline(path: str | os.PathLike[str], *, task: str, policies: Sequen
     if episodes < 1 or horizon < 1:
         raise ConfigError(f"episodes and horizon must be at least 1 (got {episodes} and {horizon})")
     folder = Path(path).resolve().parent
-    model_obj, model_path, model_name, fingerprint = _load_model(model, task=task, device=device)
+    model_obj, model_path, model_name, fingerprint = _load_model(model, task=task, device=device, allow_code=allow_code)
     from wm_eval.tasks import spaces as task_spaces
 
     spaces = task_spaces(task)
@@ -212,7 +217,7 @@ def record_baseline(path: str | os.PathLike[str], *, task: str, policies: Sequen
         raise ConfigError(f"policy names must be unique in a baseline (file stems or manifest names), got {names}")
     seeds = start_seeds(seed, episodes)
     states = reset_states(task, seeds.tolist())[1]
-    with open_executor(executor, ray_address=ray_address) as runner:
+    with open_executor(executor, ray_address=ray_address, workers=1) as runner:
         imagined = imagined_returns(model_obj, task, loaded, states, horizon=horizon, seed=seed, device=device,
                                     propagation=propagation, executor=runner)
         for k, (entry, values) in enumerate(zip(entries, imagined)):
@@ -285,6 +290,10 @@ def check_baseline(path: str | os.PathLike[str], *, model: str | None = None, ta
     if task is not None and task != baseline["task"]:
         raise TaskError(f"the baseline '{path}' is for {baseline['task']}, not {task}: pass its task or another one")
     task, seed, horizon, recorded = baseline["task"], int(baseline["seed"]), int(baseline["horizon"]), baseline["model"]
+    if allow_code:  # the baseline's task may name code (module:factory); without consent get_task refuses it
+        from wm_eval.tasks import allow_task_code
+
+        allow_task_code(task)
     ref = model if model is not None or recorded["path"] is None else os.path.normpath(folder / recorded["path"])
     if ref is None and CODE_REF.fullmatch(str(recorded["name"])):  # recorded with model=module:factory
         if not allow_code:
@@ -304,7 +313,7 @@ def check_baseline(path: str | os.PathLike[str], *, model: str | None = None, ta
     confidence = float(baseline.get("confidence", 0.95) if confidence is None else confidence)
     policies, files = _load_suite(baseline["policies"], folder, task=task, device=device, allow_code=allow_code)
     states = reset_states(task, baseline["start_seeds"])[1]
-    with open_executor(executor, ray_address=ray_address) as runner:
+    with open_executor(executor, ray_address=ray_address, workers=1) as runner:
         checks = _check_all(baseline, policies, files, model_obj, states, tolerance=tolerance, confidence=confidence,
                             confirm=confirm, device=device, notes=notes, executor=runner)
     return RegressResult(task, model_name, fingerprint, recorded["fingerprint"], len(states), horizon, seed,

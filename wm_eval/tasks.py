@@ -45,6 +45,7 @@ __all__ = [
     "TaskSpec",
     "TASKS",
     "get_task",
+    "allow_task_code",
     "task_ids",
     "quiet_mujoco",
     "make_env",
@@ -183,6 +184,16 @@ def task_ids() -> list[str]:
 _OTHER: dict[str, TaskSpec] = {}
 """Specs of other Gymnasium MuJoCo ids and ``module:factory`` envs, made (and checked) on first use."""
 _FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+_ALLOWED: set[str] = set()
+"""``module:factory`` task ids whose code may run in this process (see :func:`allow_task_code`)."""
+
+
+def allow_task_code(task_id: str) -> None:
+    """Consent to running a ``module:factory`` task's code in this process (``"*"``: any task). Entry
+    points call it for a task the user named (``task=`` of evaluate, collect, record a baseline), and for
+    a task read from a file (a baseline, a checkpoint, trajectories) only when the user passed
+    ``allow_code``: a file naming code is code. Work processes call it for the job their parent checked."""
+    _ALLOWED.add(task_id)
 
 
 def get_task(task_id: str) -> TaskSpec:
@@ -195,6 +206,9 @@ def get_task(task_id: str) -> TaskSpec:
     if isinstance(task_id, str) and task_id in _OTHER:
         return _OTHER[task_id]
     if isinstance(task_id, str) and (task_id in gym.registry or _FACTORY.fullmatch(task_id)):
+        if task_id not in gym.registry and not _ALLOWED & {task_id, "*"}:
+            raise TaskError(f"task '{task_id}' names code to run (module:factory) and came from a file: pass "
+                            "allow_code=true if you trust it")
         _OTHER[task_id] = _other_task(task_id)
         return _OTHER[task_id]
     hint = did_you_mean(str(task_id), [*TASKS, *gym.registry], cutoff=0.6)
@@ -215,10 +229,7 @@ def _other_task(task_id: str) -> TaskSpec:
         except (ImportError, AttributeError) as e:
             raise TaskError(f"task '{task_id}': cannot load {attr} from {module_name} ({e})") from None
     quiet_mujoco()
-    try:
-        env = factory() if factory is not None else gym.make(task_id)
-    except gym.error.Error as e:
-        raise TaskError(f"task '{task_id}' cannot be made: {str(e).splitlines()[0]}") from None
+    env = _make_other(task_id, factory)
     try:
         u = env.unwrapped
         if not all(hasattr(u, a) for a in ("model", "data", "_get_obs")) or type(u.model).__name__ != "MjModel":
@@ -237,6 +248,25 @@ def _other_task(task_id: str) -> TaskSpec:
     pose, velocity = _observed_qpos_pose(skip, nq), (None if not skip else nq - skip)
     return TaskSpec(task_id, task_id, None, None, pose, root_velocity_index=velocity, factory=factory,
                     pose_drawable=skip is not None)
+
+
+def _make_other(task_id: str, factory: Callable[..., Any] | None) -> Any:
+    """The env of a Gymnasium id or of a user's factory; what the factory raises or returns wrong is one line."""
+    import gymnasium as gym
+
+    if factory is None:
+        try:
+            return gym.make(task_id)
+        except gym.error.Error as e:
+            raise TaskError(f"task '{task_id}' cannot be made: {str(e).splitlines()[0]}") from None
+    try:
+        env = factory()
+    except Exception as e:  # user code: reported as a task problem, with the original chained
+        raise TaskError(f"task '{task_id}': the factory raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                        ) from e
+    if not isinstance(env, gym.Env):
+        raise TaskError(f"task '{task_id}': the factory returned {type(env).__name__}, not a gymnasium.Env")
+    return env
 
 
 def _check_replay(env: Any, task_id: str, steps: int = 10) -> None:

@@ -72,12 +72,14 @@ class ImaginedCore:
         max_uncertainty: truncate a rollout when its step uncertainty exceeds this.
         sample: sample next states from the members' Gaussians instead of taking their means.
         block_rows: rows per model call (:data:`BLOCK_ROWS`).
+        allow_code: load a checkpoint that names a model class outside wm_eval, or whose task is a
+            ``module:factory`` env (both run code named by a file).
     """
 
     def __init__(self, num_envs: int = 1, *, task: str | None = None, model: Any = None, device: str = "cpu",
                  propagation: str = "mean", reward: str = "learned", termination: str = "auto",
                  max_episode_steps: int | None = None, max_uncertainty: float | None = None,
-                 sample: bool = False, block_rows: int = BLOCK_ROWS) -> None:
+                 sample: bool = False, block_rows: int = BLOCK_ROWS, allow_code: bool = False) -> None:
         if int(num_envs) < 1:
             raise WmEvalError(f"num_envs must be at least 1, got {num_envs}")
         if int(block_rows) < 1:
@@ -89,14 +91,18 @@ class ImaginedCore:
         if termination not in ("learned", "task", "auto"):
             raise WmEvalError(f"termination must be 'auto', 'learned' or 'task', got '{termination}'")
         if task is not None:
+            tasks.allow_task_code(task)  # the caller named it
             tasks.get_task(task)  # unknown ids fail here, with a hint, before any model is loaded
         if isinstance(model, WorldModel):
             if task is not None and model.task != task:
                 raise CheckpointError(f"the model was trained for {model.task}, not {task}")
             self.model = model.to(device)
         else:
-            self.model = resolve_model(model, task=task, device=device, **(tasks.spaces(task) if task else {}))
+            self.model = resolve_model(model, task=task, device=device, allow_code=allow_code,
+                                       **(tasks.spaces(task) if task else {}))
         self.task = self.model.task
+        if allow_code:  # a checkpoint's own task may be a module:factory env
+            tasks.allow_task_code(self.task)
         self.spec = tasks.get_task(self.task)
         if reward == "task" and self.spec.reward is None:
             raise TaskError(f"{self.task} has no reward function of observations (it needs unobserved state): "

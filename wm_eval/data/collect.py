@@ -36,7 +36,7 @@ from tqdm import tqdm
 from wm_eval.data.hdf5 import DatasetWriter
 from wm_eval.errors import ConfigError, DatasetError, PolicyError, WmEvalError
 from wm_eval.ray_cluster import map_ordered, session
-from wm_eval.tasks import get_state, get_task, make_env
+from wm_eval.tasks import allow_task_code, get_state, get_task, make_env
 from wm_eval.types import Trajectory
 
 __all__ = ["collect"]
@@ -156,6 +156,7 @@ def _remote_chunk(task: str, box: list[Any], plans: list[_EpisodePlan], max_step
     """Ray task: :func:`_chunk` with the behaviours in ``box`` (``[ObjectRef]``), fetched once per worker."""
     import ray
 
+    allow_task_code(task)  # checked by the driver that submitted this chunk
     if _WORKER.get("key") != (task, box[0].hex()):
         for env in _WORKER.get("envs", []):
             env.close()
@@ -188,6 +189,7 @@ def collect(*, task: str, episodes: int, max_steps: int, seed: int, out: str | o
         The dataset folder. Finished episodes are committed as they complete, so an interrupted
         run leaves a readable dataset of the episodes finished so far.
     """
+    allow_task_code(task)  # the caller named it
     get_task(task)
     for name, value in (("episodes", episodes), ("max_steps", max_steps), ("batch_size", batch_size)):
         if not isinstance(value, (int, np.integer)) or value < 1:

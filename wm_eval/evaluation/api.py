@@ -206,6 +206,7 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
     from wm_eval import tasks
     from wm_eval.models.base import WorldModel
     from wm_eval.models.checkpoint import model_identity, resolve_model
+    from wm_eval.models.user import code_fingerprint
     from wm_eval.world_model_env import BLOCK_ROWS
 
     if precision not in PRECISIONS:
@@ -227,10 +228,12 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
     # Connect first (Ray may be missing or unreachable), so that a failure writes nothing.
     with open_executor(executor, workers=workers, max_rows=max_batch, ray_address=ray_address,
                        ray_actors=ray_actors) as runner:
+        tasks.allow_task_code(task)  # the caller named it
         spec = tasks.get_task(task)
         started = time.perf_counter()
         if isinstance(model, WorldModel):
             world, name, fingerprint = model.to(device), f"in-memory:{model.task}", _weights_hash(model)
+            fingerprint += "-" + code_fingerprint(type(model))  # an in-memory model's class is often user code
         else:
             world = resolve_model(model, task=task, device=device, allow_code=allow_code, **tasks.spaces(task))
             _, name, fingerprint = model_identity(model, world)
@@ -252,6 +255,7 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
                   "precision": precision, "real_episodes": real_episodes, "real_budget": real_budget,
                   "confidence": confidence}
         identity = {**config, "policy_fingerprints": [_policy_fingerprint(p) for p in loaded], "keep": keep,
+                    "task_code": None if spec.factory is None else code_fingerprint(spec.factory),
                     "wm_eval": __version__, "block_rows": BLOCK_ROWS, "policy_block": POLICY_BLOCK}
         config["executor"] = executor  # recorded, but not part of the identity: any executor resumes a run
         config["termination"] = "task rule" if spec.terminated is not None else "learned head (the task has no rule)"
@@ -269,6 +273,7 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
                 if path.exists():
                     results[unit.id] = load_unit(path)
         todo = [u for u in units if u.id not in results]
+        resumed = len(units) - len(todo)
         what = "imagined + MuJoCo" if n_real == episodes else f"imagined; {n_real} of {episodes} also in MuJoCo"
         bar = tqdm(total=sum(u.size for u in todo), desc=f"episodes ({what})", unit="ep",
                    disable=not progress)
@@ -292,8 +297,9 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
                 _add(timings, runner.run(job, [u for u in todo if u.imagined_only], done, truth=False))
             n = [n_real] * len(loaded)
             if real_budget is not None:
-                n = _spend(job, runner, done, units, results, store, bar, timings, budget=real_budget, chunk=chunk,
-                           episodes=episodes, confidence=confidence)
+                n, loaded_extra = _spend(job, runner, done, units, results, store, bar, timings, budget=real_budget,
+                                         chunk=chunk, episodes=episodes, confidence=confidence)
+                resumed += loaded_extra
             values = _values(units, results, len(loaded), episodes)
             kept = _kept(job, units, results, [S.paired(v, k) for v, k in zip(values, n)], seeds, keep=keep,
                          select=trajectories != "summary")
@@ -301,7 +307,7 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
             bar.close()
             if precision != "float32":
                 world.set_inference_dtype(torch.float32)
-        timings["setup"], timings["resumed_units"] = setup, float(len(units) - len(todo))
+        timings["setup"], timings["resumed_units"] = setup, float(resumed)
         timings["rollouts"] = time.perf_counter() - started - setup
         t0 = time.perf_counter()
         statistics = statistics_for(spec.success)
@@ -341,7 +347,7 @@ def _check_real(real_episodes: int | None, *, episodes: int, mode: str, confiden
     """The number of paired episodes per policy (``episodes`` unless ``real_episodes`` says fewer)."""
     if not 0 < confidence < 1:
         raise WmEvalError(f"confidence={confidence}: use a level between 0 and 1, e.g. 0.95")
-    if real_episodes is None:
+    if real_episodes is None or real_episodes == episodes:
         return episodes
     if not 2 <= real_episodes <= episodes:
         raise WmEvalError(f"real_episodes={real_episodes}: use 2 to episodes={episodes} (an interval for the true "
@@ -370,14 +376,16 @@ def _values(units: Sequence[Unit], results: dict[str, UnitResult], policies: int
 
 def _spend(job: Job, runner: Any, done: Any, units: list[Unit], results: dict[str, UnitResult], store: Path | None,
            bar: Any, timings: dict[str, float], *, budget: int, chunk: int, episodes: int, confidence: float
-           ) -> list[int]:
+           ) -> tuple[list[int], int]:
     """Hand out ``budget`` real episodes in rounds (:mod:`~wm_eval.evaluation.budget`), running each
-    round's new paired units; returns the real episodes per policy. ``units`` grows with them."""
+    round's new paired units; returns the real episodes per policy and how many of the new units were
+    resumed from ``store``. ``units`` grows with them."""
     from wm_eval.evaluation.statistics import statistics_for
 
     names = [p.name for p in job.policies]
     n = [min(FIRST, episodes)] * len(names)
     round_size = max(1, -(-(budget - sum(n)) // 3))
+    loaded = 0
     while sum(n) < budget:
         values = _values(units, results, len(names), episodes)
         estimates = S.true_estimates(values, statistics_for(None)[:1], real=n, confidence=confidence)
@@ -389,13 +397,14 @@ def _spend(job: Job, runner: Any, done: Any, units: list[Unit], results: dict[st
         for unit in extra:
             if store is not None and unit.id not in results and (store / f"{unit.id}.npz").exists():
                 results[unit.id] = load_unit(store / f"{unit.id}.npz")
+                loaded += 1
         todo = [u for u in extra if u.id not in results]
         bar.total += sum(u.size for u in todo)
         bar.refresh()
         _add(timings, runner.run(job, todo, done))
         units.extend(extra)
         n = new
-    return n
+    return n, loaded
 
 
 def _kept(job: Job, units: Sequence[Unit], results: dict[str, UnitResult], values: list[dict[str, np.ndarray]],

@@ -28,6 +28,8 @@ FIRST = 2
 
 def check_budget(budget: int, *, names: Sequence[str], episodes: int, mode: str) -> None:
     """One-line errors for a budget that cannot be spent as asked."""
+    if episodes < FIRST:
+        raise WmEvalError(f"real_budget needs episodes >= {FIRST} (an interval needs {FIRST} real episodes per policy)")
     if budget < FIRST * len(names):
         short = list(names)[budget // FIRST:]
         shown = ", ".join(short[:3]) + (f" and {len(short) - 3} more" if len(short) > 3 else "")

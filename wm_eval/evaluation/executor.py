@@ -106,6 +106,7 @@ def _real_job(task: str, source: str, states: np.ndarray, horizon: int) -> Batch
     from wm_eval.policy import load_policies
 
     torch.set_num_threads(1)
+    tasks.allow_task_code(task)  # checked by the parent process
     policy_key, env_key = ("policy", task, source), ("env", task, len(states), horizon)
     if policy_key not in _WORKER_CACHE:
         (_WORKER_CACHE[policy_key],) = load_policies(source, task=task, device="cpu", **tasks.spaces(task))
@@ -203,7 +204,7 @@ def open_executor(name: str, *, workers: int = 0, max_rows: int = 512, ray_addre
                   ray_actors: int = 1) -> Iterator[Any]:
     """The executor called ``name``: ``"local"`` (:class:`LocalExecutor`) or ``"ray"``
     (:class:`~wm_eval.evaluation.ray_executor.RayExecutor`, connected to ``ray_address`` as
-    :func:`~wm_eval.evaluation.ray_executor.connect` says and disconnected on exit if it connected).
+    :func:`~wm_eval.ray_cluster.connect` says and disconnected on exit if it connected).
     Without Ray installed, ``"ray"`` raises a one-line :class:`~wm_eval.errors.WmEvalError` with the
     install hint."""
     if name == "local":

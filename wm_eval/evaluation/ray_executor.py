@@ -64,9 +64,12 @@ def _ground_truth(box: list[Any], unit: Unit) -> tuple[BatchRollout, float, str]
     import ray
     import torch
 
+    from wm_eval import tasks
+
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     job = _job(box)
+    tasks.allow_task_code(job.task)  # checked by the driver that submitted this unit
     env_key = ("env", job.task, unit.size, job.horizon)
     if env_key not in _CACHE:
         _CACHE[env_key] = real_env(job.task, unit.size, horizon=job.horizon)
@@ -104,9 +107,12 @@ class _ModelActor:
     def _job(self, box: list[Any]) -> Job:
         import ray
 
+        from wm_eval import tasks
+
         key = box[0].hex()
         if key not in self.jobs:
             job = _job(box)
+            tasks.allow_task_code(job.task)  # checked by the driver that submitted this call
             model = ray.get(box[1]).to(self.device)
             policies = list(job.real_policies)
             if self.device != "cpu":
@@ -121,7 +127,7 @@ class _ModelActor:
 
 # ---- the driver side -------------------------------------------------------------------------------
 class RayExecutor:
-    """Runs units on the Ray cluster this process is connected to (see :func:`connect`).
+    """Runs units on the Ray cluster this process is connected to (see :func:`wm_eval.ray_cluster.connect`).
 
     Args:
         actors: model actors (each holds one copy of the model).
@@ -132,7 +138,7 @@ class RayExecutor:
 
     def __init__(self, *, actors: int = 1, actor_cpus: float = 1.0, max_rows: int = 512, max_retries: int = 3) -> None:
         if actors < 1 or actor_cpus < 0 or max_retries < 0:
-            raise WmEvalError(f"ray_actors={actors}, ray_actor_cpus={actor_cpus}, max_retries={max_retries}: "
+            raise WmEvalError(f"actors={actors}, actor_cpus={actor_cpus}, max_retries={max_retries}: "
                               "need at least 1 actor and non-negative CPUs and retries")
         self.actors, self.actor_cpus, self.max_retries = actors, actor_cpus, max_retries
         self.max_rows = max(1, max_rows)
@@ -144,8 +150,7 @@ class RayExecutor:
         cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
         if cpus < self.actors * self.actor_cpus + 1:
             raise WmEvalError(f"the Ray cluster has {cpus:g} CPUs: {self.actors} model actor(s) of {self.actor_cpus:g} "
-                              "CPUs plus 1 CPU for ground truth do not fit; lower ray_actors or ray_actor_cpus, or "
-                              "add nodes")
+                              "CPUs plus 1 CPU for ground truth do not fit: lower ray_actors, or add nodes")
         if device.startswith("cuda") and gpus < self.actors:
             raise WmEvalError(f"device={device} but the Ray cluster has {gpus:g} GPUs for {self.actors} model "
                               "actor(s): add GPU nodes, lower ray_actors, or use device=cpu")

@@ -41,8 +41,9 @@ def merge_values(results: Sequence[UnitResult], ranges: Sequence[tuple[int, int]
         (start, stop), values = ranges[k], results[k].values
         for name, v in values.items():
             if name not in out:
-                out[name], dtypes[name] = np.full(episodes, np.nan), v.dtype
+                out[name] = np.full(episodes, np.nan)
             out[name][start:stop] = v
+            dtypes[name] = v.dtype  # paired units come last: their dtypes (bool, int) win when nothing is missing
     return {k: v if np.isnan(v).any() else v.astype(dtypes[k]) for k, v in out.items()}
 
 
@@ -125,7 +126,7 @@ def trust(values: Sequence[dict[str, np.ndarray]]) -> dict[str, Any]:
     return {
         "auroc": M.auroc(scores=score, labels=off),
         "length_auroc": M.auroc(scores=-length, labels=off),
-        "auroc_length_control": M.auroc(scores=-length, labels=off),
+        "auroc_length_control": M.auroc(scores=-length, labels=off),  # the same, under the name issue readers use
         "fraction_off": float(off.mean()),
         "off_episodes": int(off.sum()),
         "episodes": int(off.size),
@@ -134,5 +135,5 @@ def trust(values: Sequence[dict[str, np.ndarray]]) -> dict[str, Any]:
         "definition": "trust score = ensemble disagreement summed over an episode's imagined steps; auroc = its "
                       "AUROC for flagging episodes whose imagined undiscounted return is off by more than 20% of "
                       "max(|true|, 10% of the largest |true|); length_auroc = the same for shorter imagined "
-                      "episodes (a control)",
+                      "episodes (a control; also under auroc_length_control)",
     }

@@ -45,7 +45,7 @@ from wm_eval.errors import CheckpointError, SpaceMismatchError
 from wm_eval.fileio import sha256
 from wm_eval.machine import library_versions
 from wm_eval.models.base import WorldModel
-from wm_eval.models.user import CODE_REF, factory_fingerprint, from_factory, import_ref
+from wm_eval.models.user import CODE_REF, code_fingerprint, factory_fingerprint, from_factory, import_ref
 
 __all__ = [
     "DEFAULT_TASK",
@@ -313,13 +313,18 @@ def model_fingerprint(path: str | os.PathLike[str]) -> str:
 
 
 def model_identity(ref: str | os.PathLike[str] | None, model: WorldModel) -> tuple[Path | None, str, str]:
-    """Where a model resolved from ``ref`` came from: its checkpoint folder (``None`` when embedded),
-    a display name (the path, or ``embedded:<task>``) and its :func:`model_fingerprint`."""
+    """Where a model resolved from ``ref`` came from: its checkpoint folder (``None`` when embedded or
+    ``module:factory``), a display name (the path, ``module:factory`` or ``embedded:<task>``) and its
+    fingerprint: :func:`model_fingerprint`, combined with the source of a model class outside wm_eval."""
     path = Path(ref) if ref is not None and Path(ref).exists() else None
     if path is None and ref is not None and CODE_REF.fullmatch(str(ref)):  # module:factory
         return None, str(ref), factory_fingerprint(str(ref), model)
     name = str(ref) if path is not None else f"embedded:{model.task}"
-    return path, name, model_fingerprint(path if path is not None else embedded_model_path(model.task))
+    fingerprint = model_fingerprint(path if path is not None else embedded_model_path(model.task))
+    cls = type(model)
+    if f"{cls.__module__}:{cls.__qualname__}" not in MODEL_CLASSES.values():  # a user's class: its code counts
+        fingerprint = hashlib.sha256((fingerprint + code_fingerprint(cls)).encode()).hexdigest()[:16]
+    return path, name, fingerprint
 
 
 def embedded_model_path(task: str) -> Path:

@@ -24,7 +24,7 @@ from gymnasium import spaces
 from wm_eval.errors import CheckpointError, SpaceMismatchError
 from wm_eval.models.base import WorldModel
 
-__all__ = ["CODE_REF", "from_factory", "import_ref", "factory_fingerprint"]
+__all__ = ["CODE_REF", "from_factory", "import_ref", "factory_fingerprint", "code_fingerprint"]
 
 CODE_REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 """``module:attribute``."""
@@ -40,7 +40,11 @@ def from_factory(ref: str, *, task: str | None, device: str, observation_space: 
     except (TypeError, ValueError):
         params = {}
     takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    model = factory(**{k: v for k, v in offered.items() if takes_all or k in params})
+    try:
+        model = factory(**{k: v for k, v in offered.items() if takes_all or k in params})
+    except Exception as e:  # user code: reported as a model problem, with the original chained
+        raise CheckpointError(f"model factory '{ref}' raised {type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}") from e
     if not isinstance(model, WorldModel):
         raise CheckpointError(f"model factory '{ref}' returned {type(model).__name__}, not a "
                               "wm_eval.models.WorldModel: subclass it (see its docstring for the contract)")
@@ -69,12 +73,29 @@ def import_ref(ref: str, *, what: str) -> Any:
     return obj
 
 
+def code_fingerprint(obj: Any) -> str:
+    """16 hex digits over the source file of the module defining ``obj`` (a class or a function), so
+    that editing a user's model or env code changes the identity of what it computes."""
+    import inspect
+
+    digest = hashlib.sha256(f"{getattr(obj, '__module__', '')}:{getattr(obj, '__qualname__', '')}".encode())
+    try:
+        file = inspect.getsourcefile(obj)
+    except TypeError:
+        file = None
+    if file is not None and Path(file).is_file():
+        digest.update(Path(file).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def factory_fingerprint(ref: str, model: WorldModel) -> str:
-    """16 hex digits over the factory module's source file and the model's weights and spec."""
+    """16 hex digits over the factory module's source file, the model class's module source, and the
+    model's weights and spec."""
     digest = hashlib.sha256(ref.encode())
     found = importlib.util.find_spec(ref.partition(":")[0])
     if found is not None and found.origin and Path(found.origin).is_file():
         digest.update(Path(found.origin).read_bytes())
+    digest.update(code_fingerprint(type(model)).encode())
     digest.update(json.dumps(model.spec(), sort_keys=True, default=str).encode())
     for key, value in sorted(model.state_dict().items()):
         digest.update(key.encode())

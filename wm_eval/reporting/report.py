@@ -218,7 +218,7 @@ def _interval(entry: dict[str, float | None], spec: str = ".1f") -> str:
 
 def _by_true_return(report: dict[str, Any]) -> list[dict[str, Any]]:
     def key(policy: dict[str, Any]) -> float:
-        mean = (policy.get("true_estimate") or policy["true_return"])["mean"]
+        mean = policy["true_return"]["mean"]  # over the paired episodes, as true_rank
         return -math.inf if mean is None else mean
 
     return sorted(report["policies"], key=key, reverse=True)
@@ -257,7 +257,7 @@ def _markdown(report: dict[str, Any], folder: Path) -> str:
     lines = [
         f"# wm_eval report: {report['task']} in model `{report['model']}`",
         "",
-        f"Mode **{report['mode']}**, {report['episodes']} paired episodes per policy, horizon {report['horizon']}, "
+        f"Mode **{report['mode']}**, {_paired_count(report)} per policy, horizon {report['horizon']}, "
         f"seed {report['seed']}, propagation {report['propagation']}, model fingerprint "
         f"`{report['model_fingerprint']}`. Imagined terminations: "
         f"{report.get('termination') or 'task rule where the task has one, else the learned head'}.",
@@ -316,6 +316,15 @@ def _markdown(report: dict[str, Any], folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _paired_count(report: dict[str, Any]) -> str:
+    """``"10 paired episodes"``, or how many of the episodes are paired when not all are."""
+    real = report.get("real_episodes")
+    if real == report["episodes"] or real is None and not report.get("real_budget"):
+        return f"{report['episodes']} paired episodes"
+    paired = f"{real}" if real is not None else f"{report['real_episodes_total']} in total (real_budget)"
+    return f"{report['episodes']} imagined episodes ({paired} paired with MuJoCo)"
+
+
 def _real_share(report: dict[str, Any]) -> str:
     """How many of the episodes were also run in MuJoCo, in words."""
     if report.get("real_episodes") is not None:
@@ -336,10 +345,12 @@ def _estimates_section(report: dict[str, Any]) -> list[str]:
         "",
         f"## True return estimates ({level}% intervals for the policy's true mean)",
         "",
-        f"{_real_share(report)} Estimates "
-        "combine them with the imagined episodes by PPI++ (λ tunes how far the imagined returns are trusted: 0 = "
-        "real episodes only) with Student-t intervals; *worth* is the number of real episodes alone that would give "
-        "the same precision.",
+        f"{_real_share(report)} " + (
+            "Estimates combine them with the imagined episodes by PPI++ (λ tunes how far the imagined returns are "
+            "trusted: 0 = real episodes only) with Student-t intervals; *worth* is the number of real episodes "
+            "alone that would give the same precision."
+            if any(p["true_estimate"]["method"].startswith("ppi") for p in report["policies"]) else
+            "Every episode is paired, so the estimates are the real episodes' means with Student-t intervals."),
         "",
         "| policy | true return estimate [CI] | method | real episodes | λ | worth (real episodes) |",
         "|---|---|---|---|---|---|",
