@@ -85,6 +85,12 @@ def test_ray_two_actors_and_units_in_any_order(ray_local) -> None:
         RayExecutor(actors=2).run(job, units, lambda *a: None)
 
 
+def test_cuda_on_a_cluster_without_gpus_is_a_clear_error(ray_local) -> None:
+    """The driver needs no GPU (the actors would hold the model there); the cluster's GPUs are checked."""
+    with pytest.raises(wm_eval.errors.WmEvalError, match="the Ray cluster has 0 GPUs for 1 model actor"):
+        wm_eval.evaluate(TASK, POLICIES[:1], executor="ray", device="cuda", episodes=2, horizon=5, progress=False)
+
+
 def test_ray_resume_after_local_interruption(ray_local, tmp_path: Path) -> None:
     """Units finished by one executor are resumed by the other: the identity does not name the executor."""
     kw = dict(episodes=4, horizon=40, seed=1, chunk=2, bootstrap=100, progress=False, out=tmp_path)

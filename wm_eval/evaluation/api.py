@@ -73,7 +73,7 @@ def _seed(seed: int, name: str) -> int:
 
 
 def _check_arguments(*, mode: str, trajectories: str, propagation: str, episodes: int, horizon: int, chunk: int,
-                     seed: int, bootstrap: int, max_batch: int, workers: int, device: str) -> None:
+                     seed: int, bootstrap: int, max_batch: int, workers: int, device: str, local: bool) -> None:
     """Every argument checked before anything runs or is written: one-line errors."""
     from wm_eval.models.base import PROPAGATIONS
 
@@ -88,18 +88,19 @@ def _check_arguments(*, mode: str, trajectories: str, propagation: str, episodes
     if bad or seed < 0 or workers < 0:
         bad += [f"seed={seed}"] * (seed < 0) + [f"workers={workers}"] * (workers < 0)
         raise WmEvalError(f"{', '.join(bad)}: sizes must be at least 1, seed and workers at least 0")
-    check_device(device)
+    check_device(device, local=local)
 
 
-def check_device(device: str) -> None:
-    """A one-line error for a torch device that does not exist here (``cuda`` without CUDA, a typo)."""
+def check_device(device: str, *, local: bool = True) -> None:
+    """A one-line error for a torch device that does not exist here (``cuda`` without CUDA, a typo);
+    ``local=False`` (a Ray cluster's actors use it) checks the name only."""
     import torch
 
     try:
         kind = torch.device(device).type
     except RuntimeError:
         raise WmEvalError(f"unknown device '{device}': use cpu, cuda or cuda:N") from None
-    if kind == "cuda" and not torch.cuda.is_available():
+    if local and kind == "cuda" and not torch.cuda.is_available():
         raise WmEvalError(f"device={device} but torch sees no CUDA device here: use device=cpu")
 
 
@@ -215,7 +216,8 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
         raise WmEvalError(f"unknown executor '{executor}': use {' or '.join(EXECUTORS)}")
     _check_arguments(mode=mode, trajectories=trajectories, propagation=propagation, episodes=episodes,
                      horizon=horizon, chunk=chunk, seed=seed, bootstrap=bootstrap, max_batch=max_batch,
-                     workers=workers, device=device)
+                     workers=workers, device=device, local=executor == "local")
+    here = device if executor == "local" else "cpu"  # on Ray the actors put the model and policies on device
     if not policies:
         raise WmEvalError("no policies to evaluate")
     n_real = _check_real(real_episodes, episodes=episodes, mode=mode, confidence=confidence)
@@ -232,19 +234,19 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
         spec = tasks.get_task(task)
         started = time.perf_counter()
         if isinstance(model, WorldModel):
-            world, name, fingerprint = model.to(device), f"in-memory:{model.task}", _weights_hash(model)
+            world, name, fingerprint = model.to(here), f"in-memory:{model.task}", _weights_hash(model)
             fingerprint += "-" + code_fingerprint(type(model))  # an in-memory model's class is often user code
         else:
-            world = resolve_model(model, task=task, device=device, allow_code=allow_code, **tasks.spaces(task))
+            world = resolve_model(model, task=task, device=here, allow_code=allow_code, **tasks.spaces(task))
             _, name, fingerprint = model_identity(model, world)
         if world.task != task:
             raise WmEvalError(f"the model was trained for {world.task}, not {task}")
         if precision != "float32" and not hasattr(world, "set_inference_dtype"):
             raise WmEvalError(f"{type(world).__name__} has no reduced-precision inference: use precision=float32")
-        loaded = load_policy_list(policies, task=task, device=device)
+        loaded = load_policy_list(policies, task=task, device=here)
         if real_budget is not None:
             check_budget(real_budget, names=[p.name for p in loaded], episodes=episodes, mode=mode)
-        real = loaded if device == "cpu" else load_policy_list([p.source or p for p in loaded], task=task, device="cpu")
+        real = loaded if here == "cpu" else load_policy_list([p.source or p for p in loaded], task=task, device="cpu")
         units = plan([p.name for p in loaded], episodes=episodes, chunk=chunk, split=n_real)
         seeds = start_seeds(seed, episodes)
         states = tasks.reset_states(task, seeds.tolist())[1]
@@ -301,7 +303,7 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
                                          chunk=chunk, episodes=episodes, confidence=confidence)
                 resumed += loaded_extra
             values = _values(units, results, len(loaded), episodes)
-            kept = _kept(job, units, results, [S.paired(v, k) for v, k in zip(values, n)], seeds, keep=keep,
+            kept = _kept(job, runner, units, results, [S.paired(v, k) for v, k in zip(values, n)], seeds, keep=keep,
                          select=trajectories != "summary")
         finally:
             bar.close()
@@ -407,14 +409,24 @@ def _spend(job: Job, runner: Any, done: Any, units: list[Unit], results: dict[st
     return n, loaded
 
 
-def _kept(job: Job, units: Sequence[Unit], results: dict[str, UnitResult], values: list[dict[str, np.ndarray]],
-          seeds: np.ndarray, *, keep: bool, select: bool) -> list[list[PairedEpisode]]:
+def _kept(job: Job, runner: Any, units: Sequence[Unit], results: dict[str, UnitResult],
+          values: list[dict[str, np.ndarray]], seeds: np.ndarray, *, keep: bool, select: bool
+          ) -> list[list[PairedEpisode]]:
     """Per policy, the paired episodes kept whole: all (from the units) or the selected ones, re-rolled
-    from their own seeds as one-episode units (identical to the originals by construction). Only
-    paired episodes (``values`` holds theirs) are kept."""
-    from wm_eval.evaluation.executor import imagined_rollouts, real_rollouts
-
+    by ``runner`` from their own seeds as one-episode units (identical to the originals by
+    construction). Only paired episodes (``values`` holds theirs) are kept."""
     out: list[list[PairedEpisode]] = [[] for _ in values]
+    if select and not keep:
+        again = [Unit(i, job.policies[i].name, policy_key(job.policies[i].name), j, j + 1)
+                 for i in range(len(values)) for j in _select(values[i])]
+        rolled: dict[str, tuple[Any, Any]] = {}
+        runner.run(job, again, lambda unit, true, imagined: rolled.__setitem__(unit.id, (true, imagined)))
+        for unit in again:
+            true, imagined = rolled[unit.id]
+            seed = int(seeds[unit.start])
+            out[unit.policy].append(PairedEpisode(unit.name, unit.policy, unit.start, seed,
+                                                  true.trajectory(0, seed=seed), imagined.trajectory(0, seed=seed)))
+        return out
     for i in range(len(values)):
         if keep:
             for unit in sorted((u for u in units if u.policy == i and not u.imagined_only), key=lambda u: u.start):
@@ -424,13 +436,4 @@ def _kept(job: Job, units: Sequence[Unit], results: dict[str, UnitResult], value
                     out[i].append(PairedEpisode(job.policies[i].name, i, j, int(seeds[j]),
                                                 r.true.trajectory(k, seed=int(seeds[j])),
                                                 r.imagined.trajectory(k, seed=int(seeds[j]))))
-        elif select:
-            for j in _select(values[i]):
-                unit = Unit(i, job.policies[i].name, policy_key(job.policies[i].name), j, j + 1)
-                true = real_rollouts(job.task, job.real_policies[i], job.states[j:j + 1], job.horizon)
-                truth = [true] if job.mode == "open_loop" else None
-                (imagined,) = imagined_rollouts(job, [unit], truth)
-                out[i].append(PairedEpisode(job.policies[i].name, i, j, int(seeds[j]),
-                                            true.trajectory(0, seed=int(seeds[j])),
-                                            imagined.trajectory(0, seed=int(seeds[j]))))
     return out
