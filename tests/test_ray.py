@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import wm_eval
+from wm_eval.errors import WmEvalError
 
 pytestmark = pytest.mark.ray
 
@@ -81,13 +82,13 @@ def test_ray_two_actors_and_units_in_any_order(ray_local) -> None:
     for uid in runs[0]:
         for x, y in zip(runs[0][uid], runs[1][uid]):
             np.testing.assert_array_equal(x, y)
-    with pytest.raises(wm_eval.errors.WmEvalError, match="do not fit"):  # 2 actors + 1 CPU > 2 CPUs
+    with pytest.raises(WmEvalError, match="do not fit"):  # 2 actors + 1 CPU > 2 CPUs
         RayExecutor(actors=2).run(job, units, lambda *a: None)
 
 
 def test_cuda_on_a_cluster_without_gpus_is_a_clear_error(ray_local) -> None:
     """The driver needs no GPU (the actors would hold the model there); the cluster's GPUs are checked."""
-    with pytest.raises(wm_eval.errors.WmEvalError, match="the Ray cluster has 0 GPUs for 1 model actor"):
+    with pytest.raises(WmEvalError, match="the Ray cluster has 0 GPUs for 1 model actor"):
         wm_eval.evaluate(TASK, POLICIES[:1], executor="ray", device="cuda", episodes=2, horizon=5, progress=False)
 
 
