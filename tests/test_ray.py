@@ -60,13 +60,14 @@ def test_ray_equals_local(ray_local, mode: str, propagation: str, sample: bool) 
 
 
 def test_ray_two_actors_and_units_in_any_order(ray_local) -> None:
+    from wm_eval.evaluation.api import load_policy_list
     from wm_eval.evaluation.executor import Job
     from wm_eval.evaluation.plan import plan, start_seeds
     from wm_eval.evaluation.ray_executor import RayExecutor
     from wm_eval.models.checkpoint import resolve_model
     from wm_eval.tasks import reset_states, spaces
 
-    policies = wm_eval.evaluation.api.load_policy_list(POLICIES[:2], task=TASK)
+    policies = load_policy_list(POLICIES[:2], task=TASK)
     model = resolve_model(None, task=TASK, **spaces(TASK))
     states = reset_states(TASK, start_seeds(0, 4).tolist())[1]
     job = Job(task=TASK, model=model, policies=policies, real_policies=policies, states=states, horizon=40, seed=0,
