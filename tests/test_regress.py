@@ -302,3 +302,57 @@ def test_cli_refuses_code_named_by_a_baseline_unless_allowed(tmp_path: Path, mod
     allowed = regress("allow_code=true")
     assert allowed.returncode == 0, allowed.stderr
     assert marker.exists()
+
+
+def test_paired_success_is_mcnemar_exact() -> None:
+    from scipy import stats
+
+    from wm_eval.regress import paired_success
+
+    b = np.array([1] * 10 + [0] * 10)
+    c = np.array([0] * 8 + [1] * 2 + [1] * 1 + [0] * 9)  # 8 lost, 1 gained
+    t = paired_success(b, c, tolerance=0.05)
+    assert (t.lost, t.gained) == (8, 1) and t.change == pytest.approx(-0.35)
+    assert t.p_value == pytest.approx(stats.binomtest(8, 9, 0.5, alternative="greater").pvalue) and t.regressed
+    assert not paired_success(b, b, tolerance=0.05).regressed  # unchanged: p = 1
+    small = paired_success(np.array([1, 1, 0]), np.array([0, 1, 0]), tolerance=0.05)
+    assert small.change < -0.05 and not small.regressed  # one lost episode is not evidence
+
+
+def test_gate_on_success_rate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pusher-v5 has a success rule: the baseline records per-episode successes, and a success rate that
+    collapses from the recorded one fails the gate with McNemar's exact test, in every report format."""
+    import json
+
+    from wm_eval.data.collect import collect
+    from wm_eval.data.hdf5 import load_dataset
+    from wm_eval.models.checkpoint import save_checkpoint
+    from wm_eval.regress import check_baseline, record_baseline
+    from wm_eval.reporting.gate import junit_xml, markdown_summary, text_table
+    from wm_eval.tasks import spaces
+    from wm_eval.training import EnsembleHParams, data_fingerprint, fit
+
+    (tmp_path / "pusher_policies.py").write_text("import numpy as np\n\n\ndef still():\n"
+                                                 "    return lambda obs: np.zeros((len(obs), 7))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = load_dataset(collect(task="Pusher-v5", episodes=4, max_steps=30, seed=0, behaviour=["random"],
+                                noise_scales=[0.0], out=tmp_path / "data", progress=False))
+    hp = EnsembleHParams(ensemble_size=2, elites=2, hidden=32, layers=2, epochs=2, batch_size=64)
+    model, _ = fit(data.episodes, task="Pusher-v5", hparams=hp, seed=0)
+    save_checkpoint(model, tmp_path / "model", data_fingerprint=data_fingerprint(data.episodes), metrics={},
+                    config={}, seed=0, **spaces("Pusher-v5"))
+    record_baseline(tmp_path / "gate.json", task="Pusher-v5", policies=["pusher_policies:still"],
+                    model=str(tmp_path / "model"), episodes=12, horizon=20)
+    stored = json.loads((tmp_path / "gate.json").read_text())
+    entry = stored["policies"][0]
+    assert len(entry["episode_successes"]) == 12 and 0 <= entry["imagined_success"]["mean"] <= 1
+    same = check_baseline(tmp_path / "gate.json", allow_code=True)
+    assert not same.regressions and same.checks[0].success_test.p_value == 1.0
+    entry["episode_successes"] = [1] * 12  # as if the recorded policy had always succeeded
+    (tmp_path / "gate.json").write_text(json.dumps(stored))
+    result = check_baseline(tmp_path / "gate.json", allow_code=True)
+    check = result.checks[0]
+    assert check.success_test.candidate_rate < 0.5, "the still arm should rarely push the object to the goal"
+    assert check.success_test.regressed and not check.return_regressed and result.regressions == [check]
+    assert "imagined success rate 1.00 ->" in text_table(result) and "McNemar" in markdown_summary(result)
+    assert '"success"' in junit_xml(result) and "McNemar exact" in junit_xml(result)

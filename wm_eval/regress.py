@@ -59,17 +59,34 @@ from wm_eval.evaluation.plan import Unit
 from wm_eval.fileio import atomic_write_text, sha256
 from wm_eval.models.user import CODE_REF
 from wm_eval.streams import policy_key
-from wm_eval.types import ChangeTest, PolicyCheck, RegressResult
+from wm_eval.types import ChangeTest, PolicyCheck, RegressResult, SuccessTest
 
 __all__ = [
     "FORMAT", "DEFAULT_TOLERANCE", "ChangeTest", "PolicyCheck", "RegressResult", "paired_change",
-    "record_baseline", "read_baseline", "check_baseline", "imagined_returns", "true_returns",
+    "record_baseline", "read_baseline", "check_baseline", "imagined_returns", "true_returns", "paired_success",
 ]  # fmt: skip
 
 FORMAT = "wm_eval.baseline/1"
 DEFAULT_TOLERANCE = 0.05
 DEFAULT_TASK = "HalfCheetah-v5"
-STATISTIC = "undiscounted imagined return per episode"
+STATISTIC = "undiscounted imagined return per episode (and success, where the task has a success rule)"
+
+
+def paired_success(baseline: Sequence[float], candidate: Sequence[float], *, tolerance: float,
+                   confidence: float = 0.95) -> SuccessTest:
+    """Paired test of per-episode success (0/1, entry ``i`` of both from the same start state): a
+    regression when the rate drops by more than ``tolerance`` (absolute) and McNemar's exact one-sided
+    test rejects "no change" at ``(1 - confidence) / 2``, the level of the return test's two-sided interval."""
+    from scipy import stats
+
+    b, c = np.asarray(baseline, dtype=bool), np.asarray(candidate, dtype=bool)
+    if b.shape != c.shape or b.ndim != 1 or b.size == 0:
+        raise WmEvalError(f"baseline and candidate need the same number of episodes, got {b.shape} and {c.shape}")
+    lost, gained = int(np.sum(b & ~c)), int(np.sum(~b & c))
+    p = float(stats.binomtest(lost, lost + gained, 0.5, alternative="greater").pvalue) if lost + gained else 1.0
+    rates = float(b.mean()), float(c.mean())
+    regressed = rates[1] - rates[0] < -tolerance and p < (1 - confidence) / 2
+    return SuccessTest(rates[0], rates[1], lost, gained, p, tolerance, bool(regressed))
 
 
 def paired_change(baseline: Sequence[float], candidate: Sequence[float], *, tolerance: float,
@@ -124,28 +141,36 @@ def imagined_returns(model: Any, task: str, policies: Sequence[Any], states: np.
     propagation, and a policy's returns do not depend on the others in the suite. ``executor``: a
     local or Ray executor (:func:`wm_eval.evaluation.executor.open_executor`; default: in-process).
     """
-    return _returns(Job(task=task, model=model, policies=list(policies), real_policies=list(policies), states=states,
-                        horizon=horizon, seed=seed, mode="closed_loop", propagation=propagation, sample=False,
-                        device=device), imagined=True, executor=executor)
+    return [r for r, _ in _outcomes(Job(task=task, model=model, policies=list(policies), real_policies=list(policies),
+                                        states=states, horizon=horizon, seed=seed, mode="closed_loop",
+                                        propagation=propagation, sample=False, device=device),
+                                    imagined=True, executor=executor)]
 
 
 def true_returns(task: str, policy: Any, states: np.ndarray, horizon: int, *, executor: Any = None) -> np.ndarray:
     """Undiscounted MuJoCo returns ``[len(states)]`` of ``policy`` from simulator ``states``."""
-    job = Job(task=task, model=None, policies=[policy], real_policies=[policy], states=states, horizon=horizon,
-              seed=0, mode="closed_loop", propagation="mean", sample=False, device="cpu")
-    return _returns(job, imagined=False, executor=executor)[0]
+    return _outcomes(_job(task, [policy], states, horizon), imagined=False, executor=executor)[0][0]
 
 
-def _returns(job: Job, *, imagined: bool, executor: Any) -> list[np.ndarray]:
-    """Per policy of ``job``, one unit of all its episodes on one side, run by ``executor``."""
-    from wm_eval.evaluation.metrics import returns
+def _job(task: str, policies: list[Any], states: np.ndarray, horizon: int, *, model: Any = None, seed: int = 0,
+         device: str = "cpu", propagation: str = "mean") -> Job:
+    return Job(task=task, model=model, policies=policies, real_policies=policies, states=states, horizon=horizon,
+               seed=seed, mode="closed_loop", propagation=propagation, sample=False, device=device)
 
+
+def _outcomes(job: Job, *, imagined: bool, executor: Any) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Per policy of ``job``: undiscounted returns and successes (``None`` when the task has no success
+    rule), ``[len(job.states)]`` each, from one unit of all its episodes on one side, run by ``executor``."""
+    from wm_eval.evaluation.statistics import side_values
+    from wm_eval.tasks import get_task
+
+    rule = get_task(job.task).success
     units = [Unit(i, p.name, policy_key(p.name), 0, len(job.states)) for i, p in enumerate(job.policies)]
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
 
     def done(unit: Unit, true: Any, imag: Any) -> None:
-        rollout = imag if imagined else true
-        out[unit.id] = returns(rollout.rewards, mask=rollout.mask, gamma=None)
+        values = side_values(imag if imagined else true, gamma=1.0, success_rule=rule)
+        out[unit.id] = values["return"], values.get("success")
 
     (executor or LocalExecutor(workers=1)).run(job, units, done, imagined=imagined, truth=not imagined)
     return [out[u.id] for u in units]
@@ -156,6 +181,13 @@ def _estimate(values: np.ndarray, seed: int) -> dict[str, float]:
 
     low, high = bootstrap_ci(values, np.mean, seed=seed)
     return {"mean": float(np.mean(values)), "ci_low": low, "ci_high": high}
+
+
+def _rate(success: np.ndarray) -> dict[str, float]:
+    from wm_eval.evaluation.metrics import binomial_ci
+
+    low, high = binomial_ci(int(success.sum()), len(success))
+    return {"mean": float(success.mean()), "ci_low": low, "ci_high": high}
 
 
 def _seed(*keys: int) -> int:
@@ -218,15 +250,21 @@ def record_baseline(path: str | os.PathLike[str], *, task: str, policies: Sequen
     seeds = start_seeds(seed, episodes)
     states = reset_states(task, seeds.tolist())[1]
     with open_executor(executor, ray_address=ray_address, workers=1) as runner:
-        imagined = imagined_returns(model_obj, task, loaded, states, horizon=horizon, seed=seed, device=device,
-                                    propagation=propagation, executor=runner)
-        for k, (entry, values) in enumerate(zip(entries, imagined)):
+        imagined = _outcomes(_job(task, loaded, states, horizon, model=model_obj, seed=seed, device=device,
+                                  propagation=propagation), imagined=True, executor=runner)
+        for k, (entry, (values, success)) in enumerate(zip(entries, imagined)):
             entry["imagined_return"] = _estimate(values, _seed(seed, k))
             entry["episode_returns"] = values.tolist()
+            if success is not None:  # the task has a success rule: the gate also tests the success rate
+                entry["imagined_success"] = _rate(success)
+                entry["episode_successes"] = success.astype(int).tolist()
             if confirm:
-                truth = true_returns(task, loaded[k], states, horizon, executor=runner)
+                ((truth, true_success),) = _outcomes(_job(task, [loaded[k]], states, horizon), imagined=False,
+                                                     executor=runner)
                 entry["true_return"] = _estimate(truth, _seed(seed, k))
                 entry["true_episode_returns"] = truth.tolist()
+                if true_success is not None:
+                    entry["true_episode_successes"] = true_success.astype(int).tolist()
     baseline = {
         "format": FORMAT, "wm_eval_version": wm_eval.__version__, "task": task,
         "model": {"path": None if model_path is None else _stored(model_path, folder, absolute=os.path.isabs(model)),
@@ -325,15 +363,23 @@ def _check_all(baseline: dict[str, Any], policies: list[Any], files: list[Path |
                executor: Any) -> list[PolicyCheck]:
     """Each policy's :class:`PolicyCheck` against the baseline's records (MuJoCo re-runs with ``confirm``)."""
     task, seed, horizon = baseline["task"], int(baseline["seed"]), int(baseline["horizon"])
-    imagined = imagined_returns(model, task, policies, states, horizon=horizon, seed=seed, device=device,
-                                propagation=baseline["propagation"], executor=executor)
+    imagined = _outcomes(_job(task, policies, states, horizon, model=model, seed=seed, device=device,
+                              propagation=baseline["propagation"]), imagined=True, executor=executor)
     checks = []
-    for k, (entry, policy, file, values) in enumerate(zip(baseline["policies"], policies, files, imagined)):
+    for k, (entry, policy, file, (values, success)) in enumerate(zip(baseline["policies"], policies, files, imagined)):
         test = paired_change(entry["episode_returns"], values, tolerance=tolerance, confidence=confidence,
                              seed=_seed(seed, k))
+        success_test = None
+        if success is not None and "episode_successes" in entry:
+            success_test = paired_success(entry["episode_successes"], success, tolerance=tolerance,
+                                          confidence=confidence)
+        elif success is not None and k == 0:
+            notes.append("The baseline holds no success outcomes (recorded before success gating): record it again "
+                         "to gate on the success rate too.")
         check = PolicyCheck(entry["name"], entry["path"], None if file is None else sha256(file) != entry["sha256"],
-                            entry["imagined_return"], _estimate(values, _seed(seed, k)), test)
-        if confirm and test.regressed:
+                            entry["imagined_return"], _estimate(values, _seed(seed, k)), test,
+                            success_test=success_test)
+        if confirm and test.regressed:  # (a success-rate regression is the world model's verdict alone)
             truth = true_returns(task, policy, states, horizon, executor=executor)
             now = _estimate(truth, _seed(seed, k, 1))
             true_test = None

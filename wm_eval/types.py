@@ -245,6 +245,33 @@ class ChangeTest:
 
 
 @dataclass(frozen=True)
+class SuccessTest:
+    """A paired test of a drop in success rate (McNemar's exact test: under no change, an episode whose
+    outcome flipped is as likely to have been lost as gained).
+
+    Attributes:
+        baseline_rate, candidate_rate: success rates over the same start states.
+        lost, gained: episodes that succeeded in the baseline and fail now, and the reverse.
+        p_value: one-sided exact binomial ``P(X >= lost)``, ``X ~ Bin(lost + gained, 1/2)``.
+        tolerance: the drop in rate (absolute) that counts; regressed: the drop exceeds it and
+            ``p_value < (1 - confidence) / 2``.
+    """
+
+    baseline_rate: float
+    candidate_rate: float
+    lost: int
+    gained: int
+    p_value: float
+    tolerance: float
+    regressed: bool
+
+    @property
+    def change(self) -> float:
+        """Candidate minus baseline success rate."""
+        return self.candidate_rate - self.baseline_rate
+
+
+@dataclass(frozen=True)
 class PolicyCheck:
     """One policy's verdict in the CI gate. ``true_*`` are filled by ``confirm=true`` for flagged policies."""
 
@@ -256,11 +283,17 @@ class PolicyCheck:
     test: ChangeTest
     true_candidate: dict[str, float] | None = None
     true_test: ChangeTest | None = None
+    success_test: SuccessTest | None = None
+
+    @property
+    def return_regressed(self) -> bool:
+        """The world model's return verdict, overruled by MuJoCo when ``confirm`` had ground truth to compare."""
+        return self.true_test.regressed if self.true_test is not None else self.test.regressed
 
     @property
     def regressed(self) -> bool:
-        """The world model's verdict, overruled by MuJoCo when ``confirm`` had ground truth to compare."""
-        return self.true_test.regressed if self.true_test is not None else self.test.regressed
+        """A return regression, or a success-rate one (tasks with a success rule)."""
+        return self.return_regressed or (self.success_test is not None and self.success_test.regressed)
 
 
 @dataclass(frozen=True)

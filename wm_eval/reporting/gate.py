@@ -29,16 +29,25 @@ def _verdict(check: PolicyCheck) -> str:
 
 def _rows(result: RegressResult) -> list[list[str]]:
     level = f"{result.confidence:.0%} CI"
-    rows = [["policy", "file", "baseline", "now", "change", level, "verdict"]]
+    success = any(c.success_test is not None for c in result.checks)
+    rows = [["policy", "file", "baseline", "now", "change", level] + ["success (McNemar p)"] * success + ["verdict"]]
     for c in result.checks:
         file = {None: "-", True: "changed", False: "same"}[c.file_changed]
+        s = c.success_test
+        rate = [] if not success else ["-" if s is None else
+                                       f"{s.baseline_rate:.2f} -> {s.candidate_rate:.2f} (p {s.p_value:.3f})"]
         rows.append([c.name, file, f"{c.baseline['mean']:.2f}", f"{c.candidate['mean']:.2f}", _pct(c.test.change),
-                     f"[{_pct(c.test.ci_low)}, {_pct(c.test.ci_high)}]", _verdict(c)])
+                     f"[{_pct(c.test.ci_low)}, {_pct(c.test.ci_high)}]", *rate, _verdict(c)])
     return rows
 
 
 def _message(check: PolicyCheck, result: RegressResult) -> str:
     """The one-line explanation of a regression (also the JUnit failure message)."""
+    s = check.success_test
+    if not check.return_regressed and s is not None:
+        return (f"{check.name}: imagined success rate {s.baseline_rate:.2f} -> {s.candidate_rate:.2f} ({s.lost} "
+                f"episodes lost, {s.gained} gained; McNemar exact p = {s.p_value:.4f}), beyond the "
+                f"-{s.tolerance:.0%} tolerance ({check.path})")
     t = check.true_test or check.test
     where = "true (MuJoCo)" if check.true_test is not None else "imagined"
     return (f"{check.name}: {where} return changed by {_pct(t.change)} ({result.confidence:.0%} CI "
@@ -92,7 +101,8 @@ def junit_xml(result: RegressResult) -> str:
             failure = ET.SubElement(case, "failure", message=_message(c, result), type="regression")
             details = {"baseline": c.baseline, "candidate": c.candidate, "change": dataclasses.asdict(c.test),
                        "true_candidate": c.true_candidate,
-                       "true_change": None if c.true_test is None else dataclasses.asdict(c.true_test)}
+                       "true_change": None if c.true_test is None else dataclasses.asdict(c.true_test),
+                       "success": None if c.success_test is None else dataclasses.asdict(c.success_test)}
             failure.text = json.dumps(details, indent=2, sort_keys=True)
         ET.SubElement(case, "system-out").text = (f"imagined return {c.baseline['mean']:.4f} -> "
                                                   f"{c.candidate['mean']:.4f}, change {_pct(c.test.change)} "
