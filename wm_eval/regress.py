@@ -183,6 +183,27 @@ def _estimate(values: np.ndarray, seed: int) -> dict[str, float]:
     return {"mean": float(np.mean(values)), "ci_low": low, "ci_high": high}
 
 
+def _task_code(task: str) -> str | None:
+    """The fingerprint of a ``module:factory`` task's code (``None`` for registered tasks)."""
+    from wm_eval.models.user import code_fingerprint
+    from wm_eval.tasks import get_task
+
+    factory = get_task(task).factory
+    return None if factory is None else code_fingerprint(factory)
+
+
+def _on_cpu(policy: Any, task: str, device: str) -> Any:
+    """``policy`` as the ground truth runs it: on the CPU (reloaded from its source when it was loaded on
+    another device), so that MuJoCo returns do not depend on ``device`` and Ray's CPU workers can run it."""
+    if device == "cpu" or policy.source is None:
+        return policy
+    from wm_eval.policy import load_policies
+    from wm_eval.tasks import spaces
+
+    (cpu,) = load_policies(policy.source, task=task, device="cpu", **spaces(task))
+    return dataclasses.replace(cpu, name=policy.name)
+
+
 def _rate(success: np.ndarray) -> dict[str, float]:
     from wm_eval.evaluation.metrics import binomial_ci
 
@@ -259,7 +280,8 @@ def record_baseline(path: str | os.PathLike[str], *, task: str, policies: Sequen
                 entry["imagined_success"] = _rate(success)
                 entry["episode_successes"] = success.astype(int).tolist()
             if confirm:
-                ((truth, true_success),) = _outcomes(_job(task, [loaded[k]], states, horizon), imagined=False,
+                ((truth, true_success),) = _outcomes(_job(task, [_on_cpu(loaded[k], task, device)], states, horizon),
+                                                     imagined=False,
                                                      executor=runner)
                 entry["true_return"] = _estimate(truth, _seed(seed, k))
                 entry["true_episode_returns"] = truth.tolist()
@@ -271,7 +293,7 @@ def record_baseline(path: str | os.PathLike[str], *, task: str, policies: Sequen
                   "name": model_name, "fingerprint": fingerprint},
         "episodes": episodes, "horizon": horizon, "seed": seed, "start_seeds": seeds.tolist(),
         "propagation": propagation, "tolerance": tolerance, "confidence": confidence, "statistic": STATISTIC,
-        "policies": entries,
+        "task_code": _task_code(task), "policies": entries,
     }  # fmt: skip
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -349,6 +371,9 @@ def check_baseline(path: str | os.PathLike[str], *, model: str | None = None, ta
                      "baseline returns come from the old model.")
     tolerance = float(baseline["tolerance"] if tolerance is None else tolerance)
     confidence = float(baseline.get("confidence", 0.95) if confidence is None else confidence)
+    if baseline.get("task_code") != _task_code(task):
+        notes.append(f"The code of the task {task} changed since the baseline was recorded (module:factory env): "
+                     "its MuJoCo episodes may differ; record the baseline again if the change was intended.")
     policies, files = _load_suite(baseline["policies"], folder, task=task, device=device, allow_code=allow_code)
     states = reset_states(task, baseline["start_seeds"])[1]
     with open_executor(executor, ray_address=ray_address, workers=1) as runner:
@@ -380,7 +405,7 @@ def _check_all(baseline: dict[str, Any], policies: list[Any], files: list[Path |
                             entry["imagined_return"], _estimate(values, _seed(seed, k)), test,
                             success_test=success_test)
         if confirm and test.regressed:  # (a success-rate regression is the world model's verdict alone)
-            truth = true_returns(task, policy, states, horizon, executor=executor)
+            truth = true_returns(task, _on_cpu(policy, task, device), states, horizon, executor=executor)
             now = _estimate(truth, _seed(seed, k, 1))
             true_test = None
             if "true_episode_returns" in entry:
