@@ -388,18 +388,18 @@ def test_two_level_bootstrap_rejects_bad_inputs():
         assert "\n" not in str(info.value), i
 
 
-def test_two_level_bootstrap_is_fast_enough():
-    import time
-
+def test_two_level_bootstrap_handles_many_episodes():
+    """1000 episodes per policy, as a large evaluation has: finite intervals around the point values. (Its
+    speed is a benchmark figure, ``wm-eval bench``'s metrics time, not a timed test.)"""
     rng = np.random.default_rng(0)
     true = [i + rng.standard_normal(1000) for i in range(12)]
     imagined = [x + 0.3 * rng.standard_normal(1000) for x in true]
-    start = time.perf_counter()
-    ranking_metrics(
+    out = ranking_metrics(
         predicted=np.array([x.mean() for x in imagined]), ground_truth=np.array([x.mean() for x in true]),
         predicted_episodes=imagined, true_episodes=true, seed=0, n_resamples=1000,
     )
-    assert time.perf_counter() - start < 5.0  # ~0.6 s on an idle core; generous for shared machines
+    rho = out["spearman"]
+    assert np.isfinite([rho["ci_low"], rho["ci_high"]]).all() and rho["ci_low"] <= rho["value"] <= rho["ci_high"]
 
 
 # ------------------------------------------------------------------ binomial intervals
