@@ -164,3 +164,14 @@ def test_reacher_success_rule_matches_mujoco() -> None:
     near = np.zeros((1, 10))
     near[0, 8:10] = [0.01, 0.01]
     assert spec.success(near)[0] and not spec.success(near * 2)[0]
+
+
+def test_consent_is_per_task(user_envs: str, monkeypatch) -> None:
+    """Consent names one factory task; an id that is not one (a typo, "*") grants nothing."""
+    monkeypatch.setattr(tasks, "_ALLOWED", set())
+    tasks.allow_task_code("*")
+    tasks.allow_task_code("Antt-v5")
+    with pytest.raises(TaskError, match="nobody consented to"):
+        tasks.get_task(f"{user_envs}:pendulum")
+    tasks.allow_task_code(f"{user_envs}:pendulum")
+    assert tasks.get_task(f"{user_envs}:pendulum").factory is not None

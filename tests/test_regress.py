@@ -356,3 +356,19 @@ def test_gate_on_success_rate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert check.success_test.regressed and not check.return_regressed and result.regressions == [check]
     assert "imagined success rate 1.00 ->" in text_table(result) and "McNemar" in markdown_summary(result)
     assert '"success"' in junit_xml(result) and "McNemar exact" in junit_xml(result)
+
+
+def test_success_gate_edges_and_mixed_verdicts() -> None:
+    from wm_eval.regress import paired_success
+    from wm_eval.reporting.gate import text_table
+    from wm_eval.types import ChangeTest, PolicyCheck, RegressResult
+
+    exact = paired_success(np.array([1] * 200), np.array([0] * 10 + [1] * 190), tolerance=0.05)
+    assert exact.lost == 10 and not exact.regressed  # a drop of exactly the tolerance is not "more than" it
+    both = paired_success(np.array([1] * 20), np.array([0] * 20), tolerance=0.05)
+    drop = ChangeTest(change=-0.5, ci_low=-0.6, ci_high=-0.4, regressed=True)
+    check = PolicyCheck("p", "p.zip", False, {"mean": 10.0}, {"mean": 5.0}, drop, success_test=both)
+    result = RegressResult("Pusher-v5", "m", "f", "f", 20, 10, 0, 0.05, 0.95, [check])
+    table = text_table(result)
+    assert "REGRESSION (return and success rate)" in table
+    assert "return changed by -50.0%" in table and "and imagined success rate 1.00 -> 0.00" in table

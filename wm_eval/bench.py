@@ -323,6 +323,7 @@ def measure(*, task: str, out: Path, model: str | None = None, batch_sizes: list
     torch.set_num_threads(threads)
     try:
         machine = _machine(torch_device, threads)
+        tasks.allow_task_code(task)  # the caller named it
         world_model = resolve_model(model, task=task, device=device, allow_code=allow_code, **tasks.spaces(task))
         name = model_identity(model, world_model)[1]
         policy = _zoo_policy(task, device)

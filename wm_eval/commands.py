@@ -142,9 +142,9 @@ def view(cfg: Any) -> int:
         raise ConfigError("give an evaluation folder or its trajectories.h5, e.g. wm-eval view runs/evaluate-...")
     source = read_trajectories(cfg.path)
     if cfg.allow_code:  # the recording's task may be a module:factory env, which drawing it runs
-        from wm_eval.tasks import allow_task_code
+        from wm_eval.tasks import allow_any_task_code
 
-        allow_task_code("*")
+        allow_any_task_code()
     choice = {"policies": list(cfg.policies) or None, "episodes": list(cfg.episodes) or None}
     if cfg.save:
         path = rerun_log.write_recording(cfg.save, source, **choice)

@@ -85,7 +85,8 @@ def paired_success(baseline: Sequence[float], candidate: Sequence[float], *, tol
     lost, gained = int(np.sum(b & ~c)), int(np.sum(~b & c))
     p = float(stats.binomtest(lost, lost + gained, 0.5, alternative="greater").pvalue) if lost + gained else 1.0
     rates = float(b.mean()), float(c.mean())
-    regressed = rates[1] - rates[0] < -tolerance and p < (1 - confidence) / 2
+    # "more than tolerance" on counts, so a drop of exactly the tolerance does not count (no float rounding)
+    regressed = lost - gained > tolerance * b.size + 1e-9 and p < (1 - confidence) / 2
     return SuccessTest(rates[0], rates[1], lost, gained, p, tolerance, bool(regressed))
 
 
@@ -239,8 +240,10 @@ def record_baseline(path: str | os.PathLike[str], *, task: str, policies: Sequen
     the Ray cluster at ``ray_address`` (same numbers). ``allow_code``: ``model`` may be a checkpoint that
     names a model class outside wm_eval.
     """
+    from wm_eval.evaluation.api import check_device
     from wm_eval.tasks import allow_task_code
 
+    check_device(device)
     allow_task_code(task)  # the caller named it
     from wm_eval.evaluation.plan import start_seeds
     from wm_eval.policy import load_policies, policy_file
@@ -344,7 +347,10 @@ def check_baseline(path: str | os.PathLike[str], *, model: str | None = None, ta
     """
     from wm_eval.tasks import reset_states
 
+    from wm_eval.evaluation.api import check_device
+
     start = time.perf_counter()
+    check_device(device)
     baseline = read_baseline(path)
     folder = Path(path).resolve().parent
     if task is not None and task != baseline["task"]:
@@ -371,7 +377,7 @@ def check_baseline(path: str | os.PathLike[str], *, model: str | None = None, ta
                      "baseline returns come from the old model.")
     tolerance = float(baseline["tolerance"] if tolerance is None else tolerance)
     confidence = float(baseline.get("confidence", 0.95) if confidence is None else confidence)
-    if baseline.get("task_code") != _task_code(task):
+    if "task_code" in baseline and baseline["task_code"] != _task_code(task):
         notes.append(f"The code of the task {task} changed since the baseline was recorded (module:factory env): "
                      "its MuJoCo episodes may differ; record the baseline again if the change was intended.")
     policies, files = _load_suite(baseline["policies"], folder, task=task, device=device, allow_code=allow_code)

@@ -46,6 +46,7 @@ __all__ = [
     "TASKS",
     "get_task",
     "allow_task_code",
+    "allow_any_task_code",
     "task_ids",
     "quiet_mujoco",
     "make_env",
@@ -192,8 +193,16 @@ def allow_task_code(task_id: str) -> None:
     """Consent to running a ``module:factory`` task's code in this process (``"*"``: any task). Entry
     points call it for a task the user named (``task=`` of evaluate, collect, record a baseline), and for
     a task read from a file (a baseline, a checkpoint, trajectories) only when the user passed
-    ``allow_code``: a file naming code is code. Work processes call it for the job their parent checked."""
-    _ALLOWED.add(task_id)
+    ``allow_code``: a file naming code is code. Work processes call it for the job their parent checked.
+    Only ``module:factory`` ids are recorded (anything else needs no consent)."""
+    if isinstance(task_id, str) and _FACTORY.fullmatch(task_id):
+        _ALLOWED.add(task_id)
+
+
+def allow_any_task_code() -> None:
+    """Consent to running any ``module:factory`` task's code in this process (``view allow_code=true``:
+    the recording names the task)."""
+    _ALLOWED.add("*")
 
 
 def get_task(task_id: str) -> TaskSpec:
@@ -207,8 +216,9 @@ def get_task(task_id: str) -> TaskSpec:
         return _OTHER[task_id]
     if isinstance(task_id, str) and (task_id in gym.registry or _FACTORY.fullmatch(task_id)):
         if task_id not in gym.registry and not _ALLOWED & {task_id, "*"}:
-            raise TaskError(f"task '{task_id}' names code to run (module:factory) and came from a file: pass "
-                            "allow_code=true if you trust it")
+            raise TaskError(f"task '{task_id}' names code to run (module:factory) that nobody consented to: if it "
+                            "came from a file you trust pass allow_code=true; in Python call "
+                            "wm_eval.tasks.allow_task_code(task) first")
         _OTHER[task_id] = _other_task(task_id)
         return _OTHER[task_id]
     hint = did_you_mean(str(task_id), [*TASKS, *gym.registry], cutoff=0.6)

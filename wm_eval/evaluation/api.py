@@ -254,7 +254,8 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
         config = {"task": task, "policies": [p.source or p.name for p in loaded], "model": name,
                   "fingerprint": fingerprint, "episodes": episodes, "horizon": horizon, "seed": seed, "mode": mode,
                   "propagation": propagation, "sample": sample, "gamma": gamma, "chunk": chunk, "device": device,
-                  "precision": precision, "real_episodes": real_episodes, "real_budget": real_budget,
+                  "precision": precision, "real_episodes": None if n_real == episodes else n_real,
+                  "real_budget": real_budget,
                   "confidence": confidence}
         identity = {**config, "policy_fingerprints": [_policy_fingerprint(p) for p in loaded], "keep": keep,
                     "task_code": None if spec.factory is None else code_fingerprint(spec.factory),
@@ -303,7 +304,8 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
                                          chunk=chunk, episodes=episodes, confidence=confidence)
                 resumed += loaded_extra
             values = _values(units, results, len(loaded), episodes)
-            kept = _kept(job, runner, units, results, [S.paired(v, k) for v, k in zip(values, n)], seeds, keep=keep,
+            kept = _kept(job, runner, units, results, [S.paired(v, k) for v, k in zip(values, n)], seeds, timings,
+                         keep=keep,
                          select=trajectories != "summary")
         finally:
             bar.close()
@@ -410,8 +412,8 @@ def _spend(job: Job, runner: Any, done: Any, units: list[Unit], results: dict[st
 
 
 def _kept(job: Job, runner: Any, units: Sequence[Unit], results: dict[str, UnitResult],
-          values: list[dict[str, np.ndarray]], seeds: np.ndarray, *, keep: bool, select: bool
-          ) -> list[list[PairedEpisode]]:
+          values: list[dict[str, np.ndarray]], seeds: np.ndarray, timings: dict[str, float], *, keep: bool,
+          select: bool) -> list[list[PairedEpisode]]:
     """Per policy, the paired episodes kept whole: all (from the units) or the selected ones, re-rolled
     by ``runner`` from their own seeds as one-episode units (identical to the originals by
     construction). Only paired episodes (``values`` holds theirs) are kept."""
@@ -420,7 +422,8 @@ def _kept(job: Job, runner: Any, units: Sequence[Unit], results: dict[str, UnitR
         again = [Unit(i, job.policies[i].name, policy_key(job.policies[i].name), j, j + 1)
                  for i in range(len(values)) for j in _select(values[i])]
         rolled: dict[str, tuple[Any, Any]] = {}
-        runner.run(job, again, lambda unit, true, imagined: rolled.__setitem__(unit.id, (true, imagined)))
+        more = runner.run(job, again, lambda unit, true, imagined: rolled.__setitem__(unit.id, (true, imagined)))
+        timings["selected_rerolls"] = sum(v for k, v in more.items() if k.endswith("_rollouts"))
         for unit in again:
             true, imagined = rolled[unit.id]
             seed = int(seeds[unit.start])

@@ -22,9 +22,14 @@ def _pct(x: float) -> str:
 
 
 def _verdict(check: PolicyCheck) -> str:
+    success = check.success_test is not None and check.success_test.regressed
+    if check.true_test is not None and check.return_regressed:
+        return "REGRESSION (confirmed in MuJoCo)" + (" and success rate" if success else "")
     if check.true_test is not None:
-        return "REGRESSION (confirmed in MuJoCo)" if check.regressed else "pass (MuJoCo overrules the model)"
-    return "REGRESSION" if check.regressed else "pass"
+        return "REGRESSION (success rate; MuJoCo overrules the return)" if success else "pass (MuJoCo overrules the model)"
+    if check.return_regressed:
+        return "REGRESSION" + (" (return and success rate)" if success else "")
+    return "REGRESSION (success rate)" if success else "pass"
 
 
 def _rows(result: RegressResult) -> list[list[str]]:
@@ -44,15 +49,17 @@ def _rows(result: RegressResult) -> list[list[str]]:
 def _message(check: PolicyCheck, result: RegressResult) -> str:
     """The one-line explanation of a regression (also the JUnit failure message)."""
     s = check.success_test
-    if not check.return_regressed and s is not None:
-        return (f"{check.name}: imagined success rate {s.baseline_rate:.2f} -> {s.candidate_rate:.2f} ({s.lost} "
-                f"episodes lost, {s.gained} gained; McNemar exact p = {s.p_value:.4f}), beyond the "
-                f"-{s.tolerance:.0%} tolerance ({check.path})")
+    success = "" if s is None or not s.regressed else (
+        f"imagined success rate {s.baseline_rate:.2f} -> {s.candidate_rate:.2f} ({s.lost} episodes lost, {s.gained} "
+        f"gained; McNemar exact p = {s.p_value:.4f}), a drop beyond the tolerance of {s.tolerance:.2f}")
+    if not check.return_regressed:
+        return f"{check.name}: {success} ({check.path})"
     t = check.true_test or check.test
     where = "true (MuJoCo)" if check.true_test is not None else "imagined"
     return (f"{check.name}: {where} return changed by {_pct(t.change)} ({result.confidence:.0%} CI "
             f"{_pct(t.ci_low)} to {_pct(t.ci_high)}), beyond the -{result.tolerance:.0%} tolerance; "
-            f"imagined return {check.baseline['mean']:.2f} -> {check.candidate['mean']:.2f} ({check.path})")
+            f"imagined return {check.baseline['mean']:.2f} -> {check.candidate['mean']:.2f}"
+            + (f"; and {success}" if success else "") + f" ({check.path})")
 
 
 def _header(result: RegressResult) -> str:
