@@ -212,14 +212,13 @@ def get_task(task_id: str) -> TaskSpec:
 
     if isinstance(task_id, str) and task_id in TASKS:
         return TASKS[task_id]
-    if isinstance(task_id, str) and task_id in _OTHER:
-        return _OTHER[task_id]
     if isinstance(task_id, str) and (task_id in gym.registry or _FACTORY.fullmatch(task_id)):
-        if task_id not in gym.registry and not _ALLOWED & {task_id, "*"}:
+        if task_id not in gym.registry and not _ALLOWED & {task_id, "*"}:  # checked before the cache too
             raise TaskError(f"task '{task_id}' names code to run (module:factory) that nobody consented to: if it "
                             "came from a file you trust pass allow_code=true; in Python call "
                             "wm_eval.tasks.allow_task_code(task) first")
-        _OTHER[task_id] = _other_task(task_id)
+        if task_id not in _OTHER:
+            _OTHER[task_id] = _other_task(task_id)
         return _OTHER[task_id]
     hint = did_you_mean(str(task_id), [*TASKS, *gym.registry], cutoff=0.6)
     raise TaskError(f"unknown task '{task_id}': {hint}use a registered Gymnasium MuJoCo id (e.g. Ant-v5), "
