@@ -21,8 +21,8 @@ from wm_eval import __version__
 from wm_eval.errors import ConfigError, WmEvalError
 from wm_eval.evaluation import summary as S
 from wm_eval.evaluation.executor import EXECUTORS, Job, open_executor
-from wm_eval.evaluation.budget import FIRST, check_budget, next_allocation
-from wm_eval.evaluation.plan import Unit, paired_units, plan, start_seeds
+from wm_eval.evaluation.budget import FIRST, add_timings, check_budget, spend
+from wm_eval.evaluation.plan import Unit, plan, start_seeds
 from wm_eval.evaluation.rollout import POLICY_BLOCK
 from wm_eval.evaluation.statistics import statistics_for
 from wm_eval.evaluation.units import UnitResult, load_unit, reduce_unit, save_unit
@@ -297,13 +297,13 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
         try:
             timings = runner.run(job, [u for u in todo if not u.imagined_only], done)
             if any(u.imagined_only for u in todo):
-                _add(timings, runner.run(job, [u for u in todo if u.imagined_only], done, truth=False))
+                add_timings(timings, runner.run(job, [u for u in todo if u.imagined_only], done, truth=False))
             n = [n_real] * len(loaded)
             if real_budget is not None:
-                n, loaded_extra = _spend(job, runner, done, units, results, store, bar, timings, budget=real_budget,
+                n, loaded_extra = spend(job, runner, done, units, results, store, bar, timings, budget=real_budget,
                                          chunk=chunk, episodes=episodes, confidence=confidence)
                 resumed += loaded_extra
-            values = _values(units, results, len(loaded), episodes)
+            values = S.policy_values(units, results, len(loaded), episodes)
             kept = _kept(job, runner, units, results, [S.paired(v, k) for v, k in zip(values, n)], seeds, timings,
                          keep=keep,
                          select=trajectories != "summary")
@@ -360,55 +360,6 @@ def _check_real(real_episodes: int | None, *, episodes: int, mode: str, confiden
         raise WmEvalError("real_episodes < episodes needs mode=closed_loop: open loop replays every episode's "
                           "real actions")
     return int(real_episodes)
-
-
-def _add(timings: dict[str, float], more: dict[str, float]) -> None:
-    """Add an executor run's seconds to ``timings`` (in place)."""
-    for key, value in more.items():
-        timings[key] = timings.get(key, 0.0) + value
-
-
-def _values(units: Sequence[Unit], results: dict[str, UnitResult], policies: int, episodes: int
-            ) -> list[dict[str, np.ndarray]]:
-    """Per policy, its per-episode values assembled from its units."""
-    out = []
-    for i in range(policies):
-        mine = [u for u in units if u.policy == i]
-        out.append(S.merge_values([results[u.id] for u in mine], [(u.start, u.stop) for u in mine], episodes))
-    return out
-
-
-def _spend(job: Job, runner: Any, done: Any, units: list[Unit], results: dict[str, UnitResult], store: Path | None,
-           bar: Any, timings: dict[str, float], *, budget: int, chunk: int, episodes: int, confidence: float
-           ) -> tuple[list[int], int]:
-    """Hand out ``budget`` real episodes in rounds (:mod:`~wm_eval.evaluation.budget`), running each
-    round's new paired units; returns the real episodes per policy and how many of the new units were
-    resumed from ``store``. ``units`` grows with them."""
-    from wm_eval.evaluation.statistics import statistics_for
-
-    names = [p.name for p in job.policies]
-    n = [min(FIRST, episodes)] * len(names)
-    round_size = max(1, -(-(budget - sum(n)) // 3))
-    loaded = 0
-    while sum(n) < budget:
-        values = _values(units, results, len(names), episodes)
-        estimates = S.true_estimates(values, statistics_for(None)[:1], real=n, confidence=confidence)
-        new = next_allocation([e["return"] for e in estimates], n, give=min(round_size, budget - sum(n)),
-                              episodes=episodes)
-        if new == n:
-            break
-        extra = [u for i, name in enumerate(names) for u in paired_units(i, name, n[i], new[i], chunk)]
-        for unit in extra:
-            if store is not None and unit.id not in results and (store / f"{unit.id}.npz").exists():
-                results[unit.id] = load_unit(store / f"{unit.id}.npz")
-                loaded += 1
-        todo = [u for u in extra if u.id not in results]
-        bar.total += sum(u.size for u in todo)
-        bar.refresh()
-        _add(timings, runner.run(job, todo, done))
-        units.extend(extra)
-        n = new
-    return n, loaded
 
 
 def _kept(job: Job, runner: Any, units: Sequence[Unit], results: dict[str, UnitResult],

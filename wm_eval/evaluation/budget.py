@@ -17,10 +17,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from wm_eval.errors import WmEvalError
+from wm_eval.evaluation import summary as S
+from wm_eval.evaluation.executor import Job
+from wm_eval.evaluation.plan import Unit, paired_units
+from wm_eval.evaluation.statistics import statistics_for
+from wm_eval.evaluation.units import UnitResult, load_unit
 
-__all__ = ["FIRST", "check_budget", "next_allocation"]
+__all__ = ["FIRST", "check_budget", "next_allocation", "spend", "add_timings"]
 
 FIRST = 2
 """Real episodes every policy gets before any allocation (an interval needs 2)."""
@@ -63,3 +70,40 @@ def next_allocation(estimates: Sequence[dict], n: Sequence[int], *, give: int, e
               for i in candidates}
         new[max(candidates, key=lambda i: (se[i], -i))] += 1
     return new
+
+
+def spend(job: Job, runner: Any, done: Any, units: list[Unit], results: dict[str, UnitResult], store: Path | None,
+           bar: Any, timings: dict[str, float], *, budget: int, chunk: int, episodes: int, confidence: float
+           ) -> tuple[list[int], int]:
+    """Hand out ``budget`` real episodes in rounds (:mod:`~wm_eval.evaluation.budget`), running each
+    round's new paired units; returns the real episodes per policy and how many of the new units were
+    resumed from ``store``. ``units`` grows with them."""
+    names = [p.name for p in job.policies]
+    n = [min(FIRST, episodes)] * len(names)
+    round_size = max(1, -(-(budget - sum(n)) // 3))
+    loaded = 0
+    while sum(n) < budget:
+        values = S.policy_values(units, results, len(names), episodes)
+        estimates = S.true_estimates(values, statistics_for(None)[:1], real=n, confidence=confidence)
+        new = next_allocation([e["return"] for e in estimates], n, give=min(round_size, budget - sum(n)),
+                              episodes=episodes)
+        if new == n:
+            break
+        extra = [u for i, name in enumerate(names) for u in paired_units(i, name, n[i], new[i], chunk)]
+        for unit in extra:
+            if store is not None and unit.id not in results and (store / f"{unit.id}.npz").exists():
+                results[unit.id] = load_unit(store / f"{unit.id}.npz")
+                loaded += 1
+        todo = [u for u in extra if u.id not in results]
+        bar.total += sum(u.size for u in todo)
+        bar.refresh()
+        add_timings(timings, runner.run(job, todo, done))
+        units.extend(extra)
+        n = new
+    return n, loaded
+
+
+def add_timings(timings: dict[str, float], more: dict[str, float]) -> None:
+    """Add an executor run's seconds to ``timings`` (in place)."""
+    for key, value in more.items():
+        timings[key] = timings.get(key, 0.0) + value

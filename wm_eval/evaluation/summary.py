@@ -24,10 +24,11 @@ import numpy as np
 from wm_eval.evaluation import estimators as E
 from wm_eval.evaluation import metrics as M
 from wm_eval.evaluation.statistics import Statistic, interval
+from wm_eval.evaluation.plan import Unit
 from wm_eval.evaluation.units import UnitResult
 from wm_eval.types import METRIC_NAMES
 
-__all__ = ["merge_values", "paired", "policy_summary", "true_estimates", "ranking", "horizon_error", "trust"]
+__all__ = ["merge_values", "policy_values", "paired", "policy_summary", "true_estimates", "ranking", "horizon_error", "trust"]
 
 
 def merge_values(results: Sequence[UnitResult], ranges: Sequence[tuple[int, int]], episodes: int
@@ -45,6 +46,16 @@ def merge_values(results: Sequence[UnitResult], ranges: Sequence[tuple[int, int]
             out[name][start:stop] = v
             dtypes[name] = v.dtype  # paired units come last: their dtypes (bool, int) win when nothing is missing
     return {k: v if np.isnan(v).any() else v.astype(dtypes[k]) for k, v in out.items()}
+
+
+def policy_values(units: Sequence[Unit], results: dict[str, UnitResult], policies: int, episodes: int
+                  ) -> list[dict[str, np.ndarray]]:
+    """Per policy, its per-episode values assembled from its units."""
+    out = []
+    for i in range(policies):
+        mine = [u for u in units if u.policy == i]
+        out.append(merge_values([results[u.id] for u in mine], [(u.start, u.stop) for u in mine], episodes))
+    return out
 
 
 def paired(values: dict[str, np.ndarray], real: int) -> dict[str, np.ndarray]:

@@ -1,5 +1,8 @@
 """Self-describing world-model checkpoints: a directory with ``weights.pt`` and ``spec.json``.
 
+(Slightly over 400 lines: the format, its atomic write and every check on load share the spec; users'
+own models live in :mod:`wm_eval.models.user`.)
+
 ``weights.pt`` is a plain state_dict written with ``torch.save`` and read with
 ``torch.load(..., weights_only=True)``, so loading never runs code from the file.
 ``spec.json`` holds::

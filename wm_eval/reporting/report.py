@@ -1,5 +1,8 @@
 """``report.json`` and ``report.md``: what an evaluation found, for machines and for people.
 
+(Slightly over 400 lines: the JSON and the Markdown and terminal views of the same report, kept together
+so that a key and its rendering change in one place.)
+
 :func:`build_report` turns a finished :class:`~wm_eval.types.Evaluation` into one JSON-safe dict
 (NaN becomes ``null``); :func:`report` (``wm_eval.report``) writes the whole folder: trajectories,
 recording, plots, then ``report.json`` and ``report.md``::
