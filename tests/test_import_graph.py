@@ -51,7 +51,9 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
+ENVS = PACKAGE.parent / "envs"  # installed as wm_eval.envs (pyproject's package-dir)
 GRAPH = {_module(p): _imports(p) for p in PACKAGE.rglob("*.py")}
+GRAPH |= {"wm_eval." + _module(p): _imports(p) for p in ENVS.rglob("*.py")}
 
 
 def _matches(name: str, prefix: str) -> bool:
@@ -104,3 +106,11 @@ def test_no_import_cycles_between_top_level_modules() -> None:
 def test_the_checker_sees_lazy_imports() -> None:
     """The graph includes imports inside functions (commands imports evaluation lazily)."""
     assert any(_matches(i, "wm_eval.evaluation") for i in GRAPH["wm_eval.commands"])
+
+
+def test_envs_import_only_themselves() -> None:
+    """``envs/`` (``wm_eval.envs``) sits below the task registry: it imports no other wm_eval module."""
+    envs = [m for m in GRAPH if _matches(m, "wm_eval.envs")]
+    assert "wm_eval.envs.arm_tasks" in envs
+    bad = sorted(f"{m} imports {i}" for m in envs for i in GRAPH[m] if not _matches(i, "wm_eval.envs"))
+    assert not bad, bad

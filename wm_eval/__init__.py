@@ -8,7 +8,8 @@ Gymnasium environment ``WorldModel-v0``::
 
     env = gym.make("WorldModel-v0")  # the embedded HalfCheetah-v5 world model
 
-and exposes the typed API: ``wm_eval.evaluate(task, policies, ...)`` returns an
+registers wm_eval's own robot tasks (``WmEval/ArmPush-v0``, ``WmEval/ArmDrawer-v0``: see
+:mod:`wm_eval.envs`), and exposes the typed API: ``wm_eval.evaluate(task, policies, ...)`` returns an
 :class:`~wm_eval.types.Evaluation`, ``wm_eval.report(evaluation, out)`` writes its report folder.
 """
 
@@ -40,6 +41,11 @@ def __getattr__(name: str) -> Any:
 def _register() -> None:
     from gymnasium.envs.registration import register, registry
 
+    from wm_eval.envs import ENV_IDS
+
+    for env_id, (entry_point, steps) in ENV_IDS.items():
+        if env_id not in registry:
+            register(id=env_id, entry_point=entry_point, max_episode_steps=steps)
     if "WorldModel-v0" not in registry:
         register(
             id="WorldModel-v0",

@@ -16,7 +16,7 @@ Accepted specs:
 * a path to a Stable-Baselines3 ``.zip`` (PPO, A2C, SAC, TD3, DDPG, detected from the
   file), rebuilt without unpickling any code (:mod:`wm_eval.sb3_loading`);
 * a zoo manifest (``.../manifest.json``, format ``wm_eval.zoo/1``), or a folder holding
-  one: all its policies; ``"<manifest>#<name>"`` selects one; ``"zoo"`` / ``"zoo:<task>"``
+  one: all its policies (SB3 zips, or for the ``envs/`` tasks the scripted expert at given knobs); ``"<manifest>#<name>"`` selects one; ``"zoo"`` / ``"zoo:<task>"``
   is the shipped zoo of the task;
 * ``"module:callable"``: a class or argument-free factory whose result has ``predict(obs)``
   (SB3 style, ``(action, state)`` tuples welcome) or ``act(obs)``, an object with one of
@@ -234,14 +234,19 @@ def policy_file(policy: LoadedPolicy) -> Path | None:
 
 
 def zoo_tasks() -> list[str]:
-    """Tasks that have a zoo manifest."""
-    return sorted(p.parent.name for p in _zoo_root().glob("*/manifest.json"))
+    """Tasks that have a zoo manifest (folder names are task ids with ``/`` written as ``_``)."""
+    return sorted(_task_of_folder(p.parent.name) for p in _zoo_root().glob("*/manifest.json"))
+
+
+def _task_of_folder(name: str) -> str:
+    return name.replace("_", "/", 1) if name.startswith("WmEval_") else name
 
 
 def zoo_manifest(task: str) -> Path:
     """Path of the shipped zoo manifest of ``task``; a :class:`PolicyError` lists the zoo tasks if none."""
-    path = _zoo_root() / task / "manifest.json"
-    if Path(task).name != task or not path.is_file():
+    folder = task.replace("/", "_")
+    path = _zoo_root() / folder / "manifest.json"
+    if Path(folder).name != folder or not path.is_file():
         tasks = zoo_tasks()
         hint = did_you_mean(task, tasks)
         raise PolicyError(f"the policy zoo has no manifest for task '{task}'; {hint}zoo tasks: "
@@ -276,9 +281,10 @@ def _load_manifest(path: Path, select: str | None, task: str | None, device: str
         raise PolicyError(f"zoo manifest '{path}' is for task {manifest.get('task')!r}, not '{task}'")
     entries = manifest.get("policies")
     if not isinstance(entries, list) or not all(
-            isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("file"), str)
-            for e in entries):
-        raise PolicyError(f"zoo manifest '{path}': 'policies' must be a list of objects with 'name' and 'file'")
+            isinstance(e, dict) and isinstance(e.get("name"), str)
+            and (isinstance(e.get("file"), str) or _knobs(e.get("scripted"))) for e in entries):
+        raise PolicyError(f"zoo manifest '{path}': 'policies' must be a list of objects with 'name' and either "
+                          "'file' (an SB3 zip) or 'scripted' (the task's scripted expert's numeric knobs)")
     names = [e["name"] for e in entries]
     if len(set(names)) != len(names):
         raise PolicyError(f"zoo manifest '{path}' names a policy twice; names must be unique")
@@ -290,6 +296,10 @@ def _load_manifest(path: Path, select: str | None, task: str | None, device: str
     policies = []
     for entry in entries:
         name = entry["name"]
+        if "file" not in entry:
+            policies.append(LoadedPolicy(name, f"{path.resolve()}#{name}", actor=_scripted(manifest["task"], entry),
+                                         metadata=MappingProxyType(dict(entry)), **spaces_))
+            continue
         actor = load_sb3_zip(path.parent / entry["file"], name=name, device=device, **spaces_)
         if entry.get("algorithm", actor.algorithm) != actor.algorithm:
             raise PolicyError(f"zoo manifest '{path}' says policy '{name}' is {entry['algorithm']}, but its file "
@@ -297,6 +307,21 @@ def _load_manifest(path: Path, select: str | None, task: str | None, device: str
         policies.append(LoadedPolicy(name, f"{path.resolve()}#{name}", actor=actor, algorithm=actor.algorithm,
                                      metadata=MappingProxyType(dict(entry)), **spaces_))
     return policies
+
+
+def _knobs(knobs: Any) -> bool:
+    return isinstance(knobs, dict) and all(isinstance(k, str) and isinstance(v, (int, float)) for k, v in knobs.items())
+
+
+def _scripted(task: Any, entry: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
+    """The scripted expert of a manifest entry ``{"scripted": {"skill": ..., ...}}``: wm_eval's own code
+    (:mod:`wm_eval.envs.experts`), configured by numbers only, so a manifest cannot name code to run."""
+    from wm_eval.envs.experts import expert
+
+    try:
+        return expert(task, **entry["scripted"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise PolicyError(f"zoo manifest policy '{entry['name']}': {_first_line(e)}") from None
 
 
 def _import(spec: str) -> Any:

@@ -39,7 +39,10 @@ from typing import Any
 
 import numpy as np
 
+from wm_eval import gym_rules as g
+from wm_eval.envs import rules as arm
 from wm_eval.errors import TaskError, did_you_mean
+from wm_eval.gym_rules import PUSHER_SUCCESS_DISTANCE, REACHER_SUCCESS_DISTANCE
 
 __all__ = [
     "TaskSpec",
@@ -57,78 +60,14 @@ __all__ = [
     "state_dim",
     "qpos_from_states",
     "qpos_from_observations",
+    "mocap_from_states",
+    "mocap_from_observations",
+    "PUSHER_SUCCESS_DISTANCE",
+    "REACHER_SUCCESS_DISTANCE",
 ]
 
 ObsFn = Callable[[np.ndarray], np.ndarray]
 RewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-
-
-def _hopper_terminated(next_obs: np.ndarray) -> np.ndarray:
-    """Gymnasium Hopper-v5 ``not is_healthy`` on observations ``[..., 11]``.
-
-    Healthy: every element of ``obs[1:]`` in (-100, 100), height ``obs[0] > 0.7``,
-    torso angle ``obs[1]`` in (-0.2, 0.2). Gymnasium checks the unclipped
-    velocities; the observation clips them to +-10, which never leaves the range.
-    """
-    z, angle = next_obs[..., 0], next_obs[..., 1]
-    state_ok = np.all((next_obs[..., 1:] > -100.0) & (next_obs[..., 1:] < 100.0), axis=-1)
-    return ~(state_ok & (z > 0.7) & (angle > -0.2) & (angle < 0.2))
-
-
-def _walker_terminated(next_obs: np.ndarray) -> np.ndarray:
-    """Gymnasium Walker2d-v5 ``not is_healthy``: height in (0.8, 2.0), angle in (-1, 1)."""
-    z, angle = next_obs[..., 0], next_obs[..., 1]
-    return ~((z > 0.8) & (z < 2.0) & (angle > -1.0) & (angle < 1.0))
-
-
-def _pusher_reward(obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
-    """Gymnasium Pusher-v5 reward (default weights) from the next observation and the action."""
-    tips, obj, goal = next_obs[..., 14:17], next_obs[..., 17:20], next_obs[..., 20:23]
-    near = -np.linalg.norm(obj - tips, axis=-1) * 0.5
-    dist = -np.linalg.norm(obj - goal, axis=-1) * 1.0
-    ctrl = -np.square(action).sum(axis=-1) * 0.1
-    return dist + ctrl + near
-
-
-PUSHER_SUCCESS_DISTANCE = 0.05
-"""Pusher-v5 succeeds when the object's centre is within this distance (m) of the goal's."""
-
-
-def _pusher_success(obs: np.ndarray) -> np.ndarray:
-    """Pusher-v5: object (obs 17:20) within :data:`PUSHER_SUCCESS_DISTANCE` of the goal (obs 20:23)."""
-    return np.linalg.norm(obs[..., 17:20] - obs[..., 20:23], axis=-1) < PUSHER_SUCCESS_DISTANCE
-
-
-REACHER_SUCCESS_DISTANCE = 0.02
-"""Reacher-v5 succeeds when the fingertip is within 2 cm of the target (about the sum of the fingertip's
-and the target's radii, 0.01 + 0.009 m), read from the observation's fingertip - target vector."""
-
-
-def _reacher_success(obs: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(obs[..., 8:10], axis=-1) < REACHER_SUCCESS_DISTANCE
-
-
-def _reacher_pose(obs: np.ndarray, root_x: np.ndarray, model: Any) -> np.ndarray:
-    """Joint angles from their cosines and sines, the target position as observed."""
-    return np.stack([np.arctan2(obs[..., 2], obs[..., 0]), np.arctan2(obs[..., 3], obs[..., 1]),
-                     obs[..., 4], obs[..., 5]], axis=-1)
-
-
-def _planar_pose(n_obs_qpos: int) -> Callable[[np.ndarray, np.ndarray, Any], np.ndarray]:
-    """Pose of a planar walker: ``qpos = [root_x, obs[:n_obs_qpos]]``."""
-
-    def pose(obs: np.ndarray, root_x: np.ndarray, model: Any) -> np.ndarray:
-        return np.concatenate([np.asarray(root_x)[..., None], obs[..., :n_obs_qpos]], axis=-1)
-
-    return pose
-
-
-def _pusher_pose(obs: np.ndarray, root_x: np.ndarray, model: Any) -> np.ndarray:
-    """Pusher qpos: 7 arm joints from the observation; object and goal slides from their positions."""
-    obj0, goal0 = model.body("object").pos, model.body("goal").pos
-    obj, goal = obs[..., 17:20], obs[..., 20:23]
-    slides = [obj[..., 1] - obj0[1], obj[..., 0] - obj0[0], goal[..., 1] - goal0[1], goal[..., 0] - goal0[0]]
-    return np.concatenate([obs[..., :7], np.stack(slides, axis=-1)], axis=-1)
 
 
 @dataclass(frozen=True)
@@ -163,16 +102,22 @@ class TaskSpec:
     """``module:factory`` tasks: makes the env (instead of ``gymnasium.make(gym_id)``)."""
     pose_drawable: bool = True
     """``False`` when observations cannot be turned into a ``qpos`` (the imagined robot is not drawn)."""
+    mocap: ObsFn | None = None
+    """Mocap body positions ``[..., nmocap, 3]`` from observations (goals, fixtures placed per reset), for drawing."""
 
 
 TASKS: dict[str, TaskSpec] = {
     spec.id: spec
     for spec in (
-        TaskSpec("HalfCheetah-v5", "HalfCheetah-v5", None, None, _planar_pose(8), root_velocity_index=8),
-        TaskSpec("Hopper-v5", "Hopper-v5", _hopper_terminated, None, _planar_pose(5), root_velocity_index=5),
-        TaskSpec("Walker2d-v5", "Walker2d-v5", _walker_terminated, None, _planar_pose(8), root_velocity_index=8),
-        TaskSpec("Pusher-v5", "Pusher-v5", None, _pusher_reward, _pusher_pose, success=_pusher_success),
-        TaskSpec("Reacher-v5", "Reacher-v5", None, None, _reacher_pose, success=_reacher_success),
+        TaskSpec("HalfCheetah-v5", "HalfCheetah-v5", None, None, g.planar_pose(8), root_velocity_index=8),
+        TaskSpec("Hopper-v5", "Hopper-v5", g.hopper_terminated, None, g.planar_pose(5), root_velocity_index=5),
+        TaskSpec("Walker2d-v5", "Walker2d-v5", g.walker_terminated, None, g.planar_pose(8), root_velocity_index=8),
+        TaskSpec("Pusher-v5", "Pusher-v5", None, g.pusher_reward, g.pusher_pose, success=g.pusher_success),
+        TaskSpec("Reacher-v5", "Reacher-v5", None, None, g.reacher_pose, success=g.reacher_success),
+        TaskSpec("WmEval/ArmPush-v0", "WmEval/ArmPush-v0", None, arm.push_reward, arm.push_pose,
+                 success=arm.push_success, mocap=arm.push_mocap),
+        TaskSpec("WmEval/ArmDrawer-v0", "WmEval/ArmDrawer-v0", None, arm.drawer_reward, arm.drawer_pose,
+                 success=arm.drawer_success, mocap=arm.drawer_mocap),
     )
 }
 
@@ -433,3 +378,29 @@ def qpos_from_observations(task_id: str, env: Any, observations: np.ndarray, *, 
         velocity = observations[:, spec.root_velocity_index]
         root_x = root_x0 + np.concatenate([[0.0], np.cumsum(velocity[1:]) * env.unwrapped.dt])
     return spec.pose(observations, root_x, env.unwrapped.model)
+
+
+def mocap_from_states(env: Any, states: np.ndarray) -> np.ndarray:
+    """Mocap body positions ``[T, nmocap, 3]`` of simulator states ``[T, state_dim]``."""
+    import mujoco
+
+    u = env.unwrapped
+    data = mujoco.MjData(u.model)
+    out = np.empty((len(states), u.model.nmocap, 3))
+    for t, state in enumerate(np.asarray(states, dtype=np.float64)):
+        mujoco.mj_setState(u.model, data, state, _state_spec())
+        out[t] = data.mocap_pos
+    return out
+
+
+def mocap_from_observations(task_id: str, env: Any, observations: np.ndarray) -> np.ndarray:
+    """Mocap body positions ``[T, nmocap, 3]`` for observations ``[T, obs_dim]``: the task's rule, else
+    the model's defaults (where a task without one keeps its mocap bodies)."""
+    spec, model = get_task(task_id), env.unwrapped.model
+    if spec.mocap is not None:
+        return np.asarray(spec.mocap(np.asarray(observations, dtype=np.float64)))
+    bodies = np.flatnonzero(model.body_mocapid >= 0)
+    rest = np.empty((model.nmocap, 3))
+    rest[model.body_mocapid[bodies]] = model.body_pos[bodies]
+    return np.broadcast_to(rest, (len(observations), model.nmocap, 3)).copy()
+

@@ -103,8 +103,9 @@ def model_geoms(model: Any) -> list[GeomShape]:
     return shapes
 
 
-def body_poses(model: Any, qpos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """World poses of every body for each row of ``qpos [T, nq]`` by ``mujoco.mj_kinematics``.
+def body_poses(model: Any, qpos: np.ndarray, mocap_pos: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """World poses of every body for each row of ``qpos [T, nq]`` (and ``mocap_pos [T, nmocap, 3]``, where
+    mocap bodies such as goals move per episode) by ``mujoco.mj_kinematics``.
 
     Returns positions ``[T, nbody, 3]`` and quaternions ``[T, nbody, 4]`` in Rerun order ``(x, y, z, w)``.
     A scratch ``MjData`` is used, so no simulator state is touched.
@@ -117,6 +118,8 @@ def body_poses(model: Any, qpos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     xquat = np.empty((len(qpos), model.nbody, 4))
     for t, row in enumerate(qpos):
         data.qpos[:] = row
+        if mocap_pos is not None:
+            data.mocap_pos[:] = mocap_pos[t]
         mujoco.mj_kinematics(model, data)
         xpos[t], xquat[t] = data.xpos, data.xquat
     return xpos, wxyz_to_xyzw(xquat)

@@ -109,13 +109,28 @@ def select_episodes(file: Any, *, policies: Sequence[str] | None = None,
     return chosen
 
 
+def _first_success(traj: Any, success: Any) -> int | None:
+    """The first step whose observation satisfies the task's success rule, or ``None``."""
+    if success is None:
+        return None
+    hits = np.flatnonzero(success(np.asarray(traj.observations, dtype=np.float64)))
+    return int(hits[0]) if len(hits) else None
+
+
 def _summary(episode: Any, *, task: str, title: str) -> str:
     true, imagined = episode.true, episode.imagined
+    from wm_eval import tasks
+
     trust = _trust(episode)
+    success = tasks.get_task(task).success
 
     def ended(traj: Any) -> str:
         done = np.flatnonzero(traj.terminations)
         return f"at step {done[0] + 1}" if len(done) else "no"
+
+    def succeeded(traj: Any) -> str:
+        first = _first_success(traj, success)
+        return "no" if first is None else f"at step {first}"
 
     return "\n".join([
         f"## {title}",
@@ -126,6 +141,7 @@ def _summary(episode: Any, *, task: str, title: str) -> str:
         f"| return | {imagined.total_reward:.2f} | {true.total_reward:.2f} |",
         f"| steps | {len(imagined)} | {len(true)} |",
         f"| terminated | {ended(imagined)} | {ended(true)} |",
+        *([f"| success | {succeeded(imagined)} | {succeeded(true)} |"] if success is not None else []),
         "",
         f"**Return gap** |imagined − true|: {_gap(episode):.2f}",
         "",
@@ -152,8 +168,10 @@ def _series(rr: Any, stream: Any, path: str, values: np.ndarray, *, start: int =
     stream.send_columns(path, indexes=steps, columns=rr.Scalars.columns(scalars=np.asarray(values, dtype=np.float64)))
 
 
-def _log_side(rr: Any, stream: Any, root: str, side: str, traj: Any, *, color: list[int], light: bool) -> None:
-    """Observation, reward and termination series of one side (``true`` or ``imagined``)."""
+def _log_side(rr: Any, stream: Any, root: str, side: str, traj: Any, *, color: list[int], light: bool,
+              success: Any = None) -> None:
+    """Observation, reward, termination and (with a task ``success`` rule) success series of one side
+    (``true`` or ``imagined``): the success marker sits on the first step whose observation succeeds."""
     dims = traj.observations.shape[1]
     for d in range(dims):
         hue_rgb = colorsys.hsv_to_rgb(d / dims, 0.3 if light else 0.75, 1.0 if light else 0.85)
@@ -168,6 +186,12 @@ def _log_side(rr: Any, stream: Any, root: str, side: str, traj: Any, *, color: l
                                                                 markers="cross", marker_sizes=8.0), static=True)
         stream.send_columns(f"{root}/{side}/terminated", indexes=[rr.TimeColumn("step", sequence=done + 1)],
                             columns=rr.Scalars.columns(scalars=np.asarray(traj.rewards, dtype=np.float64)[done]))
+    first = _first_success(traj, success)
+    if first is not None:
+        stream.log(f"{root}/{side}/success", rr.SeriesPoints(names=f"{side} success", colors=color,
+                                                             markers="diamond", marker_sizes=10.0), static=True)
+        stream.send_columns(f"{root}/{side}/success", indexes=[rr.TimeColumn("step", sequence=[first])],
+                            columns=rr.Scalars.columns(scalars=[float(traj.rewards[max(first - 1, 0)])]))
 
 
 def _log_episode(rr: Any, stream: Any, episode: Any, *, task: str, env: Any, shapes: list[mjgeom.GeomShape],
@@ -179,12 +203,16 @@ def _log_episode(rr: Any, stream: Any, episode: Any, *, task: str, env: Any, sha
     model = env.unwrapped.model
     if true.sim_states is not None:
         true_qpos = tasks.qpos_from_states(env, true.sim_states)
+        true_mocap = tasks.mocap_from_states(env, true.sim_states)
     else:
         true_qpos = tasks.qpos_from_observations(task, env, true.observations)
+        true_mocap = tasks.mocap_from_observations(task, env, true.observations)
     # Walkers' qpos[0] is the root x, which they do not observe; fixed-base tasks ignore root_x0. A task
     # whose observations do not hold qpos (pose_drawable False) gets no imagined robot in 3D.
     imagined_qpos = tasks.qpos_from_observations(task, env, imagined.observations, root_x0=float(true_qpos[0, 0]))
-    true_pose, imagined_pose = mjgeom.body_poses(model, true_qpos), mjgeom.body_poses(model, imagined_qpos)
+    imagined_mocap = tasks.mocap_from_observations(task, env, imagined.observations)
+    true_pose = mjgeom.body_poses(model, true_qpos, true_mocap)
+    imagined_pose = mjgeom.body_poses(model, imagined_qpos, imagined_mocap)
     if not tasks.get_task(task).pose_drawable:
         imagined_pose = (true_pose[0][:0], true_pose[1][:0])
 
@@ -205,8 +233,9 @@ def _log_episode(rr: Any, stream: Any, episode: Any, *, task: str, env: Any, sha
     if len(imagined_pose[0]):
         _robot(rr, stream, f"{root}/imagined/robot", robot, *imagined_pose, rgba=GHOST_RGBA)
 
-    _log_side(rr, stream, root, "true", true, color=_TRUE_COLOR, light=False)
-    _log_side(rr, stream, root, "imagined", imagined, color=_IMAGINED_COLOR, light=True)
+    success = tasks.get_task(task).success
+    _log_side(rr, stream, root, "true", true, color=_TRUE_COLOR, light=False, success=success)
+    _log_side(rr, stream, root, "imagined", imagined, color=_IMAGINED_COLOR, light=True, success=success)
     common = min(len(true), len(imagined)) + 1
     scale = np.ones(true.observations.shape[1]) if obs_scale is None else np.maximum(np.asarray(obs_scale), 1e-8)
     error = np.sqrt(np.mean(((imagined.observations[:common] - true.observations[:common]) / scale) ** 2, axis=-1))

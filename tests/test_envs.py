@@ -1,0 +1,136 @@
+"""wm_eval's own arm tasks (``envs/``): real MuJoCo envs, exact restore, success rules, scripted zoos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import wm_eval  # noqa: F401  (registers the ids)
+from wm_eval import tasks
+from wm_eval.envs import ENV_IDS
+from wm_eval.envs.experts import expert
+from wm_eval.errors import PolicyError, TaskError
+from wm_eval.policy import load_policies, zoo_tasks
+
+IDS = sorted(ENV_IDS)
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_check_env_and_offscreen_rendering(env_id: str) -> None:
+    env = gym.make(env_id, render_mode="rgb_array", width=96, height=64)
+    check_env(env.unwrapped, skip_render_check=True)  # "human" needs a display; rgb_array is checked below
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == (64, 96, 3) and frame.dtype == np.uint8 and frame.std() > 5  # a scene, not a blank
+    assert env.spec.max_episode_steps == ENV_IDS[env_id][1]
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_placements_live_in_the_simulator_state_and_200_steps_replay_exactly(env_id: str) -> None:
+    env = gym.make(env_id)
+    start_obs, _ = env.reset(seed=7)
+    start = tasks.get_state(env)
+    other_obs, _ = env.reset(seed=8)
+    assert not np.allclose(start_obs, other_obs)  # placements are randomised per seeded reset
+    restored = tasks.set_state(env, start)
+    np.testing.assert_array_equal(restored, start_obs)  # puck/goal or cabinet/target come back with the state
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (200, 3)).astype(np.float32)
+    policy = expert(env_id, 1.0)
+    runs = []
+    for _ in range(2):
+        obs = tasks.set_state(env, start)
+        seen = []
+        for t in range(200):  # the expert's contacts first, then random actions
+            action = policy(obs[None])[0] if t < 100 else actions[t]
+            obs, *_ = env.step(action)
+            seen.append(obs)
+        runs.append((np.array(seen), tasks.get_state(env)))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_success_and_reward_rules_on_observations_match_the_env(env_id: str) -> None:
+    spec = tasks.get_task(env_id)
+    env = gym.make(env_id)
+    policy = expert(env_id, 1.0)
+    hits = 0
+    for seed in range(3):
+        obs, _ = env.reset(seed=seed)
+        for _ in range(150):
+            action = policy(obs[None])[0]
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            assert bool(spec.success(next_obs)) == info["is_success"]
+            assert spec.reward(obs, action.astype(np.float64), next_obs) == pytest.approx(reward, abs=1e-12)
+            assert not terminated
+            hits += info["is_success"]
+            obs = next_obs
+        assert truncated  # the time limit ends every episode
+    assert hits > 0
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_pose_and_mocap_from_observations_redraw_the_true_scene(env_id: str) -> None:
+    """What the viewer draws for imagined observations equals the simulator's own qpos and mocap bodies."""
+    env = gym.make(env_id)
+    obs, _ = env.reset(seed=3)
+    for _ in range(40):
+        obs, *_ = env.step(expert(env_id, 1.0)(obs[None])[0])
+    state = tasks.get_state(env)[None]
+    np.testing.assert_allclose(tasks.qpos_from_observations(env_id, env, obs[None]), tasks.qpos_from_states(env, state),
+                               atol=1e-12)
+    np.testing.assert_allclose(tasks.mocap_from_observations(env_id, env, obs[None]),
+                               tasks.mocap_from_states(env, state), atol=1e-12)
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_shipped_zoo_is_a_ladder_of_scripted_experts(env_id: str) -> None:
+    assert env_id in zoo_tasks()
+    env = gym.make(env_id)
+    policies = load_policies("zoo", task=env_id, observation_space=env.observation_space,
+                             action_space=env.action_space)
+    assert len(policies) >= 10
+    rates = [p.metadata["true_success"] for p in policies]
+    assert min(rates) <= 0.05 and max(rates) >= 0.95 and len(set(rates)) >= 8
+    # the manifest's measured rates are what the experts do: re-measure two ends on 10 episodes
+    vec = gym.vector.SyncVectorEnv([lambda: gym.make(env_id)] * 10)
+    for policy in (policies[0], policies[-1]):
+        obs, _ = vec.reset(seed=list(range(10000, 10010)))
+        success = np.zeros(10, dtype=bool)
+        for _ in range(150):
+            obs, _, _, _, info = vec.step(policy.act(obs))
+            success |= info["is_success"]
+        assert abs(success.mean() - policy.metadata["true_success"]) <= 0.3
+    reloaded = load_policies(policies[3].source, observation_space=env.observation_space, action_space=env.action_space)
+    obs = np.stack([env.reset(seed=s)[0] for s in range(5)])
+    np.testing.assert_array_equal(reloaded[0].act(obs), policies[3].act(obs))
+
+
+def test_manifest_knobs_are_numbers_only(tmp_path: Path) -> None:
+    env = gym.make("WmEval/ArmPush-v0")
+    spaces = {"observation_space": env.observation_space, "action_space": env.action_space}
+    manifest = {"format": "wm_eval.zoo/1", "task": "WmEval/ArmPush-v0",
+                "policies": [{"name": "x", "scripted": {"skill": "os.system('true')"}}]}
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(PolicyError, match="numeric knobs"):
+        load_policies(path, task="WmEval/ArmPush-v0", **spaces)
+    manifest["policies"] = [{"name": "x", "scripted": {"skill": 1.5}}]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(PolicyError, match=r"policy 'x': skill must be in \[0, 1\]"):
+        load_policies(path, task="WmEval/ArmPush-v0", **spaces)
+    manifest["policies"] = [{"name": "x", "scripted": {"skil": 0.5}}]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(PolicyError, match="unexpected keyword argument 'skil'"):
+        load_policies(path, task="WmEval/ArmPush-v0", **spaces)
+
+
+def test_unknown_envs_id_gets_a_hint() -> None:
+    with pytest.raises(TaskError, match="did you mean 'WmEval/ArmPush-v0'"):
+        tasks.get_task("WmEval/ArmPsh-v0")
