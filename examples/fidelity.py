@@ -2,10 +2,12 @@
 
 For each task, ``wm_eval.evaluate`` on the whole zoo (12 policies) with ``--episodes`` paired episodes
 per policy, then ``wm_eval.report`` into ``--out/<task>``; prints a Markdown table of the ranking
-metrics on discounted returns with their bootstrap intervals (the table in the README). ``mmrv`` is
-SIMPLER's, in return units; ``mmrv_normalized`` divides it by the true best - worst spread::
+metrics on discounted returns with their bootstrap intervals (the table in the README), and for tasks
+with a success rule a second table on success rates. ``mmrv`` is SIMPLER's, in return (or success-rate)
+units; ``mmrv_normalized`` divides it by the true best - worst spread::
 
     python examples/fidelity.py --episodes 50 --out runs/fidelity
+    python examples/fidelity.py --episodes 50 --horizon 150 --tasks WmEval/ArmPush-v0 WmEval/ArmDrawer-v0
     python examples/fidelity.py --episodes 2 --horizon 20 --tasks Hopper-v5   # a quick smoke run
 """
 
@@ -18,6 +20,7 @@ from pathlib import Path
 import wm_eval
 
 METRICS = ("spearman", "kendall", "pearson", "mmrv", "mmrv_normalized", "regret_at_1", "normalized_abs_error")
+SUCCESS_METRICS = ("spearman", "pearson", "mmrv", "regret_at_1")
 
 
 def fidelity(tasks: list[str], *, episodes: int, horizon: int, seed: int, out: Path,
@@ -29,7 +32,8 @@ def fidelity(tasks: list[str], *, episodes: int, horizon: int, seed: int, out: P
                                       progress=progress)
         report = wm_eval.report(evaluation, out / task, rerun=False)
         rows.append({"task": task, "policies": len(report["policies"]), "episodes": episodes,
-                     "trust_auroc": report["trust"]["auroc"], **report["metrics_ci"]})
+                     "trust_auroc": report["trust"]["auroc"], **report["metrics_ci"],
+                     "success": report["metrics_by_statistic"].get("success")})
     return rows
 
 
@@ -44,6 +48,12 @@ def markdown(rows: list[dict]) -> str:
         auroc = "n/a" if r["trust_auroc"] is None else f"{r['trust_auroc']:.2f}"
         lines.append(f"| {r['task']} | {r['policies']} × {r['episodes']} | "
                      + " | ".join(cell(r[m]) for m in METRICS) + f" | {auroc} |")
+    with_success = [r for r in rows if r.get("success")]
+    if with_success:  # tasks with a success rule: the same metrics on success rates (MMRV in rate units)
+        lines += ["", "Success rates:", "", "| task | policies × episodes | " + " | ".join(SUCCESS_METRICS) + " |",
+                  "|" + "---|" * (len(SUCCESS_METRICS) + 2)]
+        lines += [f"| {r['task']} | {r['policies']} × {r['episodes']} | "
+                  + " | ".join(cell(r["success"][m]) for m in SUCCESS_METRICS) + " |" for r in with_success]
     return "\n".join(lines)
 
 

@@ -34,6 +34,12 @@ assert (resources.files("wm_eval.configs") / "train" / "Hopper-v5.yaml").is_file
 env = gym.make("WorldModel-v0")
 env.reset(seed=0)
 env.step(env.action_space.sample())
+from gymnasium.utils.env_checker import check_env
+from wm_eval.envs import ENV_IDS
+for env_id in ENV_IDS:  # our own robot tasks: registered on import, MJCF scenes shipped as package data
+    own = gym.make(env_id)
+    assert own.unwrapped.fullpath.startswith({str(site)!r}), own.unwrapped.fullpath
+    check_env(own.unwrapped, skip_render_check=True)
 """
     env = {**os.environ, "PYTHONPATH": str(site)}
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env=env)

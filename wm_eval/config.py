@@ -98,7 +98,7 @@ class EvaluateConfig:
     policies: list[str] = _doc("SB3 zips, zoo manifests (zoo = the task's zoo) or module:callable",
                                factory=lambda: ["zoo"])
     episodes: int = _doc("paired episodes per policy", 10)
-    horizon: int = _doc("steps per episode at most", 1000)
+    horizon: int | None = _doc("steps per episode at most (default: the task's time limit, else 1000)", None)
     seed: int = _doc("seed of the start states and model sampling", 0)
     out: str | None = _doc("output folder (default: runs/evaluate-<time>)", None)
     mode: str = _doc("closed_loop (policy acts in the model) or open_loop (replay true actions)", "closed_loop")
@@ -154,7 +154,7 @@ class RegressConfig:
     model: str | None = _doc("world model (default: embedded)", None)
     policies: list[str] = _doc("policy files of the suite (with update_baseline)", factory=list)
     episodes: int = _doc("episodes per policy", 32)
-    horizon: int = _doc("steps per episode at most", 1000)
+    horizon: int | None = _doc("steps per episode at most (default: the task's time limit, else 1000)", None)
     seed: int = _doc("seed of the common random numbers", 0)
     tolerance: float | None = _doc("relative drop that counts as a regression (default: the baseline's, or 0.05)",
                                    None)

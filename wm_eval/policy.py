@@ -224,10 +224,12 @@ def load_policies(spec: str | os.PathLike[str] | Any, *, observation_space: spac
 
 
 def policy_file(policy: LoadedPolicy) -> Path | None:
-    """The file holding a loaded policy's weights: its SB3 zip (also for a zoo manifest entry), or
-    ``None`` for ``module:callable`` and in-memory policies."""
+    """The file holding a loaded policy's weights: its SB3 zip (also for a zoo manifest entry), the
+    manifest for a scripted expert (its knobs), or ``None`` for ``module:callable`` and in-memory policies."""
     if policy.source is None:
         return None
+    if "scripted" in policy.metadata:
+        return Path(policy.source.partition("#")[0])
     if "file" in policy.metadata:  # a zoo manifest entry: "<manifest>#<name>"
         return Path(policy.source.partition("#")[0]).parent / policy.metadata["file"]
     return Path(policy.source) if policy.algorithm is not None else None

@@ -228,7 +228,7 @@ def _stored(file: Path, folder: Path, *, absolute: bool) -> str:
 
 # ---- baselines --------------------------------------------------------------------------------
 def record_baseline(path: str | os.PathLike[str], *, task: str, policies: Sequence[str], model: str | None = None,
-                    episodes: int = 32, horizon: int = 1000, seed: int = 0, tolerance: float = DEFAULT_TOLERANCE,
+                    episodes: int = 32, horizon: int | None = None, seed: int = 0, tolerance: float = DEFAULT_TOLERANCE,
                     confidence: float = 0.95, propagation: str = "mean", confirm: bool = False,
                     device: str = "cpu", executor: str = "local", ray_address: str | None = None,
                     allow_code: bool = False) -> dict[str, Any]:
@@ -245,6 +245,10 @@ def record_baseline(path: str | os.PathLike[str], *, task: str, policies: Sequen
 
     check_device(device)
     allow_task_code(task)  # the caller named it
+    if horizon is None:  # the task's time limit
+        from wm_eval.tasks import time_limit
+
+        horizon = time_limit(task)
     from wm_eval.evaluation.plan import start_seeds
     from wm_eval.policy import load_policies, policy_file
     from wm_eval.tasks import reset_states

@@ -58,6 +58,7 @@ __all__ = [
     "frozen",
     "reset_states",
     "state_dim",
+    "time_limit",
     "qpos_from_states",
     "qpos_from_observations",
     "mocap_from_states",
@@ -289,6 +290,13 @@ def make_env(task_id: str, **kwargs: Any) -> Any:
     if spec.factory is not None:
         return spec.factory(**kwargs)
     return gym.make(spec.gym_id, **{**spec.make_kwargs, **kwargs})
+
+
+def time_limit(task_id: str) -> int:
+    """The task's time limit in steps (its Gymnasium ``max_episode_steps``), or 1000 when it has none."""
+    env = make_env(task_id)
+    env.close()
+    return int(getattr(env.spec, "max_episode_steps", None) or 1000)
 
 
 def spaces(task_id: str) -> dict[str, Any]:

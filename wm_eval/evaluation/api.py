@@ -146,7 +146,7 @@ def _select(values: dict[str, np.ndarray]) -> list[int]:
     return sorted({worst, typical})
 
 
-def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes: int = 10, horizon: int = 1000,
+def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes: int = 10, horizon: int | None = None,
              seed: int = 0, mode: str = "closed_loop", propagation: str = "mean", sample: bool = False,
              device: str = "cpu", gamma: float = 0.995, chunk: int = 10, workers: int = 0,
              out: str | Path | None = None, resume: bool = False, trajectories: str = "auto",
@@ -163,7 +163,8 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
             policy objects (with ``predict(obs)`` or ``act(obs)``).
         model: checkpoint folder, embedded task name, ``"module:factory"`` returning a ``WorldModel``,
             or a loaded ``WorldModel`` (default: embedded).
-        episodes: paired episodes per policy; horizon: steps per episode at most.
+        episodes: paired episodes per policy; horizon: steps per episode at most (``None``: the task's
+            time limit, 1000 for a task without one).
         seed: seed of the start states (shared by all policies) and of each episode's model streams.
         mode: ``"closed_loop"`` (policies act in the model) or ``"open_loop"`` (the model replays
             the ground-truth actions, separating model error from policy feedback).
@@ -210,6 +211,9 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
     from wm_eval.models.user import code_fingerprint
     from wm_eval.world_model_env import BLOCK_ROWS
 
+    if horizon is None:
+        tasks.allow_task_code(task)  # the caller named it
+        horizon = tasks.time_limit(task)
     if precision not in PRECISIONS:
         raise WmEvalError(f"unknown precision '{precision}': use {' or '.join(PRECISIONS)}")
     if executor not in EXECUTORS:

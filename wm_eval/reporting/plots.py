@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from wm_eval.fileio import atomic_write as _atomic_write
+from wm_eval.reporting.success import has_success, success_rate
 
 __all__ = ["plot_returns", "plot_horizon_error", "plot_uncertainty", "write_plots"]
 
@@ -118,8 +119,38 @@ def plot_uncertainty(report: dict[str, Any], path: str | os.PathLike[str]) -> Pa
     return _save(fig, path)
 
 
+def plot_success(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Imagined vs true success rate per policy with 95% Wilson intervals, and ``y = x``."""
+    policies = report["policies"]
+    true, true_err = _error_bars([success_rate(p, "true") for p in policies])
+    imagined, imagined_err = _error_bars([success_rate(p, "imagined") for p in policies])
+    fig = Figure(figsize=(6, 5.5))
+    ax = fig.add_subplot()
+    ax.errorbar(true, imagined, xerr=true_err, yerr=imagined_err, fmt="o", ms=5, capsize=3, lw=1, color="tab:green")
+    ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="imagined = true")
+    for p, x, y in zip(policies, true, imagined):
+        if np.isfinite(x) and np.isfinite(y):
+            ax.annotate(p["name"], (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7)
+    metrics = report["metrics_by_statistic"]["success"]
+    value = {k: (metrics.get(k) or {}).get("value") for k in ("pearson", "mmrv")}
+    ax.set_title(f"{report['task']} success rate: Pearson {_num(value['pearson'])}, MMRV {_num(value['mmrv'], '.3f')}",
+                 fontsize=10)
+    ax.set_xlabel("true success rate (MuJoCo)")
+    ax.set_ylabel("imagined success rate (world model)")
+    ax.set(xlim=(-0.05, 1.05), ylim=(-0.05, 1.05))
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _num(value: float | None, spec: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def write_plots(folder: str | os.PathLike[str], report: dict[str, Any]) -> list[Path]:
-    """``returns.png``, ``horizon_error.png`` and ``uncertainty.png`` in ``folder``; their paths."""
+    """``returns.png``, ``horizon_error.png``, ``uncertainty.png`` and (for tasks with a success rule)
+    ``success.png`` in ``folder``; their paths."""
     folder = Path(folder)
-    return [plot_returns(report, folder / "returns.png"), plot_horizon_error(report, folder / "horizon_error.png"),
-            plot_uncertainty(report, folder / "uncertainty.png")]
+    paths = [plot_returns(report, folder / "returns.png"), plot_horizon_error(report, folder / "horizon_error.png"),
+             plot_uncertainty(report, folder / "uncertainty.png")]
+    return paths + ([plot_success(report, folder / "success.png")] if has_success(report) else [])

@@ -29,6 +29,7 @@ from scipy import stats
 from wm_eval.fileio import atomic_write_text
 from wm_eval.machine import library_versions, machine
 from wm_eval.types import METRIC_NAMES
+from wm_eval.reporting.success import has_success, success_cell, success_section
 
 if TYPE_CHECKING:
     from wm_eval.types import Evaluation
@@ -54,7 +55,7 @@ _HORIZON_STEPS = (1, 10, 50, 100)
 _LINKED_FILES = (("trajectories.h5", "paired episodes (HDF5; ground truth readable by Minari via minari/)"),
                  ("rollouts.rrd", "Rerun recording (`wm-eval view` or `rerun rollouts.rrd`)"))
 _PLOTS = (("returns.png", "Imagined vs true return"), ("horizon_error.png", "State error vs horizon"),
-          ("uncertainty.png", "Uncertainty vs return error"))
+          ("uncertainty.png", "Uncertainty vs return error"), ("success.png", "Imagined vs true success rate"))
 
 
 def _ranks(values: list[float]) -> list[int | None]:
@@ -280,6 +281,7 @@ def _markdown(report: dict[str, Any], folder: Path) -> str:
         lines.append(f"| {p['name']} | {_interval(p['imagined_return'])} | {_interval(p['true_return'])} | "
                      f"{_num(p['abs_error'])} | {_num(p['trust_score'], '.3g')} | "
                      f"{p['imagined_rank']} / {p['true_rank']} |")
+    lines += success_section(report, _by_true_return(report))
     lines += _estimates_section(report)
     lines += [
         "",
@@ -392,16 +394,24 @@ def summary_table(report: dict[str, Any]) -> str:
     reals = [(p.get("true_estimate") or {}).get("real_episodes", report["episodes"]) for p in report["policies"]]
     budget = min(reals) < report["episodes"]
     head = f"{'true est. [CI]':>24}" if budget else ""
-    rows = [f"{'policy':<{width}}  {'imagined':>10}  {'true':>10}  {'|error|':>9}  {'trust score':>11}  {head}".rstrip()]
+    success = has_success(report)
+    rows = [f"{'policy':<{width}}  {'imagined':>10}  {'true':>10}  {'|error|':>9}  {'trust score':>11}  "
+            + (f"{'success im/true':>15}  " if success else "") + head]
     for p in policies:
         est = f"{_interval(p['true_estimate']):>24}" if budget else ""
         rows.append(f"{p['name']:<{width}}  {_num(p['imagined_return']['mean']):>10}  {_num(p['true_return']['mean']):>10}  "
-                    f"{_num(p['abs_error']):>9}  {_num(p['trust_score'], '.3g'):>11}  {est}".rstrip())
+                    f"{_num(p['abs_error']):>9}  {_num(p['trust_score'], '.3g'):>11}  "
+                    + (f"{success_cell(p):>15}  " if success else "") + est)
+    rows = [r.rstrip() for r in rows]
     m = report["metrics"]
     rows.append(f"Spearman {_num(m['spearman'], '.2f')}  Kendall {_num(m['kendall'], '.2f')}  "
                 f"Pearson {_num(m['pearson'], '.2f')}  MMRV {_num(m['mmrv'], '.1f')} "
                 f"({_num(m['mmrv_normalized'], '.3f')} of spread)  "
                 f"regret@1 {_num(m['regret_at_1'], '.3f')}  NAE {_num(m['normalized_abs_error'], '.3f')}")
+    if success:
+        ms = {k: (v or {}).get("value") for k, v in report["metrics_by_statistic"]["success"].items()}
+        rows.append(f"Success rates: Spearman {_num(ms.get('spearman'), '.2f')}  Pearson {_num(ms.get('pearson'), '.2f')}  "
+                    f"MMRV {_num(ms.get('mmrv'), '.3f')}  regret@1 {_num(ms.get('regret_at_1'), '.3f')}")
     best = report["trust"].get("best_policy") or {}
     if budget and best.get("name"):
         rows.append(f"Recommended: {best['name']} (P(truly best) {_num(best['probability'], '.2f')}; "
