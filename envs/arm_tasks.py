@@ -7,7 +7,7 @@ Both are :class:`gymnasium.envs.mujoco.MujocoEnv` subclasses on the MJCF scenes 
     import wm_eval  # noqa: F401  registers the ids
 
     env = gym.make("WmEval/ArmPush-v0", render_mode="rgb_array")
-    obs, info = env.reset(seed=0)          # obs [14]: layout in wm_eval.envs.rules
+    obs, info = env.reset(seed=0)          # obs [18]: layout in wm_eval.envs.rules
     obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     info["is_success"]                      # the success rule, written on the observation
 
@@ -60,8 +60,10 @@ class _ArmEnv(MujocoEnv, utils.EzPickle):
             self.render()
         return next_obs, reward, False, False, {"is_success": bool(self._success(next_obs))}
 
-    def _tip(self) -> np.ndarray:
-        return self.data.body("fingertip").xpos[:2].copy()
+    def _arm_obs(self) -> np.ndarray:
+        """Joint angles, joint velocities, fingertip xy and the fingertip's velocity xy (Jacobian x joint velocity)."""
+        q, qd = self.data.qpos[:3], self.data.qvel[:3]
+        return np.concatenate([q, qd, self.data.body("fingertip").xpos[:2], rules.jacobian(q) @ qd])
 
     def _arm_start(self, keep_clear: Any) -> np.ndarray:
         """A folded arm facing the table (elbow bent either way by 1.8-2.3 rad), redrawn until
@@ -82,7 +84,7 @@ class ArmPushEnv(_ArmEnv):
     0.2-0.5 m from the base and |x| <= 0.35 (rejection-sampled from the seeded generator).
     """
 
-    xml, obs_dim = "arm_push.xml", 14
+    xml, obs_dim = "arm_push.xml", 18
     _reward = staticmethod(rules.push_reward)
     _success = staticmethod(rules.push_success)
 
@@ -101,8 +103,9 @@ class ArmPushEnv(_ArmEnv):
 
     def _get_obs(self) -> np.ndarray:
         d = self.data
-        return np.concatenate([d.qpos[:3], d.qvel[:3], self._tip(), d.qpos[3:5], d.qvel[3:5],
-                               d.mocap_pos[0, :2]]).astype(np.float64)
+        arm = self._arm_obs()
+        return np.concatenate([arm, d.qpos[3:5], d.qvel[3:5], d.mocap_pos[0, :2], d.qpos[3:5] - arm[6:8]]
+                              ).astype(np.float64)
 
 
 class ArmDrawerEnv(_ArmEnv):
@@ -112,7 +115,7 @@ class ArmDrawerEnv(_ArmEnv):
     opening in [0.08, 0.15] m (the green marker shows where the drawer front must reach).
     """
 
-    xml, obs_dim = "arm_drawer.xml", 13
+    xml, obs_dim = "arm_drawer.xml", 17
     _reward = staticmethod(rules.drawer_reward)
     _success = staticmethod(rules.drawer_success)
 
@@ -129,8 +132,8 @@ class ArmDrawerEnv(_ArmEnv):
 
     def _get_obs(self) -> np.ndarray:
         d = self.data
+        arm = self._arm_obs()
         cabinet, opening = d.mocap_pos[0, :2], d.qpos[3]
         hook = cabinet + rules.HOOK_OFFSET - [0.0, opening]
         target = cabinet[1] + rules.TARGET_OFFSET - d.mocap_pos[1, 1]
-        return np.concatenate([d.qpos[:3], d.qvel[:3], self._tip(), hook, [opening, d.qvel[3], target]]
-                              ).astype(np.float64)
+        return np.concatenate([arm, hook, [opening, d.qvel[3], target], hook - arm[6:8]]).astype(np.float64)

@@ -5,7 +5,7 @@ same on imagined observations as on real ones::
 
     from wm_eval.envs.experts import expert
     policy = expert("WmEval/ArmPush-v0", skill=0.7)
-    actions = policy(obs)  # [B, 14] -> [B, 3] float32 joint velocity targets in [-1, 1]
+    actions = policy(obs)  # [B, 18] -> [B, 3] float32 joint velocity targets in [-1, 1]
 
 Each expert moves the fingertip along waypoints computed from the observation (a Cartesian servo
 mapped to joint velocities (actions are in units of 2 rad/s) by the damped pseudo-inverse of the arm's Jacobian). ``skill`` in
@@ -64,7 +64,8 @@ class PushExpert(_Expert):
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         obs = np.asarray(obs, dtype=np.float64)
-        tip, puck, goal = obs[:, 6:8], obs[:, 8:10], obs[:, 12:14] + self.bias
+        p = rules.PUSH
+        tip, puck, goal = obs[:, p["tip"]], obs[:, p["puck"]], obs[:, p["goal"]] + self.bias
         line = goal - puck
         dist = np.linalg.norm(line, axis=-1, keepdims=True)
         d = line / np.maximum(dist, 1e-9)
@@ -89,8 +90,9 @@ class DrawerExpert(_Expert):
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         obs = np.asarray(obs, dtype=np.float64)
-        tip, hook = obs[:, 6:8], obs[:, 8:10] + self.bias * np.array([1.0, 0.4])
-        opening, target = obs[:, 10:11], obs[:, 12:13]
+        d = rules.DRAWER
+        tip, hook = obs[:, d["tip"]], obs[:, d["hook"]] + self.bias * np.array([1.0, 0.4])
+        opening, target = obs[:, d["opening"], None], obs[:, d["target"], None]
         rel = tip - hook
         in_hook = (np.abs(rel[:, 1:2]) < 0.012) & (rel[:, 0:1] > -0.04) & (rel[:, 0:1] < 0.05)
         in_lane = (np.abs(rel[:, 1:2]) < 0.015) & (rel[:, 0:1] >= 0.05)

@@ -175,3 +175,20 @@ def test_consent_is_per_task(user_envs: str, monkeypatch) -> None:
         tasks.get_task(f"{user_envs}:pendulum")
     tasks.allow_task_code(f"{user_envs}:pendulum")
     assert tasks.get_task(f"{user_envs}:pendulum").factory is not None
+
+
+def test_issue_command_chain_on_swimmer(tmp_path: Path) -> None:
+    """The issue's own check, verbatim: collect (no zoo: random behaviour by default), train, evaluate
+    with the ``random`` policy, each through the CLI."""
+    import os
+    import subprocess
+    import sys
+
+    wm = str(Path(sys.executable).with_name("wm-eval"))
+    env = {**os.environ, "MUJOCO_GL": "egl"}
+    for args, says in ((["collect", "task=Swimmer-v5", "episodes=4", "max_steps=100", "out=d"], "wrote 4 episodes"),
+                       (["train", "dataset=d", "epochs=2", "out=m"], "trained Swimmer-v5 model"),
+                       (["evaluate", "task=Swimmer-v5", "model=m", "policies=[random]", "episodes=2", "horizon=50"],
+                        "report:")):
+        run = subprocess.run([wm, *args], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert run.returncode == 0 and says in run.stdout, run.stderr[-2000:]

@@ -18,7 +18,7 @@ from gymnasium import spaces
 from stable_baselines3 import A2C, DDPG, PPO, SAC, TD3
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
-from wm_eval import policy as policy_module
+from wm_eval import zoo_manifests
 from wm_eval.errors import PolicyError, SpaceMismatchError
 from wm_eval.policy import (ConstantPolicy, LinearPolicy, Policy, load_policies, zoo_manifest,
                             zoo_tasks)
@@ -452,7 +452,7 @@ def test_manifest_errors(zips, tmp_path):
 
 def test_zoo_specs(zips, tmp_path, monkeypatch):
     _write_manifest(tmp_path / "Pendulum-v1", zips)
-    monkeypatch.setattr(policy_module, "_zoo_root", lambda: tmp_path)
+    monkeypatch.setattr(zoo_manifests, "_zoo_root", lambda: tmp_path)
     assert zoo_tasks() == ["Pendulum-v1"]
     assert zoo_manifest("Pendulum-v1") == tmp_path / "Pendulum-v1" / "manifest.json"
     assert len(load_policies("zoo:Pendulum-v1", **SPACES)) == 2
@@ -464,7 +464,7 @@ def test_zoo_specs(zips, tmp_path, monkeypatch):
 
 
 def test_zoo_root_is_the_shipped_policies_folder():
-    assert (policy_module._zoo_root() / "train_zoo.py").is_file()
+    assert (zoo_manifests._zoo_root() / "train_zoo.py").is_file()
 
 
 def test_pickle_reader_reads_literals_and_refuses_nothing_it_runs():
@@ -476,3 +476,16 @@ def test_pickle_reader_reads_literals_and_refuses_nothing_it_runs():
     assert isinstance(read["obj"], Opaque)
     with pytest.raises(ValueError):
         read_pickle_literal(cloudpickle.dumps(value)[:-5])
+
+
+def test_random_policy_is_a_reproducible_function_of_the_observation() -> None:
+    box = spaces.Box(-2.0, np.array([1.0, 3.0]), dtype=np.float32)
+    obs_space = spaces.Box(-np.inf, np.inf, (4,), np.float64)
+    (policy,) = load_policies("random", observation_space=obs_space, action_space=box)
+    assert policy.name == "random" and policy.source == "random"
+    obs = np.random.default_rng(0).normal(size=(50, 4))
+    actions = policy.act(obs)
+    assert actions.shape == (50, 2) and (actions >= box.low).all() and (actions <= box.high).all()
+    np.testing.assert_array_equal(policy.act(obs[::-1])[::-1], actions)  # batch order does not matter
+    np.testing.assert_array_equal(policy.act(obs[7:8]), actions[7:8])
+    assert len(np.unique(actions[:, 0])) == 50 and actions[:, 1].std() > 0.8  # spread over the box

@@ -97,6 +97,13 @@ PLAN: dict[str, Step] = {
     "wm-eval evaluate task=Ant-v5 model=runs/models/ant policies=[mypkg.ant:make_policy]":
         Step(_wm("evaluate", "task=Ant-v5", "model=runs/models/ant", "policies=[mypkg.ant:make_policy]", *EVAL_DEBUG),
              says="report:"),
+    "wm-eval evaluate task=WmEval/ArmPush-v0": Step(_wm("evaluate", "task=WmEval/ArmPush-v0", *EVAL_DEBUG),
+                                                    says="success im/true"),
+    "wm-eval evaluate task=WmEval/ArmDrawer-v0 episodes=50":
+        Step(_wm("evaluate", "task=WmEval/ArmDrawer-v0", "episodes=50", *EVAL_DEBUG), says="Success rates: Spearman"),
+    "python -c \"import gymnasium as gym, wm_eval; env = gym.make('WmEval/ArmPush-v0'); print(env.reset(seed=0)[0])\"":
+        Step([sys.executable, "-c", "import gymnasium as gym, wm_eval; env = gym.make('WmEval/ArmPush-v0'); "
+              "print(env.reset(seed=0)[0])"], says="["),
     "PYTHONPATH=examples wm-eval evaluate task=Hopper-v5 model=user_model:make_model":
         Step(None, why="tests/test_user_models.py::test_cli_evaluates_a_user_model runs it"),
     "python examples/user_model.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),

@@ -30,7 +30,10 @@ def collect(cfg: Any) -> int:
     """``wm-eval collect``."""
     from wm_eval.config import save_config
     from wm_eval.data.collect import collect as run
+    from wm_eval.data.collect import default_behaviour
 
+    if cfg.behaviour is None:  # recorded resolved
+        cfg.behaviour = default_behaviour(cfg.task)
     path = run(task=cfg.task, episodes=cfg.episodes, max_steps=cfg.max_steps, seed=cfg.seed,
                behaviour=list(cfg.behaviour), noise_scales=list(cfg.noise_scales), out=cfg.out,
                overwrite=cfg.overwrite, config=to_dict(cfg), executor=cfg.executor, ray_address=cfg.ray_address)

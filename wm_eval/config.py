@@ -54,8 +54,8 @@ class CollectConfig:
     max_steps: int = _doc("steps per episode at most", 1000)
     seed: int = _doc("seed of the resets, behaviour mix and action noise", 0)
     out: str = _doc("output dataset folder", "datasets/data/${task}-seed${seed}")
-    behaviour: list[str] = _doc("behaviour policies: random, zoo, an SB3 zip, a manifest or module:callable",
-                                factory=lambda: ["random", "zoo"])
+    behaviour: list[str] | None = _doc("behaviour policies: random, zoo, an SB3 zip, a manifest or module:callable "
+                                       "(default: random plus the task's zoo where it has one)", None)
     noise_scales: list[float] = _doc("Gaussian action-noise std levels mixed over episodes",
                                      factory=lambda: [0.0, 0.1, 0.3])
     executor: str = _doc("where rollouts run: local (this machine) or ray (a Ray cluster; same numbers)", "local")

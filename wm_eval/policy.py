@@ -1,6 +1,7 @@
 """Policies: anything that maps a batch of observations to a batch of actions.
 
-(Slightly over 400 lines: the policy contract and every way of naming a policy, which share its checks.)
+(The policy contract and every way of naming a policy, which share its checks; zoo manifests are read by
+:mod:`wm_eval.zoo_manifests`.)
 
 :func:`load_policies` turns what a user names on the command line or passes in code
 into :class:`LoadedPolicy` objects, all with the same batched contract::
@@ -18,6 +19,7 @@ Accepted specs:
 * a zoo manifest (``.../manifest.json``, format ``wm_eval.zoo/1``), or a folder holding
   one: all its policies (SB3 zips, or for the ``envs/`` tasks the scripted expert at given knobs); ``"<manifest>#<name>"`` selects one; ``"zoo"`` / ``"zoo:<task>"``
   is the shipped zoo of the task;
+* ``"random"``: uniform random actions (:class:`RandomPolicy`, seeded by the observation);
 * ``"module:callable"``: a class or argument-free factory whose result has ``predict(obs)``
   (SB3 style, ``(action, state)`` tuples welcome) or ``act(obs)``, an object with one of
   those, or a function ``obs -> action``;
@@ -39,7 +41,6 @@ import functools
 import importlib
 import importlib.resources
 import inspect
-import json
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -52,11 +53,11 @@ import numpy as np
 from gymnasium import spaces
 
 from wm_eval.errors import PolicyError, SpaceMismatchError, WmEvalError, did_you_mean
+from wm_eval.zoo_manifests import ZOO_FORMAT, load_manifest, zoo_manifest, zoo_tasks
 
-__all__ = ["ZOO_FORMAT", "Policy", "LoadedPolicy", "ConstantPolicy", "LinearPolicy", "load_policies",
+__all__ = ["ZOO_FORMAT", "Policy", "LoadedPolicy", "ConstantPolicy", "LinearPolicy", "RandomPolicy", "load_policies",
            "policy_file", "zoo_manifest", "zoo_tasks"]
 
-ZOO_FORMAT = "wm_eval.zoo/1"
 _MODULE_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
@@ -159,6 +160,26 @@ class ConstantPolicy:
         return np.tile(self.action, (len(obs), 1))
 
 
+class RandomPolicy:
+    """Uniform random actions in the task's bounds (infinite bounds: [-1, 1]), drawn from a generator seeded
+    by each observation's bytes: a fixed function of the observation, so episodes reproduce whatever the
+    batch composition, and the imagined and true episodes diverge only where their observations do."""
+
+    name = "random"
+
+    def __init__(self, action_space: spaces.Box) -> None:
+        self.low = np.where(np.isfinite(action_space.low), action_space.low, -1.0)
+        self.high = np.where(np.isfinite(action_space.high), action_space.high, 1.0)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """``[B, *observation_shape] -> [B, *action_shape]``."""
+        rows = np.ascontiguousarray(obs, dtype=np.float64).reshape(len(obs), -1)
+        draws = [np.random.default_rng(np.frombuffer(row.tobytes(), dtype=np.uint32)).random(self.low.shape)
+                 for row in rows]
+        return (self.low + (self.high - self.low) * np.asarray(draws).reshape(len(obs), *self.low.shape)
+                ).astype(np.float32)
+
+
 class LinearPolicy:
     """``action = obs @ W + b``, with ``W [obs_dim, act_dim]`` (clipped to the task's bounds once loaded)."""
 
@@ -177,7 +198,7 @@ def load_policies(spec: str | os.PathLike[str] | Any, *, observation_space: spac
     """Load the policies named by ``spec`` (see the module docstring) for a task's spaces.
 
     Args:
-        spec: a path, ``"zoo[:<task>]"``, ``"<manifest>#<name>"``, ``"module:callable"`` or an object.
+        spec: a path, ``"zoo[:<task>]"``, ``"<manifest>#<name>"``, ``"random"``, ``"module:callable"`` or an object.
         observation_space, action_space: the task's spaces; SB3 zips are checked against them.
         device: torch device for SB3 policies.
         task: the task id; a zoo manifest for another task is refused, and ``"zoo"`` needs it.
@@ -197,18 +218,20 @@ def load_policies(spec: str | os.PathLike[str] | Any, *, observation_space: spac
         name = _object_name(spec)
         return [LoadedPolicy(name, None, actor=_actor(spec, f"policy '{name}'", action_space), **spaces_)]
     text = os.fspath(spec)
+    if text == "random":
+        return [LoadedPolicy("random", "random", actor=RandomPolicy(action_space).act, **spaces_)]
     base, sep, select = text.partition("#")
     chosen = select if sep else None
     if base == "zoo" or base.startswith("zoo:"):
         zoo_task = base[4:] or task
         if not zoo_task:
             raise PolicyError("policy spec 'zoo' needs a task: write 'zoo:<task>' or give the task")
-        return _load_manifest(zoo_manifest(zoo_task), chosen, task, device, spaces_)
+        return _from_manifest(zoo_manifest(zoo_task), chosen, task, device, spaces_)
     path = Path(base)
     if path.is_dir() and (path / "manifest.json").is_file():
         path = path / "manifest.json"
     if path.suffix == ".json":
-        return _load_manifest(path, chosen, task, device, spaces_)
+        return _from_manifest(path, chosen, task, device, spaces_)
     if sep:
         raise PolicyError(f"policy spec '{text}': '#<name>' selects a policy of a zoo manifest (.json) only")
     if path.suffix != ".zip" and not path.exists():
@@ -235,95 +258,10 @@ def policy_file(policy: LoadedPolicy) -> Path | None:
     return Path(policy.source) if policy.algorithm is not None else None
 
 
-def zoo_tasks() -> list[str]:
-    """Tasks that have a zoo manifest (folder names are task ids with ``/`` written as ``_``)."""
-    return sorted(_task_of_folder(p.parent.name) for p in _zoo_root().glob("*/manifest.json"))
-
-
-def _task_of_folder(name: str) -> str:
-    return name.replace("_", "/", 1) if name.startswith("WmEval_") else name
-
-
-def zoo_manifest(task: str) -> Path:
-    """Path of the shipped zoo manifest of ``task``; a :class:`PolicyError` lists the zoo tasks if none."""
-    folder = task.replace("/", "_")
-    path = _zoo_root() / folder / "manifest.json"
-    if Path(folder).name != folder or not path.is_file():
-        tasks = zoo_tasks()
-        hint = did_you_mean(task, tasks)
-        raise PolicyError(f"the policy zoo has no manifest for task '{task}'; {hint}zoo tasks: "
-                          f"{', '.join(tasks) or 'none'} (python policies/train_zoo.py --task <task> builds one)")
-    return path
-
-
-def _zoo_root() -> Path:
-    """The zoo folder: package data ``wm_eval.zoo`` once installed (pyproject maps the top-level
-    ``policies/`` folder to it); in a source checkout used through ``PYTHONPATH`` there is no such
-    package, so the ``policies/`` folder next to ``wm_eval/`` is used directly."""
-    try:
-        return Path(str(importlib.resources.files("wm_eval.zoo")))
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "policies"
-
-
-def _load_manifest(path: Path, select: str | None, task: str | None, device: str,
+def _from_manifest(path: Path, select: str | None, task: str | None, device: str,
                    spaces_: dict[str, spaces.Box]) -> list[LoadedPolicy]:
-    from wm_eval.sb3_loading import load_sb3_zip
-
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PolicyError(f"zoo manifest '{path}' does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PolicyError(f"cannot read zoo manifest '{path}': {_first_line(e)}") from e
-    if not isinstance(manifest, dict) or manifest.get("format") != ZOO_FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else None
-        raise PolicyError(f"'{path}' is not a wm_eval zoo manifest (format {found!r}, expected '{ZOO_FORMAT}')")
-    if task is not None and manifest.get("task") != task:
-        raise PolicyError(f"zoo manifest '{path}' is for task {manifest.get('task')!r}, not '{task}'")
-    entries = manifest.get("policies")
-    if not isinstance(entries, list) or not all(
-            isinstance(e, dict) and isinstance(e.get("name"), str)
-            and (isinstance(e.get("file"), str) or _knobs(e.get("scripted"))) for e in entries):
-        raise PolicyError(f"zoo manifest '{path}': 'policies' must be a list of objects with 'name' and either "
-                          "'file' (an SB3 zip) or 'scripted' (the task's scripted expert's numeric knobs)")
-    names = [e["name"] for e in entries]
-    if len(set(names)) != len(names):
-        raise PolicyError(f"zoo manifest '{path}' names a policy twice; names must be unique")
-    if select is not None:
-        if select not in names:
-            hint = did_you_mean(select, names)
-            raise PolicyError(f"zoo manifest '{path}' has no policy '{select}'; {hint}it has {', '.join(names)}")
-        entries = [entries[names.index(select)]]
-    policies = []
-    for entry in entries:
-        name = entry["name"]
-        if "file" not in entry:
-            policies.append(LoadedPolicy(name, f"{path.resolve()}#{name}", actor=_scripted(manifest["task"], entry),
-                                         metadata=MappingProxyType(dict(entry)), **spaces_))
-            continue
-        actor = load_sb3_zip(path.parent / entry["file"], name=name, device=device, **spaces_)
-        if entry.get("algorithm", actor.algorithm) != actor.algorithm:
-            raise PolicyError(f"zoo manifest '{path}' says policy '{name}' is {entry['algorithm']}, but its file "
-                              f"holds a {actor.algorithm} model")
-        policies.append(LoadedPolicy(name, f"{path.resolve()}#{name}", actor=actor, algorithm=actor.algorithm,
-                                     metadata=MappingProxyType(dict(entry)), **spaces_))
-    return policies
-
-
-def _knobs(knobs: Any) -> bool:
-    return isinstance(knobs, dict) and all(isinstance(k, str) and isinstance(v, (int, float)) for k, v in knobs.items())
-
-
-def _scripted(task: Any, entry: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
-    """The scripted expert of a manifest entry ``{"scripted": {"skill": ..., ...}}``: wm_eval's own code
-    (:mod:`wm_eval.envs.experts`), configured by numbers only, so a manifest cannot name code to run."""
-    from wm_eval.envs.experts import expert
-
-    try:
-        return expert(task, **entry["scripted"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise PolicyError(f"zoo manifest policy '{entry['name']}': {_first_line(e)}") from None
+    return [LoadedPolicy(p.name, p.source, actor=p.actor, algorithm=p.algorithm, metadata=p.metadata, **spaces_)
+            for p in load_manifest(path, select, task, device, spaces_)]
 
 
 def _import(spec: str) -> Any:

@@ -164,8 +164,15 @@ def _remote_chunk(task: str, box: list[Any], plans: list[_EpisodePlan], max_step
     return _chunk(_WORKER["envs"], _WORKER["behaviours"], plans, max_steps, lambda: make_env(task))
 
 
+def default_behaviour(task: str) -> list[str]:
+    """``["random", "zoo"]`` for a task with a shipped zoo, else ``["random"]``."""
+    from wm_eval.policy import zoo_tasks
+
+    return ["random", "zoo"] if task in zoo_tasks() else ["random"]
+
+
 def collect(*, task: str, episodes: int, max_steps: int, seed: int, out: str | os.PathLike[str],
-            behaviour: Sequence[str] = ("random", "zoo"), noise_scales: Sequence[float] = (0.0, 0.1, 0.3),
+            behaviour: Sequence[str] | None = None, noise_scales: Sequence[float] = (0.0, 0.1, 0.3),
             overwrite: bool = False, config: dict[str, Any] | None = None, progress: bool = True,
             batch_size: int = 32, executor: str = "local", ray_address: str | None = None) -> Path:
     """Roll out behaviour policies in ``task`` and write a dataset folder at ``out`` (see :mod:`wm_eval.data.hdf5`).
@@ -176,7 +183,8 @@ def collect(*, task: str, episodes: int, max_steps: int, seed: int, out: str | o
         max_steps: steps per episode at most (>= 1); the env's own time limit also truncates.
         seed: seed of the resets, the behaviour mix and the action noise (see the module docstring).
         out: dataset folder to write.
-        behaviour: behaviour policy specs: ``"random"``, ``"zoo"``, a policy path or ``module:callable``.
+        behaviour: behaviour policy specs: ``"random"``, ``"zoo"``, a policy path or ``module:callable``
+            (``None``: random, plus the task's zoo where it has one).
         noise_scales: Gaussian action-noise standard deviations mixed over episodes.
         overwrite: replace an existing dataset at ``out``.
         config: resolved configuration recorded in the dataset metadata.
@@ -194,6 +202,8 @@ def collect(*, task: str, episodes: int, max_steps: int, seed: int, out: str | o
     for name, value in (("episodes", episodes), ("max_steps", max_steps), ("batch_size", batch_size)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if behaviour is None:
+        behaviour = default_behaviour(task)
     if not behaviour:
         raise ConfigError("behaviour is empty; pass at least one of random, zoo, a policy path or module:callable")
     if not noise_scales or any(not np.isfinite(s) or s < 0 for s in noise_scales):

@@ -61,7 +61,7 @@ def _policy_fingerprint(policy: Any) -> str | None:
     from wm_eval.policy import policy_file
 
     file = policy_file(policy)
-    if file is None and policy.source is not None:  # module:callable
+    if file is None and policy.source is not None and ":" in policy.source:  # module:callable
         found = importlib.util.find_spec(policy.source.partition(":")[0])
         file = Path(found.origin) if found is not None and found.origin else None
     return sha256(file) if file is not None and file.is_file() else None
