@@ -61,10 +61,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"])
     parser.add_argument("--dataset", nargs="*", default=[], metavar="TASK=PATH",
-                        help="dataset per task (default: datasets/data/<task>-seed0)")
+                        help="dataset per task (default: datasets/data/<task, / as _>-seed0)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
-    paths = {task: Path(f"datasets/data/{task}-seed0") for task in args.tasks}
+    paths = {task: Path(f"datasets/data/{task.replace('/', '_')}-seed0") for task in args.tasks}  # as configs/collect
     paths.update(dict(item.split("=", 1) for item in args.dataset))
     rows = [quality(task, Path(paths[task])) for task in args.tasks]
     if args.json:

@@ -134,3 +134,18 @@ def test_manifest_knobs_are_numbers_only(tmp_path: Path) -> None:
 def test_unknown_envs_id_gets_a_hint() -> None:
     with pytest.raises(TaskError, match="did you mean 'WmEval/ArmPush-v0'"):
         tasks.get_task("WmEval/ArmPsh-v0")
+
+
+def test_gate_records_and_checks_scripted_zoo_entries(tmp_path: Path) -> None:
+    """A baseline of two scripted experts stores ``<manifest>#<name>`` paths, reloads exactly those two and
+    gates their success rates too."""
+    from wm_eval.regress import check_baseline, record_baseline
+
+    names = ["expert_s1.00", "expert_s0.30"]
+    baseline = record_baseline(tmp_path / "gate.json", task="WmEval/ArmPush-v0", episodes=4, horizon=40,
+                               policies=[f"zoo:WmEval/ArmPush-v0#{n}" for n in names])
+    assert [e["path"].rsplit("#", 1)[1] for e in baseline["policies"]] == names
+    assert all(len(e["episode_successes"]) == 4 for e in baseline["policies"])
+    result = check_baseline(tmp_path / "gate.json")
+    assert [c.name for c in result.checks] == names and not result.regressions
+    assert all(c.success_test is not None and c.candidate == c.baseline for c in result.checks)

@@ -1,5 +1,8 @@
 """The policy CI gate behind ``wm-eval regress``: fail when a checkpoint got worse than its baseline.
 
+(Over 400 lines: recording and checking share the baseline format, its paths and the suite loading;
+the statistics live in :mod:`wm_eval.evaluation.metrics` and the reports in :mod:`wm_eval.reporting.gate`.)
+
 Record a baseline once and commit it; check it in CI after checkpoints were replaced in place::
 
     wm-eval regress --update-baseline --baseline gate.json task=HalfCheetah-v5 policies=[ckpt/a.zip,ckpt/b.zip]
@@ -270,6 +273,8 @@ def record_baseline(path: str | os.PathLike[str], *, task: str, policies: Sequen
                                   "module:callable")
             file = policy_file(policy)
             stored = policy.source if file is None else _stored(file, folder, absolute=os.path.isabs(spec))
+            if "scripted" in policy.metadata:  # a scripted expert: its manifest's entry
+                stored += f"#{policy.metadata['name']}"
             entries.append({"name": policy.name, "path": stored, "sha256": None if file is None else sha256(file)})
             loaded.append(policy)
     names = [e["name"] for e in entries]
@@ -444,10 +449,12 @@ def _load_suite(entries: list[dict[str, Any]], folder: Path, *, task: str, devic
         raise ConfigError(f"the baseline names code to run ({', '.join(code)}): pass allow_code=true if you trust "
                           "this baseline file")
     for entry in entries:
-        file = None if entry.get("sha256") is None else Path(os.path.normpath(folder / entry["path"]))
+        path, sep, select = str(entry["path"]).partition("#")  # "<manifest>#<name>": a scripted expert
+        file = None if entry.get("sha256") is None else Path(os.path.normpath(folder / path))
         if file is not None and not file.is_file():
             raise PolicyError(f"policy '{entry['name']}': file '{file}' named by the baseline does not exist")
-        (policy,) = load_policies(str(entry["path"] if file is None else file), task=task, device=device, **spaces)
+        (policy,) = load_policies(str(entry["path"]) if file is None else f"{file}{sep}{select}", task=task,
+                                  device=device, **spaces)
         # the recorded name keys the policy's random streams: a manifest entry reloaded from its file keeps it
         policy = dataclasses.replace(policy, name=entry["name"])
         policies.append(policy)

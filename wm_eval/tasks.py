@@ -1,5 +1,8 @@
 """Ground-truth MuJoCo tasks: one registry, full simulator state, termination, reward and pose.
 
+(Slightly over 400 lines: the registry, the checks that admit any other MuJoCo env and the state capture
+they rely on belong together; the rules themselves are in :mod:`wm_eval.gym_rules` and ``envs/``.)
+
 Each task is one :class:`TaskSpec` entry in :data:`TASKS`. A spec knows how to
 make the Gymnasium MuJoCo env, which parts of the observation decide
 termination (the rule Gymnasium applies, written on observations so it also

@@ -1,5 +1,8 @@
 """Rerun recordings of paired episodes: the real robot, its imagined ghost, errors and uncertainty.
 
+(Slightly over 400 lines: episode selection, the per-episode layout and the viewer launch share the
+entity layout documented here; geometry is in :mod:`wm_eval.reporting.mjgeom`.)
+
 This module only reads finished results (:class:`~wm_eval.reporting.trajectories.PairedEpisode`
 records) and writes to a recording stream it is given; the layout is built apart, by
 :func:`blueprint`. Rerun is imported inside the functions so that ``import wm_eval`` stays light.
