@@ -94,12 +94,12 @@ class DrawerExpert(_Expert):
         tip, hook = obs[:, d["tip"]], obs[:, d["hook"]] + self.bias * np.array([1.0, 0.4])
         opening, target = obs[:, d["opening"], None], obs[:, d["target"], None]
         rel = tip - hook
-        in_hook = (np.abs(rel[:, 1:2]) < 0.012) & (rel[:, 0:1] > -0.04) & (rel[:, 0:1] < 0.05)
-        in_lane = (np.abs(rel[:, 1:2]) < 0.015) & (rel[:, 0:1] >= 0.05)
-        entry = hook + [0.11, 0.0]
-        below_entry = hook + [0.11, -0.07]
+        # in the hook: between the drawer front and the crossbar (up to 3.5 cm deep into its force field)
+        in_hook = (rel[:, 1:2] > -0.035) & (rel[:, 1:2] < 0.012) & (rel[:, 0:1] > -0.04) & (rel[:, 0:1] < 0.05)
+        in_lane = (np.abs(rel[:, 1:2]) < 0.012) & (rel[:, 0:1] >= 0.05)
+        entry, below_entry = hook + [0.12, 0.0], hook + [0.12, -0.09]
         # below the crossbar and left of its open end: go round its end first
-        approach = np.where((rel[:, 0:1] < 0.09) & (rel[:, 1:2] < -0.02), below_entry, entry)
+        approach = np.where((rel[:, 0:1] < 0.1) & (rel[:, 1:2] < -0.02), below_entry, entry)
         target = np.where(in_lane, hook, approach)
         pull = hook + [0.0, -0.06]
         target = np.where(in_hook, np.where(opening >= target + 0.01, tip, pull), target)

@@ -41,7 +41,7 @@ PUSH_SUCCESS_DISTANCE = 0.05
 """ArmPush succeeds when the puck's centre is within this distance (m) of the goal's centre."""
 DRAWER_TOLERANCE = 0.01
 """ArmDrawer succeeds when the opening reaches the target opening minus this tolerance (m)."""
-HOOK_OFFSET = np.array([0.01, -0.14])
+HOOK_OFFSET = np.array([0.01, -0.135])
 """Hook point of the closed drawer's handle relative to the cabinet (m); it moves by ``-opening`` in y."""
 TARGET_OFFSET = -0.105
 """y of the closed drawer's front relative to the cabinet (m): the target marker sits ``target`` in front."""
