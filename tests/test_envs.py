@@ -149,3 +149,15 @@ def test_gate_records_and_checks_scripted_zoo_entries(tmp_path: Path) -> None:
     result = check_baseline(tmp_path / "gate.json")
     assert [c.name for c in result.checks] == names and not result.regressions
     assert all(c.success_test is not None and c.candidate == c.baseline for c in result.checks)
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_unseen_ppo_checkpoints_load_as_a_manifest(env_id: str) -> None:
+    """The PPO checkpoints kept out of the datasets (``policies/<task>/ppo``) are real SB3 policies."""
+    manifest = Path(__file__).resolve().parents[1] / "policies" / env_id.replace("/", "_") / "ppo" / "manifest.json"
+    env = gym.make(env_id)
+    policies = load_policies(str(manifest), task=env_id, observation_space=env.observation_space,
+                             action_space=env.action_space)
+    assert len(policies) >= 5 and {p.algorithm for p in policies} == {"PPO"}
+    obs = np.stack([env.reset(seed=s)[0] for s in range(4)])
+    assert policies[-1].act(obs).shape == (4, 3)

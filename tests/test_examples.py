@@ -37,6 +37,17 @@ def test_fidelity_example(tmp_path: Path) -> None:
     assert not (tmp_path / "fid" / "Hopper-v5" / "rollouts.rrd").exists()  # rerun=False
 
 
+def test_fidelity_example_on_an_arm_task_has_the_success_table(tmp_path: Path) -> None:
+    out = _run("fidelity.py", "--tasks", "WmEval/ArmDrawer-v0", "--episodes", "4", "--horizon", "60", "--out", "fid",
+               cwd=tmp_path)
+    assert "Success rates:" in out and "| WmEval/ArmDrawer-v0 | 12 × 4 | " in out
+    (row,) = json.loads((tmp_path / "fid" / "fidelity.json").read_text())
+    report = json.loads((tmp_path / "fid" / "WmEval" / "ArmDrawer-v0" / "report.json").read_text())
+    assert row["success"] == report["metrics_by_statistic"]["success"]
+    assert (tmp_path / "fid" / "WmEval" / "ArmDrawer-v0" / "success.png").stat().st_size > 0
+    assert "## Success rates" in (tmp_path / "fid" / "WmEval" / "ArmDrawer-v0" / "report.md").read_text()
+
+
 def test_gate_power_example(tmp_path: Path) -> None:
     out = _run("gate_power.py", "--task", "Hopper-v5", "--policy", "zoo:Hopper-v5#ppo_0600k", "--episodes", "4",
                "--horizon", "15", "--trials", "2", "--calibration-episodes", "4", "--json", "g.json", cwd=tmp_path)

@@ -75,6 +75,14 @@ PLAN: dict[str, Step] = {
     "wm-eval bench device=cuda": Step(_wm("bench", "--preset", "debug", "device=cuda"), code=2, says="CUDA"),
     "python examples/model_quality.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     "python examples/fidelity.py --episodes 50": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
+    "python examples/fidelity.py --episodes 50 --horizon 150 --tasks WmEval/ArmPush-v0 WmEval/ArmDrawer-v0":
+        Step(None, why="tests/test_examples.py runs it with a tiny budget"),
+    "python examples/model_quality.py --tasks WmEval/ArmPush-v0 WmEval/ArmDrawer-v0":
+        Step(None, why="tests/test_examples.py runs it with a tiny budget"),
+    "wm-eval evaluate task=WmEval/ArmPush-v0 episodes=50 policies=[zoo,policies/WmEval_ArmPush-v0/ppo/manifest.json]":
+        Step(_wm("evaluate", "task=WmEval/ArmPush-v0", "episodes=50",
+                 f"policies=[zoo,{REPO}/policies/WmEval_ArmPush-v0/ppo/manifest.json]", *EVAL_DEBUG),
+             says="ppo_s1_0300k"),
     "python examples/gate_power.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     "python examples/python_api.py": Step(None, why="tests/test_evaluation.py runs the README's Python example"),
     "python examples/memory.py 200": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
