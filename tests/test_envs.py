@@ -161,3 +161,29 @@ def test_unseen_ppo_checkpoints_load_as_a_manifest(env_id: str) -> None:
     assert len(policies) >= 5 and {p.algorithm for p in policies} == {"PPO"}
     obs = np.stack([env.reset(seed=s)[0] for s in range(4)])
     assert policies[-1].act(obs).shape == (4, 3)
+
+
+def test_world_model_env_reports_imagined_success() -> None:
+    """``WorldModel-v0`` on an arm task: ``info["is_success"]`` is the task's rule on the imagined observation
+    (single and vector env); asking for it on a task without a rule is one clear error."""
+    from wm_eval.world_model_env import WorldModelVectorEnv
+
+    env = gym.make("WorldModel-v0", task="WmEval/ArmPush-v0")
+    obs, _ = env.reset(seed=0)
+    policy, hits = expert("WmEval/ArmPush-v0", 1.0), 0
+    for _ in range(150):
+        obs, _, _, truncated, info = env.step(policy(obs[None])[0])
+        assert info["is_success"] == bool(tasks.get_task("WmEval/ArmPush-v0").success(obs))
+        hits += info["is_success"]
+        if truncated:
+            break
+    assert hits > 0  # the imagined expert gets there
+    vec = WorldModelVectorEnv(3, task="WmEval/ArmDrawer-v0")
+    obs, _ = vec.reset(seed=1)
+    _, _, _, _, infos = vec.step(np.zeros((3, 3), dtype=np.float32))
+    assert infos["is_success"].shape == (3,) and infos["_is_success"].all()
+    with pytest.raises(TaskError, match="HalfCheetah-v5 has no success rule"):
+        gym.make("WorldModel-v0", task="HalfCheetah-v5", success="task")
+    off = gym.make("WorldModel-v0", task="WmEval/ArmPush-v0", success="off")
+    off.reset(seed=0)
+    assert "is_success" not in off.step(np.zeros(3, np.float32))[4]

@@ -153,9 +153,13 @@ def view(cfg: Any) -> int:
         path = rerun_log.write_recording(cfg.save, source, **choice)
         print(f"wrote {path}")
     elif cfg.web:
+        import signal
         import time
 
         viewer = rerun_web.serve_web(source, host=cfg.host, **choice)
+        # Rerun's servers may install their own Ctrl-C handler from a background thread: take it back, so that
+        # Ctrl-C always reaches the loop below and closes both servers
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         print(f"serving the Rerun web viewer on {cfg.host}: open {viewer.url}  (Ctrl-C to stop)", flush=True)
         try:
             while True:

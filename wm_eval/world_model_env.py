@@ -1,5 +1,8 @@
 """``WorldModel-v0``: a learned world model as a real ``gymnasium.Env`` and a batched ``VectorEnv``.
 
+(Slightly over 400 lines: the shared batched core and its two Gymnasium faces, whose reset options and
+infos must stay in step.)
+
 Both classes share one batched core, :class:`ImaginedCore`, that holds the
 model's state for ``N`` rollouts as torch tensors and advances them in
 fixed-size blocks of rows, each row with its own random stream. Observation and action spaces are the ground-truth task's, so a
@@ -68,6 +71,9 @@ class ImaginedCore:
             one, else learned. The rule is exact on true states and, on held-out data, flags the
             model's predicted next states with F1 1.0 on Hopper where the learned head reaches ~0.6
             (see the checkpoint's ``termination_f1*`` metrics).
+        success: ``"auto"`` (``info["is_success"]``, the task's success rule applied to each imagined
+            observation, where the task has one), ``"task"`` (the same, and an error for a task without a
+            rule) or ``"off"``.
         max_episode_steps: truncation limit; default: the task's.
         max_uncertainty: truncate a rollout when its step uncertainty exceeds this.
         sample: sample next states from the members' Gaussians instead of taking their means.
@@ -77,7 +83,7 @@ class ImaginedCore:
     """
 
     def __init__(self, num_envs: int = 1, *, task: str | None = None, model: Any = None, device: str = "cpu",
-                 propagation: str = "mean", reward: str = "learned", termination: str = "auto",
+                 propagation: str = "mean", reward: str = "learned", termination: str = "auto", success: str = "auto",
                  max_episode_steps: int | None = None, max_uncertainty: float | None = None,
                  sample: bool = False, block_rows: int = BLOCK_ROWS, allow_code: bool = False) -> None:
         if int(num_envs) < 1:
@@ -107,6 +113,12 @@ class ImaginedCore:
         if reward == "task" and self.spec.reward is None:
             raise TaskError(f"{self.task} has no reward function of observations (it needs unobserved state): "
                             "use reward='learned'")
+        if success not in ("auto", "task", "off"):
+            raise WmEvalError(f"success must be 'auto', 'task' or 'off', got '{success}'")
+        if success == "task" and self.spec.success is None:
+            raise TaskError(f"{self.task} has no success rule (tasks with one: Pusher-v5, Reacher-v5 and the envs/ "
+                            "arm tasks): use success='auto' or 'off'")
+        self.success_rule = None if success == "off" else self.spec.success
         self.gt_env = tasks.make_env(self.task)
         self.num_envs, self.block_rows = int(num_envs), int(block_rows)
         self.device = torch.device(device)
@@ -305,6 +317,8 @@ class ImaginedCore:
         truncated = active & ((self.steps >= self.max_episode_steps) | too_uncertain | diverged)
         info = {"uncertainty": uncertainty, "member": member, "uncertainty_truncated": too_uncertain,
                 "diverged": diverged}
+        if self.success_rule is not None:
+            info["is_success"] = np.asarray(self.success_rule(self.obs), dtype=bool)
         return self.obs.copy(), reward, terminated, truncated & ~terminated, info
 
 
@@ -314,7 +328,8 @@ class WorldModelEnv(gym.Env):
     ``reset(seed=s)`` starts from the observation of ``gymnasium.make(task).reset(seed=s)``;
     ``reset(options={"state": full_simulator_state})`` or ``{"obs": observation}`` starts there.
     ``info["uncertainty"]`` is the step's ensemble disagreement and ``info["member"]`` the member
-    used (-1 for the ensemble mean). The env truncates at ``max_episode_steps`` itself.
+    used (-1 for the ensemble mean); on tasks with a success rule ``info["is_success"]`` applies it to the
+    imagined observation. The env truncates at ``max_episode_steps`` itself.
     """
 
     metadata = {"render_modes": []}
@@ -335,8 +350,7 @@ class WorldModelEnv(gym.Env):
         if action.shape != self.action_space.shape:
             raise SpaceMismatchError(f"action has shape {action.shape}; {self.task} expects {self.action_space.shape}")
         obs, reward, terminated, truncated, info = self.batch.step(action[None])
-        info = {"uncertainty": float(info["uncertainty"][0]), "member": int(info["member"][0]),
-                "uncertainty_truncated": bool(info["uncertainty_truncated"][0]), "diverged": bool(info["diverged"][0])}
+        info = {key: value[0].item() for key, value in info.items()}  # uncertainty, member, ..., is_success
         return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
 
     def close(self) -> None:
