@@ -3,8 +3,8 @@
 =========================  =====================================================  ======  =======
 id                         skill                                                  obs     steps
 =========================  =====================================================  ======  =======
-``WmEval/ArmPush-v0``      a 3-joint arm pushes a puck to a goal region           14      150
-``WmEval/ArmDrawer-v0``    a 3-joint arm hooks a handle and pulls a drawer open   13      150
+``WmEval/ArmPush-v0``      a 3-joint arm pushes a puck to a goal region           18      150
+``WmEval/ArmDrawer-v0``    a 3-joint arm hooks a handle and pulls a drawer open   17      150
 =========================  =====================================================  ======  =======
 
 ``import wm_eval`` registers them with Gymnasium (string entry points, so MuJoCo is imported only when

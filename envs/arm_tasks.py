@@ -61,9 +61,10 @@ class _ArmEnv(MujocoEnv, utils.EzPickle):
         return next_obs, reward, False, False, {"is_success": bool(self._success(next_obs))}
 
     def _arm_obs(self) -> np.ndarray:
-        """Joint angles, joint velocities, fingertip xy and the fingertip's velocity xy (Jacobian x joint velocity)."""
+        """Joint angles, joint velocities, fingertip xy and velocity xy, from the current joint state by the
+        arm's forward kinematics (MuJoCo's body positions lag one substep behind ``qpos`` after a step)."""
         q, qd = self.data.qpos[:3], self.data.qvel[:3]
-        return np.concatenate([q, qd, self.data.body("fingertip").xpos[:2], rules.jacobian(q) @ qd])
+        return np.concatenate([q, qd, rules.fingertip(q), rules.jacobian(q) @ qd])
 
     def _arm_start(self, keep_clear: Any) -> np.ndarray:
         """A folded arm facing the table (elbow bent either way by 1.8-2.3 rad), redrawn until

@@ -36,6 +36,8 @@ class _Expert:
     def __init__(self, skill: float = 1.0, *, bias_angle: float = 0.0, aim_error: float | None = None) -> None:
         if not 0.0 <= float(skill) <= 1.0:
             raise ValueError(f"skill must be in [0, 1], got {skill}")
+        if aim_error is not None and not 0.0 <= float(aim_error) <= 0.5:
+            raise ValueError(f"aim_error must be in [0, 0.5] m, got {aim_error}")
         self.skill = float(skill)
         self.speed = 0.05 + 0.45 * self.skill
         error = (1.0 - self.skill) * (self.aim_error if aim_error is None else aim_error)
@@ -44,7 +46,7 @@ class _Expert:
 
     def _servo(self, obs: np.ndarray, target: np.ndarray, gain: float = 6.0) -> np.ndarray:
         """Joint velocities ``[B, 3]`` moving the fingertip towards ``target [B, 2]``."""
-        q, tip = obs[:, 0:3], obs[:, 6:8]
+        q, tip = obs[:, rules.PUSH["q"]], obs[:, rules.PUSH["tip"]]  # the same slices in both tasks' layouts
         v = gain * (target - tip)
         norm = np.linalg.norm(v, axis=-1, keepdims=True)
         v = v * np.minimum(1.0, self.speed / np.maximum(norm, 1e-9))
@@ -92,9 +94,9 @@ class DrawerExpert(_Expert):
         obs = np.asarray(obs, dtype=np.float64)
         d = rules.DRAWER
         tip, hook = obs[:, d["tip"]], obs[:, d["hook"]] + self.bias * np.array([1.0, 0.4])
-        opening, target = obs[:, d["opening"], None], obs[:, d["target"], None]
+        opening, goal_opening = obs[:, d["opening"], None], obs[:, d["target"], None]
         rel = tip - hook
-        # in the hook: between the drawer front and the crossbar (up to 3.5 cm deep into its force field)
+        # in the hook: between the drawer front and the crossbar, or pressing into the crossbar's force field
         in_hook = (rel[:, 1:2] > -0.035) & (rel[:, 1:2] < 0.012) & (rel[:, 0:1] > -0.04) & (rel[:, 0:1] < 0.05)
         in_lane = (np.abs(rel[:, 1:2]) < 0.012) & (rel[:, 0:1] >= 0.05)
         entry, below_entry = hook + [0.12, 0.0], hook + [0.12, -0.09]
@@ -102,7 +104,7 @@ class DrawerExpert(_Expert):
         approach = np.where((rel[:, 0:1] < 0.1) & (rel[:, 1:2] < -0.02), below_entry, entry)
         target = np.where(in_lane, hook, approach)
         pull = hook + [0.0, -0.06]
-        target = np.where(in_hook, np.where(opening >= target + 0.01, tip, pull), target)
+        target = np.where(in_hook, np.where(opening >= goal_opening + 0.01, tip, pull), target)
         return self._servo(obs, target)
 
 

@@ -23,7 +23,7 @@ METRICS = ("spearman", "kendall", "pearson", "mmrv", "mmrv_normalized", "regret_
 SUCCESS_METRICS = ("spearman", "pearson", "mmrv", "regret_at_1")
 
 
-def fidelity(tasks: list[str], *, episodes: int, horizon: int, seed: int, out: Path,
+def fidelity(tasks: list[str], *, episodes: int, horizon: int | None, seed: int, out: Path,
              progress: bool = True) -> list[dict]:
     """Evaluate each task's zoo in its embedded model; returns one row of metrics per task."""
     rows = []
@@ -61,7 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"])
     parser.add_argument("--episodes", type=int, default=50)
-    parser.add_argument("--horizon", type=int, default=1000)
+    parser.add_argument("--horizon", type=int, default=None, help="steps per episode (default: the task's time limit)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/fidelity"))
     args = parser.parse_args()

@@ -190,5 +190,5 @@ def test_issue_command_chain_on_swimmer(tmp_path: Path) -> None:
                        (["train", "dataset=d", "epochs=2", "out=m"], "trained Swimmer-v5 model"),
                        (["evaluate", "task=Swimmer-v5", "model=m", "policies=[random]", "episodes=2", "horizon=50"],
                         "report:")):
-        run = subprocess.run([wm, *args], cwd=tmp_path, env=env, capture_output=True, text=True)
+        run = subprocess.run([wm, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert run.returncode == 0 and says in run.stdout, run.stderr[-2000:]

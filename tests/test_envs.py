@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import wm_eval  # noqa: F401  (registers the ids)
+import wm_eval
 from wm_eval import tasks
 from wm_eval.envs import ENV_IDS
 from wm_eval.envs.experts import expert
@@ -55,6 +55,16 @@ def test_placements_live_in_the_simulator_state_and_200_steps_replay_exactly(env
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
 
 
+def _simulator_success(env: gym.Env, env_id: str) -> bool:
+    """Success read from MuJoCo's own state, independently of the observation: puck body to goal mocap
+    within 5 cm; drawer slide at least the target (front-to-marker distance) minus 1 cm."""
+    data = env.unwrapped.data
+    if env_id == "WmEval/ArmPush-v0":
+        return bool(np.linalg.norm(data.body("puck").xpos[:2] - data.mocap_pos[0, :2]) < 0.05)
+    front = data.body("cabinet").xpos[1] - 0.105  # the closed drawer's front, in the cabinet's frame
+    return bool(data.joint("drawer").qpos[0] >= front - data.body("target").xpos[1] - 0.01)
+
+
 @pytest.mark.parametrize("env_id", IDS)
 def test_success_and_reward_rules_on_observations_match_the_env(env_id: str) -> None:
     spec = tasks.get_task(env_id)
@@ -66,7 +76,7 @@ def test_success_and_reward_rules_on_observations_match_the_env(env_id: str) -> 
         for _ in range(150):
             action = policy(obs[None])[0]
             next_obs, reward, terminated, truncated, info = env.step(action)
-            assert bool(spec.success(next_obs)) == info["is_success"]
+            assert bool(spec.success(next_obs)) == info["is_success"] == _simulator_success(env, env_id)
             assert spec.reward(obs, action.astype(np.float64), next_obs) == pytest.approx(reward, abs=1e-12)
             assert not terminated
             hits += info["is_success"]
@@ -124,6 +134,15 @@ def test_manifest_knobs_are_numbers_only(tmp_path: Path) -> None:
     manifest["policies"] = [{"name": "x", "scripted": {"skill": 1.5}}]
     path.write_text(json.dumps(manifest))
     with pytest.raises(PolicyError, match=r"policy 'x': skill must be in \[0, 1\]"):
+        load_policies(path, task="WmEval/ArmPush-v0", **spaces)
+    for bad in ({"skill": True}, {"skill": float("nan")}):
+        manifest["policies"] = [{"name": "x", "scripted": bad}]
+        path.write_text(json.dumps(manifest))
+        with pytest.raises(PolicyError, match="finite numeric knobs"):
+            load_policies(path, task="WmEval/ArmPush-v0", **spaces)
+    manifest["policies"] = [{"name": "x", "scripted": {"skill": 0.5}, "file": "x.zip"}]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(PolicyError, match="not both"):
         load_policies(path, task="WmEval/ArmPush-v0", **spaces)
     manifest["policies"] = [{"name": "x", "scripted": {"skil": 0.5}}]
     path.write_text(json.dumps(manifest))
@@ -187,3 +206,15 @@ def test_world_model_env_reports_imagined_success() -> None:
     off = gym.make("WorldModel-v0", task="WmEval/ArmPush-v0", success="off")
     off.reset(seed=0)
     assert "is_success" not in off.step(np.zeros(3, np.float32))[4]
+
+
+def test_random_policy_in_the_gate_and_in_a_resumed_evaluation(tmp_path: Path) -> None:
+    """``random`` is wm_eval's own code: a baseline naming it needs no allow_code, and a run resumes with it."""
+    from wm_eval.regress import check_baseline, record_baseline
+
+    record_baseline(tmp_path / "gate.json", task="WmEval/ArmPush-v0", policies=["random"], episodes=3, horizon=20)
+    assert not check_baseline(tmp_path / "gate.json").regressions
+    kwargs = {"episodes": 3, "horizon": 20, "workers": 1, "bootstrap": 20, "progress": False, "out": tmp_path / "run"}
+    first = wm_eval.evaluate("WmEval/ArmPush-v0", ["random"], **kwargs)
+    again = wm_eval.evaluate("WmEval/ArmPush-v0", ["random"], resume=True, **kwargs)
+    assert again.policies[0].episodes["true_return"].tolist() == first.policies[0].episodes["true_return"].tolist()

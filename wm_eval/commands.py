@@ -107,6 +107,7 @@ def run_evaluation(cfg: Any, out: Path, *, progress: bool = True) -> dict[str, A
              trajectories=cfg.trajectories, bootstrap=cfg.bootstrap, max_batch=cfg.max_batch, precision=cfg.precision,
              executor=cfg.executor, ray_address=cfg.ray_address, ray_actors=cfg.ray_actors,
              real_episodes=cfg.real_episodes, real_budget=cfg.real_budget, confidence=cfg.confidence, allow_code=cfg.allow_code, progress=progress)
+    cfg.horizon = ev.horizon  # recorded resolved (None: the task's time limit)
     save_config(cfg, out)
     result = report(ev, out, rerun=cfg.rerun, config=to_dict(cfg))
     _remove_units(out)

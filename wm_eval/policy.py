@@ -163,9 +163,8 @@ class ConstantPolicy:
 class RandomPolicy:
     """Uniform random actions in the task's bounds (infinite bounds: [-1, 1]), drawn from a generator seeded
     by each observation's bytes: a fixed function of the observation, so episodes reproduce whatever the
-    batch composition, and the imagined and true episodes diverge only where their observations do."""
-
-    name = "random"
+    batch composition, and the imagined and true episodes diverge only where their observations do (an
+    observation met twice gets the same action; ``collect``'s random behaviour draws from its own streams)."""
 
     def __init__(self, action_space: spaces.Box) -> None:
         self.low = np.where(np.isfinite(action_space.low), action_space.low, -1.0)

@@ -444,7 +444,7 @@ def _load_suite(entries: list[dict[str, Any]], folder: Path, *, task: str, devic
 
     spaces = task_spaces(task)
     policies, files = [], []
-    code = [str(e["path"]) for e in entries if e.get("sha256") is None]
+    code = [str(e["path"]) for e in entries if e.get("sha256") is None and e["path"] != "random"]
     if code and not allow_code:
         raise ConfigError(f"the baseline names code to run ({', '.join(code)}): pass allow_code=true if you trust "
                           "this baseline file")

@@ -92,9 +92,10 @@ def load_manifest(path: Path, select: str | None, task: str | None, device: str,
     entries = manifest.get("policies")
     if not isinstance(entries, list) or not all(
             isinstance(e, dict) and isinstance(e.get("name"), str)
-            and (isinstance(e.get("file"), str) or _knobs(e.get("scripted"))) for e in entries):
+            and (isinstance(e.get("file"), str) != ("scripted" in e))
+            and ("scripted" not in e or _knobs(e["scripted"])) for e in entries):
         raise PolicyError(f"zoo manifest '{path}': 'policies' must be a list of objects with 'name' and either "
-                          "'file' (an SB3 zip) or 'scripted' (the task's scripted expert's numeric knobs)")
+                          "'file' (an SB3 zip) or 'scripted' (the task's scripted expert's finite numeric knobs), not both")
     names = [e["name"] for e in entries]
     if len(set(names)) != len(names):
         raise PolicyError(f"zoo manifest '{path}' names a policy twice; names must be unique")
@@ -119,7 +120,10 @@ def load_manifest(path: Path, select: str | None, task: str | None, device: str,
 
 
 def _knobs(knobs: Any) -> bool:
-    return isinstance(knobs, dict) and all(isinstance(k, str) and isinstance(v, (int, float)) for k, v in knobs.items())
+    """Scripted-expert knobs: a dict of finite numbers (not booleans)."""
+    return isinstance(knobs, dict) and all(
+        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+        for k, v in knobs.items())
 
 
 def _scripted(task: Any, entry: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:

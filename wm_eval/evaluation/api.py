@@ -60,6 +60,16 @@ def _policy_fingerprint(policy: Any) -> str | None:
     from wm_eval.fileio import sha256
     from wm_eval.policy import policy_file
 
+    if "scripted" in policy.metadata:  # a scripted expert: its knobs and the experts' code, not the whole manifest
+        import hashlib
+        import json
+
+        from wm_eval.envs import experts
+
+        knobs = json.dumps([policy.metadata["scripted"], sha256(Path(experts.__file__))], sort_keys=True)
+        return hashlib.sha256(knobs.encode()).hexdigest()
+    if policy.source == "random":  # wm_eval's own RandomPolicy
+        return sha256(Path(__file__).resolve().parents[1] / "policy.py")
     file = policy_file(policy)
     if file is None and policy.source is not None and ":" in policy.source:  # module:callable
         found = importlib.util.find_spec(policy.source.partition(":")[0])

@@ -113,11 +113,12 @@ def select_episodes(file: Any, *, policies: Sequence[str] | None = None,
 
 
 def _first_success(traj: Any, success: Any) -> int | None:
-    """The first step whose observation satisfies the task's success rule, or ``None``."""
+    """The first step (from 1, as the success statistic counts) whose observation satisfies the task's success
+    rule, or ``None``."""
     if success is None:
         return None
-    hits = np.flatnonzero(success(np.asarray(traj.observations, dtype=np.float64)))
-    return int(hits[0]) if len(hits) else None
+    hits = np.flatnonzero(success(np.asarray(traj.observations[1:], dtype=np.float64)))
+    return int(hits[0]) + 1 if len(hits) else None
 
 
 def _summary(episode: Any, *, task: str, title: str) -> str:
