@@ -7,7 +7,7 @@ with a success rule a second table on success rates. ``mmrv`` is SIMPLER's, in r
 units; ``mmrv_normalized`` divides it by the true best - worst spread::
 
     python examples/fidelity.py --episodes 50 --out runs/fidelity
-    python examples/fidelity.py --episodes 50 --horizon 150 --tasks WmEval/ArmPush-v0 WmEval/ArmDrawer-v0
+    python examples/fidelity.py --episodes 50 --tasks WmEval/ArmPush-v0 WmEval/ArmDrawer-v0   # horizon: their 150
     python examples/fidelity.py --episodes 2 --horizon 20 --tasks Hopper-v5   # a quick smoke run
 """
 

@@ -75,7 +75,7 @@ PLAN: dict[str, Step] = {
     "wm-eval bench device=cuda": Step(_wm("bench", "--preset", "debug", "device=cuda"), code=2, says="CUDA"),
     "python examples/model_quality.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     "python examples/fidelity.py --episodes 50": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
-    "python examples/fidelity.py --episodes 50 --horizon 150 --tasks WmEval/ArmPush-v0 WmEval/ArmDrawer-v0":
+    "python examples/fidelity.py --episodes 50 --tasks WmEval/ArmPush-v0 WmEval/ArmDrawer-v0":
         Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     "python examples/model_quality.py --tasks WmEval/ArmPush-v0 WmEval/ArmDrawer-v0":
         Step(None, why="tests/test_examples.py runs it with a tiny budget"),
