@@ -1,0 +1,49 @@
+"""The off-policy experts of ``policies/experts`` (issue: fidelity on strong policies): published without
+optimizer states, still loaded exactly by wm_eval's zip reader."""
+
+from __future__ import annotations
+
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from wm_eval.policy import load_policies
+
+EXPERTS = Path(__file__).resolve().parents[1] / "policies" / "experts"
+
+
+def test_publish_strips_optimizers_and_keeps_the_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stable_baselines3 import SAC
+
+    monkeypatch.syspath_prepend(str(EXPERTS.parent))
+    sys.modules.pop("train_experts", None)
+    from train_experts import publish
+
+    env = gym.make("Pendulum-v1")
+    model = SAC("MlpPolicy", env, seed=0, device="cpu", learning_starts=0)
+    model.learn(64)
+    model.save(tmp_path / "full.zip")
+    publish(tmp_path / "full.zip", tmp_path / "small.zip")
+    names = zipfile.ZipFile(tmp_path / "small.zip").namelist()
+    assert "policy.pth" in names and not any(n.endswith("optimizer.pth") for n in names)
+    assert (tmp_path / "small.zip").stat().st_size < 0.6 * (tmp_path / "full.zip").stat().st_size
+    (policy,) = load_policies(tmp_path / "small.zip", observation_space=env.observation_space,
+                              action_space=env.action_space)
+    obs = np.random.default_rng(0).uniform(-1, 1, (8, 3)).astype(np.float32)
+    np.testing.assert_allclose(policy.act(obs), model.predict(obs, deterministic=True)[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("manifest", sorted(EXPERTS.glob("*/manifest.json")), ids=lambda p: p.parent.name)
+def test_published_experts_load_and_act(manifest: Path) -> None:
+    task = json.loads(manifest.read_text())["task"]
+    env = gym.make(task)
+    policies = load_policies(str(manifest), task=task, observation_space=env.observation_space,
+                             action_space=env.action_space)
+    assert policies and all(np.isfinite(p.metadata["true_return"]) for p in policies)
+    obs = np.stack([env.reset(seed=s)[0] for s in range(3)])
+    assert policies[-1].act(obs).shape == (3, *env.action_space.shape)
