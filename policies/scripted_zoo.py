@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import gymnasium as gym
@@ -22,6 +23,7 @@ import numpy as np
 
 import wm_eval  # noqa: F401  (registers the envs/ tasks)
 from wm_eval.envs.experts import expert
+from wm_eval.tasks import quiet_mujoco
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 HERE = Path(__file__).resolve().parent
@@ -31,10 +33,9 @@ SKILLS = {  # dense where the success rate climbs, so the ladder spreads from 0 
 }
 
 
-def measure(task: str, knobs: dict[str, float], episodes: int, seed: int) -> tuple[float, float]:
-    """Mean undiscounted return and success rate of the expert at ``knobs`` over seeded episodes."""
+def measure(task: str, policy: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int) -> tuple[float, float]:
+    """Mean undiscounted return and success rate of ``policy`` (batched ``obs -> actions``) over seeded episodes."""
     env = gym.vector.SyncVectorEnv([lambda: gym.make(task)] * episodes)
-    policy = expert(task, **knobs)
     obs, _ = env.reset(seed=[seed + i for i in range(episodes)])
     returns, success = np.zeros(episodes), np.zeros(episodes, dtype=bool)
     for _ in range(env.envs[0].spec.max_episode_steps):
@@ -51,10 +52,11 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--eval-seed", type=int, default=10_000)
     args = parser.parse_args()
+    quiet_mujoco()
     entries = []
     for i, skill in enumerate(SKILLS[args.task]):
         knobs = {"skill": skill, "bias_angle": round(0.7 * i, 2)}
-        ret, rate = measure(args.task, knobs, args.eval_episodes, args.eval_seed)
+        ret, rate = measure(args.task, expert(args.task, **knobs), args.eval_episodes, args.eval_seed)
         entries.append({"name": f"expert_s{skill:.2f}", "scripted": knobs, "true_return": ret, "true_success": rate})
         print(f"{entries[-1]['name']}: return {ret:8.2f}  success {rate:.2f}", flush=True)
     out = HERE / args.task.replace("/", "_") / "manifest.json"

@@ -21,30 +21,15 @@ import json
 import os
 from pathlib import Path
 
-import gymnasium as gym
-import numpy as np
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
-import wm_eval  # noqa: F401  (registers the envs/ tasks)
+from scripted_zoo import measure  # noqa: E402  (policies/ is this script's folder; importing it registers envs/)
 from wm_eval.tasks import quiet_mujoco
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 HERE = Path(__file__).resolve().parent
-
-
-def measure(model: PPO, task: str, episodes: int, seed: int) -> tuple[float, float]:
-    """Mean undiscounted return and success rate of ``model`` (deterministic) over seeded episodes."""
-    env = gym.vector.SyncVectorEnv([lambda: gym.make(task)] * episodes)
-    obs, _ = env.reset(seed=[seed + i for i in range(episodes)])
-    returns, success = np.zeros(episodes), np.zeros(episodes, dtype=bool)
-    for _ in range(env.envs[0].spec.max_episode_steps):
-        obs, reward, _, _, info = env.step(model.predict(obs, deterministic=True)[0])
-        returns += reward
-        success |= info["is_success"]
-    env.close()
-    return float(returns.mean()), float(success.mean())
 
 
 def main() -> None:
@@ -69,7 +54,8 @@ def main() -> None:
         done = target
         name = f"ppo_s{args.seed}_{done // 1000:04d}k"
         model.save(out / f"{name}.zip", exclude=["env", "logger", "ep_info_buffer", "ep_success_buffer"])
-        ret, rate = measure(model, args.task, args.eval_episodes, args.eval_seed)
+        ret, rate = measure(args.task, lambda obs: model.predict(obs, deterministic=True)[0], args.eval_episodes,
+                            args.eval_seed)
         entries.append({"name": name, "file": f"{name}.zip", "algorithm": "PPO", "training_steps": done,
                         "seed": args.seed, "true_return": ret, "true_success": rate})
         print(f"{name}: return {ret:8.2f}  success {rate:.2f}", flush=True)

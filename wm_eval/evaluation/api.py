@@ -1,5 +1,8 @@
 """``wm_eval.evaluate``: the typed entry point of a paired evaluation.
 
+(Slightly over 400 lines: argument checks, the resume identity and its fingerprints, and the assembly of
+the result all belong to the one entry point; rounds, estimators and statistics live beside it.)
+
     import wm_eval
 
     ev = wm_eval.evaluate("HalfCheetah-v5", ["zoo"], episodes=10, horizon=1000, seed=0)
