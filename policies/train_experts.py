@@ -1,11 +1,12 @@
-"""Off-policy experts (SAC, TD3) with checkpoints along their training: strong and unseen policies.
+"""Experts (SAC, TD3; PPO of other seeds than the zoo's) with checkpoints along their training: strong and
+unseen policies.
 
 Usage (from the repository root, after the quick-start set-up; one run at a time on a 2-core machine)::
 
     python policies/train_experts.py --task HalfCheetah-v5 --algo sac --seed 11 --steps 400000
 
 Trains SB3 SAC or TD3 with the RL Baselines3 Zoo's MuJoCo settings (10,000 random warm-up steps; TD3 with
-Gaussian action noise of std 0.1) on one CPU thread. Every ``--every`` steps it saves the full checkpoint to
+Gaussian action noise of std 0.1), or PPO with SB3's defaults (the zoo's PPO runs use seed 0), on one CPU thread. Every ``--every`` steps it saves the full checkpoint to
 ``runs/experts/<task>/`` (git-ignored; ``--resume`` continues from the last one) and measures its true return
 (mean undiscounted return over ``--eval-episodes`` seeded MuJoCo episodes); every ``--publish-every`` steps it
 also writes the policy without its optimizer states (about 1.5 MB instead of 3.2 MB; wm_eval reads only
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from stable_baselines3 import SAC, TD3
+from stable_baselines3 import PPO, SAC, TD3
 from stable_baselines3.common.noise import NormalActionNoise
 
 from train_zoo import true_return  # noqa: E402  (policies/ is this script's folder)
@@ -37,7 +38,7 @@ from wm_eval.tasks import make_env, quiet_mujoco
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 HERE = Path(__file__).resolve().parent
-ALGOS = {"sac": SAC, "td3": TD3}
+ALGOS = {"ppo": PPO, "sac": SAC, "td3": TD3}
 EXCLUDE = ["env", "logger", "ep_info_buffer", "ep_success_buffer", "replay_buffer"]
 
 
@@ -82,7 +83,7 @@ def main() -> None:
         model = cls.load(saved[-1], env=env, device="cpu")  # the replay buffer is not kept: it refills
         done = int(saved[-1].stem.rsplit("_", 1)[1][:-1]) * 1000
     else:
-        kwargs = {"learning_starts": 10_000}
+        kwargs = {} if args.algo == "ppo" else {"learning_starts": 10_000}
         if args.algo == "td3":
             n = env.action_space.shape[0]
             kwargs["action_noise"] = NormalActionNoise(np.zeros(n), 0.1 * np.ones(n))

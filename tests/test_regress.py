@@ -36,11 +36,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A small HalfCheetah model trained on zoo episodes, and a copy with one weight changed."""
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A small HalfCheetah model trained on zoo episodes, a copy with one weight changed, and a copy storing
+    what its training data covered (no risk model)."""
     from wm_eval.evaluation.executor import real_rollouts
     from wm_eval.evaluation.plan import start_seeds
     from wm_eval.models.checkpoint import save_checkpoint
+    from wm_eval.models.coverage import build_coverage
     from wm_eval.policy import load_policies
     from wm_eval.tasks import make_env, reset_states
     from wm_eval.training import EnsembleHParams, data_fingerprint, fit
@@ -58,15 +60,16 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("regress-models")
     save = dict(data_fingerprint=data_fingerprint(episodes), metrics=metrics, config={}, seed=0, **spaces)
     save_checkpoint(model, root / "model", **save)
+    save_checkpoint(model, root / "covered", coverage=build_coverage(model, episodes, seed=0), **save)
     with torch.no_grad():
         model.biases[0][0, 0, 0] += 0.01
     save_checkpoint(model, root / "changed", **save)
     env.close()
-    return root / "model", root / "changed"
+    return root / "model", root / "changed", root / "covered"
 
 
 @pytest.fixture
-def suite(tmp_path: Path, models: tuple[Path, Path]) -> Path:
+def suite(tmp_path: Path, models: tuple[Path, Path, Path]) -> Path:
     """A recorded baseline over two checkpoints living in ``ckpt/`` next to ``gate/baseline.json``."""
     (tmp_path / "ckpt").mkdir()
     shutil.copy(STRONG, tmp_path / "ckpt" / "walker.zip")
@@ -82,7 +85,7 @@ def config(*overrides: str):
     return load_config("regress", overrides=["episodes=8", "horizon=30", *overrides])
 
 
-def test_baseline_file_is_readable_json_with_paths_relative_to_it(suite: Path, models: tuple[Path, Path]) -> None:
+def test_baseline_file_is_readable_json_with_paths_relative_to_it(suite: Path, models: tuple[Path, Path, Path]) -> None:
     text = suite.read_text()
     data = json.loads(text)
     assert text == json.dumps(data, indent=2, sort_keys=True) + "\n"
@@ -151,7 +154,7 @@ def test_junit_xml_is_valid_and_lists_each_policy(suite: Path) -> None:
     assert assert_no_regression(suite).checks == result.checks
 
 
-def test_changed_model_is_refused_unless_allowed(suite: Path, models: tuple[Path, Path]) -> None:
+def test_changed_model_is_refused_unless_allowed(suite: Path, models: tuple[Path, Path, Path]) -> None:
     with pytest.raises(CheckpointError, match="--allow-model-change"):
         run_regress(config(f"baseline={suite}", f"model={models[1]}"))
     result = check_baseline(suite, model=str(models[1]), allow_model_change=True)
@@ -174,7 +177,7 @@ def test_bad_input_raises_one_line_errors(suite: Path, tmp_path: Path) -> None:
 
 
 def test_confirm_checks_flagged_policies_against_recorded_ground_truth(tmp_path: Path,
-                                                                       models: tuple[Path, Path]) -> None:
+                                                                       models: tuple[Path, Path, Path]) -> None:
     shutil.copy(STRONG, tmp_path / "policy.zip")
     baseline = tmp_path / "baseline.json"
     # 300 steps: from some start states the strong cheetah's return is still negative after 100 (start-up)
@@ -209,7 +212,7 @@ def test_paired_change_rule() -> None:
     assert np.mean(hits) >= 0.95
 
 
-def test_gate_power_example_runs_with_a_tiny_budget(models: tuple[Path, Path]) -> None:
+def test_gate_power_example_runs_with_a_tiny_budget(models: tuple[Path, Path, Path]) -> None:
     spec = importlib.util.spec_from_file_location("gate_power", REPO / "examples" / "gate_power.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -226,7 +229,7 @@ def test_committed_baselines_pass(baseline: Path) -> None:
     assert_no_regression(baseline)
 
 
-def test_cli_records_and_checks_with_exit_codes(tmp_path: Path, models: tuple[Path, Path]) -> None:
+def test_cli_records_and_checks_with_exit_codes(tmp_path: Path, models: tuple[Path, Path, Path]) -> None:
     from wm_eval.cli import main
 
     shutil.copy(STRONG, tmp_path / "policy.zip")
@@ -258,7 +261,7 @@ def test_example_workflow_runs_the_gate_with_real_cli_flags() -> None:
     assert any("download.pytorch.org/whl/cpu" in s.get("run", "") for s in steps)
 
 
-def test_module_callable_policies_are_recorded_by_spec(tmp_path: Path, models: tuple[Path, Path],
+def test_module_callable_policies_are_recorded_by_spec(tmp_path: Path, models: tuple[Path, Path, Path],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "gate_policies.py").write_text("import numpy as np\n\n\ndef still(obs):\n"
                                                "    return np.zeros((len(obs), 6), np.float32)\n")
@@ -274,7 +277,7 @@ def test_module_callable_policies_are_recorded_by_spec(tmp_path: Path, models: t
         check_baseline(baseline)
 
 
-def test_cli_refuses_code_named_by_a_baseline_unless_allowed(tmp_path: Path, models: tuple[Path, Path]) -> None:
+def test_cli_refuses_code_named_by_a_baseline_unless_allowed(tmp_path: Path, models: tuple[Path, Path, Path]) -> None:
     """``wm-eval regress`` on a baseline naming ``module:callable`` exits 2 with one line, and imports nothing."""
     import subprocess
     import sys
@@ -372,3 +375,97 @@ def test_success_gate_edges_and_mixed_verdicts() -> None:
     table = text_table(result)
     assert "REGRESSION (return and success rate)" in table
     assert "return changed by -50.0%" in table and "and imagined success rate 1.00 -> 0.00" in table
+
+
+def test_candidates_carry_their_risk_and_flags_are_reported_not_failed(tmp_path: Path, models: tuple[Path, Path, Path],
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Each candidate's risk is the one ``wm_eval.evaluate`` gives the same policy from the same start states;
+    a flagged candidate is named in every report format, and the gate's verdicts do not change."""
+    import wm_eval
+    from wm_eval.models.checkpoint import attach_coverage, load_checkpoint
+    from wm_eval.reporting.gate import text_table
+
+    covered = tmp_path / "covered"
+    shutil.copytree(models[2], covered)
+    (tmp_path / "ckpt").mkdir()
+    shutil.copy(STRONG, tmp_path / "ckpt" / "walker.zip")
+    shutil.copy(OTHER, tmp_path / "ckpt" / "runner.zip")
+    baseline = tmp_path / "baseline.json"
+    assert run_regress(config(f"baseline={baseline}", "update_baseline=true", f"model={covered}",
+                              "policies=[ckpt/walker.zip,ckpt/runner.zip]")) == 0
+    capsys.readouterr()
+    stored = check_baseline(baseline)  # coverage data, no risk model: risk not estimated
+    assert [(c.risk, c.flagged) for c in stored.checks] == [(None, False), (None, False)]
+    assert all(line.split()[-2] == "n/a" for line in text_table(stored).splitlines()[2:4])
+
+    ev = wm_eval.evaluate(TASK, [str(tmp_path / "ckpt" / "walker.zip"), str(tmp_path / "ckpt" / "runner.zip")],
+                          model=str(covered), episodes=8, horizon=30, seed=0, workers=1, bootstrap=50, progress=False)
+    assert ev.start_seeds.tolist() == read_baseline(baseline)["start_seeds"]
+    features = [p.summary["risk_features"] for p in ev.policies]
+    weights = {"log_disagreement": 1.0, "log_coverage": 2.0, "return_excess": 1.0}
+    z = [sum(w * f[name] for name, w in weights.items()) for f in features]
+    assert z[0] != z[1]
+    risk = {"features": list(weights), "weights": list(weights.values()), "bias": -(z[0] + z[1]) / 2,
+            "fitted_on": "test"}  # between the two policies: exactly one of them is flagged
+    attach_coverage(covered, load_checkpoint(covered, task=TASK).coverage.with_risk(risk))
+
+    result = check_baseline(baseline, allow_model_change=True)
+    assert not result.regressions  # the same files: flagged is information, not a failure
+    for check, policy, zi in zip(result.checks, ev.policies, z):
+        assert check.candidate["mean"] == pytest.approx(policy.statistics["return"]["imagined"]["mean"])
+        assert check.risk == pytest.approx(1 / (1 + np.exp(-(zi + risk["bias"]))))
+        assert check.flagged is (check.risk > 0.5)
+    (flagged,) = [c for c in result.checks if c.flagged]
+    (calm,) = [c for c in result.checks if not c.flagged]
+    junit = tmp_path / "gate.xml"
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    assert run_regress(config(f"baseline={baseline}", "allow_model_change=true", f"junit={junit}")) == 0
+    out = capsys.readouterr().out.splitlines()
+    (row,) = [line for line in out if line.startswith(f"{flagged.name} ")]
+    (other,) = [line for line in out if line.startswith(f"{calm.name} ")]
+    assert f"{flagged.risk:.2f} FLAGGED" in row and row.endswith("pass")
+    assert f"{calm.risk:.2f}" in other and "FLAGGED" not in other
+    assert [line for line in out if line.startswith("flagged: ")] == [
+        f"flagged: {flagged.name}: risk {flagged.risk:.2f} that its imagined mean return is off by more than 20%, "
+        "so its verdict (pass) is less trustworthy; check it in MuJoCo (confirm=true re-runs regressions)"]
+    md = summary.read_text()
+    assert md.startswith(f"## wm-eval regress: {TASK}, no regression, 1 flagged ⚑")
+    assert f"- ⚑ flagged: {flagged.name}: risk {flagged.risk:.2f}" in md and f"flagged: {calm.name}" not in md
+    cases = {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}
+    for check in result.checks:
+        props = {p.get("name"): p.get("value") for p in cases[check.name].iter("property")}
+        assert props == {"risk": f"{check.risk:.4f}", "flagged": str(check.flagged).lower()}
+        assert ("FLAGGED" in cases[check.name].find("system-out").text) is check.flagged
+        assert cases[check.name].find("failure") is None
+
+
+def test_gate_reports_mark_flagged_verdicts() -> None:
+    """A flagged regression, a flagged pass, a calm pass and a pass without risk, in every report format."""
+    from wm_eval.reporting.gate import text_table
+    from wm_eval.types import ChangeTest, PolicyCheck, RegressResult
+
+    drop, same = ChangeTest(-0.5, -0.6, -0.4, True), ChangeTest(0.0, 0.0, 0.0, False)
+    checks = [PolicyCheck("down", "down.zip", True, {"mean": 10.0}, {"mean": 5.0}, drop, risk=0.91, flagged=True),
+              PolicyCheck("odd", "odd.zip", False, {"mean": 10.0}, {"mean": 10.0}, same, risk=0.62, flagged=True),
+              PolicyCheck("calm", "calm.zip", False, {"mean": 10.0}, {"mean": 10.0}, same, risk=0.08),
+              PolicyCheck("old", "old.zip", False, {"mean": 10.0}, {"mean": 10.0}, same)]
+    result = RegressResult(TASK, "m", "f", "f", 8, 30, 0, 0.05, 0.95, checks)
+    assert [c.name for c in result.regressions] == ["down"]  # flags change no verdict
+    lines = text_table(result).splitlines()
+    header, rows = lines[1].split(), {line.split()[0]: line for line in lines[2:6]}
+    assert header[-2:] == ["risk", "verdict"]
+    assert rows["down"].endswith("0.91 FLAGGED  REGRESSION") and rows["odd"].endswith("0.62 FLAGGED  pass")
+    assert rows["calm"].endswith("0.08          pass") and rows["old"].endswith("n/a           pass")
+    assert [line.split(":")[1].strip() for line in lines if line.startswith("flagged: ")] == ["down", "odd"]
+    assert "its verdict (REGRESSION) is less trustworthy" in text_table(result)
+    md = markdown_summary(result)
+    assert md.startswith(f"## wm-eval regress: {TASK}, 1 regression, 2 flagged ⚑")
+    assert "| 0.91 FLAGGED | **REGRESSION** |" in md and "| n/a | pass |" in md
+    cases = {c.get("name"): c for c in ET.fromstring(junit_xml(result).encode()).iter("testcase")}
+    failure = cases["down"].find("failure")
+    assert "[FLAGGED: down: risk 0.91" in failure.get("message")
+    assert json.loads(failure.text)["risk"] == 0.91 and json.loads(failure.text)["flagged"] is True
+    assert {p.get("name"): p.get("value") for p in cases["old"].iter("property")} == {"risk": "n/a",
+                                                                                     "flagged": "false"}

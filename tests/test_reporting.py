@@ -6,6 +6,9 @@ embedded Hopper world model and in MuJoCo. The model ends some imagined episodes
 than MuJoCo does (and ranks one policy wrongly), so paired episodes differ in length and the ranking
 metrics are not trivial. Every number checked here is recomputed from the per-episode values or the
 kept trajectories, not copied from the code under test.
+
+Per-policy risk: the same policies in the embedded model given a risk model (``RISK``), which flags
+some of them and not the others, and in the model stripped of its coverage data (risk ``n/a``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import matplotlib.image
 import minari
 import numpy as np
 import pytest
@@ -48,6 +52,9 @@ SIDE = ("observations", "actions", "rewards", "terminations", "truncations")
 OWNED = ("trajectories.h5", "minari", "rollouts.rrd")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CONFIG = {"task": TASK, "episodes": EPISODES, "horizon": HORIZON, "seed": SEED, "gamma": 0.995, "out": "runs/x"}
+RISK = {"features": ["log_disagreement", "log_coverage", "return_excess"], "weights": [1.0, 2.0, 1.0], "bias": -1.0,
+        "fitted_on": "test"}
+TRUST_KEYS = ("coverage", "risk_features", "risk", "flagged")
 
 
 def _policies() -> list[Any]:
@@ -76,6 +83,59 @@ def _kept(evaluation: Evaluation) -> list[Any]:
     return [ep for p in evaluation.policies for ep in p.kept]
 
 
+def _model(coverage: str) -> Any:
+    """The embedded Hopper model in memory: as stored (``"stored"``), with the ``RISK`` model (``"risk"``) or
+    without coverage data (``"none"``)."""
+    from wm_eval.models import resolve_model
+
+    model = resolve_model(None, task=TASK)
+    if coverage != "stored":
+        model.coverage = None if coverage == "none" else model.coverage.with_risk(RISK)
+    return model
+
+
+@pytest.fixture(scope="module")
+def risky(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], Evaluation]:
+    """The policies evaluated with the ``RISK`` model, its report folder (no trajectories) and report."""
+    ev = wm_eval.evaluate(TASK, _policies(), model=_model("risk"), episodes=EPISODES, horizon=HORIZON, seed=SEED,
+                          workers=1, bootstrap=200, trajectories="summary", progress=False)
+    folder = tmp_path_factory.mktemp("risky")
+    return folder, wm_eval.report(ev, folder), ev
+
+
+@pytest.fixture(scope="module")
+def uncovered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """Two policies in a model that stores no coverage data: trust rests on disagreement alone."""
+    ev = wm_eval.evaluate(TASK, _policies()[:2], model=_model("none"), episodes=2, horizon=20, seed=SEED, workers=1,
+                          bootstrap=50, trajectories="summary", progress=False)
+    folder = tmp_path_factory.mktemp("uncovered")
+    return folder, wm_eval.report(ev, folder)
+
+
+def _signals(episode: Any, coverage: Any) -> tuple[float, float]:
+    """An imagined episode's ``(trust score, coverage)`` recomputed from its kept steps: disagreement over the
+    model's reference, weighted by ``max(1, distance to the training data)``, summed; the mean distance."""
+    imagined = episode.imagined
+    distance = coverage.distance(imagined.observations[:-1].astype(np.float64), imagined.actions.astype(np.float64))
+    score = np.sum(imagined.infos["uncertainty"] / coverage.uncertainty_ref * np.maximum(1.0, distance))
+    return float(score), float(np.mean(distance))
+
+
+def _auroc(scores: list[float], labels: list[bool]) -> float | None:
+    """AUROC by counting pairs (ties one half); ``None`` when a class is empty."""
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
+    if not pos or not neg:
+        return None
+    return sum((a > b) + 0.5 * (a == b) for a in pos for b in neg) / (len(pos) * len(neg))
+
+
+def _red_pixels(path: Path) -> int:
+    """Pixels of a PNG in the flag colour (strong pure red; no other element of the figures has it)."""
+    rgb = matplotlib.image.imread(path)[..., :3]
+    return int(np.sum((rgb[..., 0] > 0.7) & (rgb[..., 1] < 0.12) & (rgb[..., 2] < 0.12)))
+
+
 def test_report_has_every_contract_key_and_round_trips(evaluation: Evaluation,
                                                        written: tuple[Path, dict[str, Any]]) -> None:
     folder, report = written
@@ -97,6 +157,9 @@ def test_report_has_every_contract_key_and_round_trips(evaluation: Evaluation,
     assert {"model_rollouts", "ground_truth_rollouts", "metrics", "total", "logging", "recording"} <= set(
         report["timings"])
     assert [p["name"] for p in report["policies"]] == NAMES
+    assert report["trust"]["signal"].startswith("disagreement and coverage")  # the embedded model stores coverage
+    assert report["trust"]["flagged"] == [p["name"] for p in report["policies"] if p["flagged"]]
+    coverage = _model("stored").coverage
     for p, pr in zip(report["policies"], evaluation.policies):
         ep = p["episodes"]
         assert p["name"] == pr.name and p["source"] is None  # in-memory policies
@@ -112,10 +175,15 @@ def test_report_has_every_contract_key_and_round_trips(evaluation: Evaluation,
         assert len(ep["true_return"]) == EPISODES
         assert ep["true_length"] == [len(e.true) for e in pr.kept]
         assert ep["imagined_length"] == [len(e.imagined) for e in pr.kept]
-        # the trust score is the uncertainty summed over an episode: its per-step mean times its length
+        # the trust score: disagreement summed over an episode, weighted by the distance to the training data
         assert ep["total_uncertainty"] == ep["trust_score"]
-        assert ep["trust_score"] == pytest.approx(np.multiply(ep["uncertainty"], ep["imagined_length"]))
+        recomputed = np.array([_signals(e, coverage) for e in pr.kept])
+        assert ep["trust_score"] == pytest.approx(recomputed[:, 0])
+        assert ep["coverage"] == pytest.approx(recomputed[:, 1])
         assert p["trust_score"] == pytest.approx(np.mean(ep["trust_score"])) and p["uncertainty"] > 0
+        assert p["coverage"] == pytest.approx(np.mean(ep["coverage"]))
+        assert set(p["risk_features"]) == set(RISK["features"])
+        assert p["flagged"] is (p["risk"] is not None and p["risk"] > 0.5)
     true_means = [p["true_return"]["mean"] for p in report["policies"]]
     assert [p["true_rank"] for p in report["policies"]] == (np.argsort(np.argsort(-np.array(true_means))) + 1).tolist()
     loaded = json.loads((folder / "report.json").read_text())
@@ -183,11 +251,13 @@ def test_report_markdown_and_terminal_table(written: tuple[Path, dict[str, Any]]
         assert f"]({link})" in md
     assert "| step | 1 | 10 | 30 |" in md and "| diverged |" in md and "summed over an episode" in md
     table = summary_table(report).splitlines()
-    assert len(table) == 1 + len(NAMES) + 1
+    flagged = bool(report["trust"]["flagged"])  # a flagged policy adds a last line naming it
+    assert len(table) == 1 + len(NAMES) + 1 + flagged
+    metrics = table[1 + len(NAMES)]
     rows = sorted(report["policies"], key=lambda p: -p["true_return"]["mean"])
-    assert [line.split()[0] for line in table[1:-1]] == [p["name"] for p in rows]
-    assert all(word in table[-1] for word in ("Spearman", "Kendall", "Pearson", "MMRV", "of spread", "regret@1", "NAE"))
-    assert f"MMRV {report['metrics']['mmrv']:.1f} ({report['metrics']['mmrv_normalized']:.3f} of spread)" in table[-1]
+    assert [line.split()[0] for line in table[1:1 + len(NAMES)]] == [p["name"] for p in rows]
+    assert all(word in metrics for word in ("Spearman", "Kendall", "Pearson", "MMRV", "of spread", "regret@1", "NAE"))
+    assert f"MMRV {report['metrics']['mmrv']:.1f} ({report['metrics']['mmrv_normalized']:.3f} of spread)" in metrics
 
 
 @pytest.mark.parametrize(("spearman", "auroc", "expected"), [
@@ -226,6 +296,91 @@ def test_plots_are_pngs(written: tuple[Path, dict[str, Any]], tmp_path: Path) ->
         _assert_png(path)
 
 
+def test_risk_and_flagged_are_in_report_json(risky: tuple[Path, dict[str, Any], Evaluation]) -> None:
+    folder, report, ev = risky
+    loaded = json.loads((folder / "report.json").read_text())
+    assert loaded == report
+    policies = loaded["policies"]
+    for p, pr in zip(policies, ev.policies):
+        assert set(TRUST_KEYS) <= set(p) and {k: p[k] for k in TRUST_KEYS} == {k: pr.summary[k] for k in TRUST_KEYS}
+        z = RISK["bias"] + sum(w * p["risk_features"][f] for f, w in zip(RISK["features"], RISK["weights"]))
+        assert p["risk"] == pytest.approx(1 / (1 + np.exp(-z))) and p["flagged"] is (p["risk"] > 0.5)
+        assert p["coverage"] == pytest.approx(np.mean(p["episodes"]["coverage"]))
+        assert p["risk_features"]["log_coverage"] == pytest.approx(np.log(p["coverage"]))
+    flagged = [p["name"] for p in policies if p["flagged"]]
+    assert flagged and len(flagged) < len(policies), "RISK should flag some of the policies, not all"
+    trust = loaded["trust"]
+    assert trust["signal"] == "disagreement and coverage; risk model fitted on test"
+    assert trust["flagged"] == flagged and trust["risk_threshold"] == 0.5
+    imagined = np.array([p["imagined_return"]["mean"] for p in policies])
+    true = np.array([p["true_return"]["mean"] for p in policies])
+    off = np.abs(imagined - true) > 0.25 * np.maximum(np.abs(true), 0.1 * np.max(np.abs(true)))
+    assert trust["policies_off"] == int(off.sum())
+    expected = _auroc([p["risk"] for p in policies], off.tolist())
+    assert trust["policy_auroc"] == (None if expected is None else pytest.approx(expected))
+    assert {"auroc", "length_auroc", "auroc_length_control", "best_policy"} <= set(trust)
+
+
+def test_risk_and_flags_in_markdown_terminal_and_plot(risky: tuple[Path, dict[str, Any], Evaluation],
+                                                      tmp_path: Path) -> None:
+    folder, report, _ = risky
+    md = (folder / "report.md").read_text()
+    assert "- Signal: disagreement and coverage; risk model fitted on test." in md
+    assert "| trust score | risk | rank imagined / true |" in md
+    rows = {line.split(" | ")[0][2:]: line for line in md.splitlines() if line.startswith("| ") and " / " in line}
+    flagged = [p for p in report["policies"] if p["flagged"]]
+    for p in report["policies"]:
+        cell = f"{p['risk']:.2f} ⚑" if p["flagged"] else f"{p['risk']:.2f}"
+        assert f"| {cell} | {p['imagined_rank']} / {p['true_rank']} |" in rows[p["name"]]
+    named = ", ".join(f"{p['name']} (risk {p['risk']:.2f})" for p in flagged)
+    assert f"- Flagged (risk > 0.5): {named}." in md
+    assert f"- **Warning:** ⚑ flagged (risk > 0.5): {named}:" in md  # among the verdicts at the top
+    auroc = report["trust"]["policy_auroc"]
+    assert (f"risk AUROC {auroc:.2f}" in md) is (auroc is not None)
+    assert "trust AUROC" in md and "length-only control" in md
+
+    table = summary_table(report).splitlines()
+    assert table[0].split()[-1] == "risk"
+    by_name = {line.split()[0]: line for line in table[1:1 + len(NAMES)]}
+    for p in report["policies"]:
+        assert f"{p['risk']:.2f}" in by_name[p["name"]]
+        assert ("FLAGGED" in by_name[p["name"]]) is p["flagged"]
+    assert table[-1].startswith(f"FLAGGED (risk > 0.5): {named}:")
+
+    assert _red_pixels(folder / "returns.png") > 100  # the flagged policies are ringed in red
+    calm = copy.deepcopy(report)
+    for p in calm["policies"]:
+        p["flagged"] = False
+    (path,) = [p for p in write_plots(tmp_path, calm) if p.name == "returns.png"]
+    assert _red_pixels(path) == 0
+
+
+def test_a_model_without_coverage_falls_back_to_disagreement_and_says_so(
+        uncovered: tuple[Path, dict[str, Any]]) -> None:
+    folder, report = uncovered
+    loaded = json.loads((folder / "report.json").read_text())
+    assert loaded == report
+    trust = loaded["trust"]
+    assert trust["signal"].startswith("disagreement only: the model stores no coverage data")
+    assert (trust["flagged"], trust["policy_auroc"], trust["policies_off"]) == ([], None, None)
+    for p in loaded["policies"]:
+        assert {k: p[k] for k in TRUST_KEYS} == {"coverage": None, "risk_features": None, "risk": None,
+                                                 "flagged": False}
+        ep = p["episodes"]
+        assert "coverage" not in ep  # no per-episode coverage without coverage data
+        assert ep["trust_score"] == pytest.approx(np.multiply(ep["uncertainty"], ep["imagined_length"]))  # summed
+    md = (folder / "report.md").read_text()
+    assert f"- Signal: {trust['signal']}." in md and "no policy flagged" in md
+    assert "risk AUROC" not in md and " ⚑ |" not in md and "**Warning:** ⚑" not in md
+    for p in loaded["policies"]:
+        assert any(line.startswith(f"| {p['name']} |") and f"| n/a | {p['imagined_rank']} / " in line
+                   for line in md.splitlines())
+    table = summary_table(loaded).splitlines()
+    assert len(table) == 1 + 2 + 1 and "FLAGGED" not in "\n".join(table)
+    assert all(line.split()[-1] == "n/a" for line in table[1:3])
+    assert _red_pixels(folder / "returns.png") == 0
+
+
 def test_trajectories_round_trip(evaluation: Evaluation, written: tuple[Path, dict[str, Any]]) -> None:
     folder, report = written
     data = read_trajectories(folder)
@@ -239,6 +394,7 @@ def test_trajectories_round_trip(evaluation: Evaluation, written: tuple[Path, di
     assert np.array_equal(a["obs_scale"], evaluation.obs_scale)
     assert len(data.episodes) == len(NAMES) * EPISODES
     states = reset_states(TASK, evaluation.start_seeds.tolist())[1]
+    coverage = _model("stored").coverage
     lengths_differ = False
     for k, ep in enumerate(data.episodes):
         assert (ep.policy_index, ep.episode) == divmod(k, EPISODES)
@@ -257,7 +413,7 @@ def test_trajectories_round_trip(evaluation: Evaluation, written: tuple[Path, di
         values = report["policies"][ep.policy_index]["episodes"]
         assert values["true_return"][ep.episode] == pytest.approx(ep.true.total_reward)
         assert values["imagined_return"][ep.episode] == pytest.approx(ep.imagined.total_reward)
-        assert values["trust_score"][ep.episode] == pytest.approx(np.sum(ep.imagined.infos["uncertainty"]))
+        assert values["trust_score"][ep.episode] == pytest.approx(_signals(ep, coverage)[0])
         lengths_differ |= len(ep.true) != len(ep.imagined)
     assert lengths_differ
 

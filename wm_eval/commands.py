@@ -50,6 +50,7 @@ def train(cfg: Any) -> int:
     from wm_eval.data.hdf5 import load_dataset
     from wm_eval.errors import ConfigError, DatasetError
     from wm_eval.models.checkpoint import save_checkpoint
+    from wm_eval.models.coverage import build_coverage, default_risk
     from wm_eval.training import EnsembleHParams, data_fingerprint, fit
 
     if not cfg.dataset:
@@ -73,9 +74,10 @@ def train(cfg: Any) -> int:
 
         torch.set_num_threads(cfg.threads)
     model, metrics = fit(episodes, task=first.task, hparams=hparams, seed=cfg.seed, device=cfg.device)
+    coverage = build_coverage(model, episodes, seed=cfg.seed, risk=default_risk())
     save_checkpoint(model, out, observation_space=first.observation_space, action_space=first.action_space,
                     data_fingerprint=data_fingerprint(episodes), metrics=metrics, config=to_dict(cfg),
-                    seed=cfg.seed)
+                    seed=cfg.seed, coverage=coverage)
     save_config(cfg, out)
     summary = {k: metrics[k] for k in ("nll", "reward_r2", "termination_f1", "termination_f1_task_rule",
                                        "open_loop_error") if k in metrics}

@@ -30,7 +30,8 @@ tolerance (10% at the default 5%) is flagged at least 95% of the time once the s
 relative change is at most half the tolerance, which common random numbers reach with few episodes.
 No resampling covers the world model's own bias (it may see a 6% drop where MuJoCo sees 10%):
 ``examples/gate_power.py`` measures the detection and false-alarm rates against MuJoCo ground truth,
-and ``confirm=true`` re-checks flagged policies there.
+and ``confirm=true`` re-checks regressed policies there. Each candidate also carries its ``risk`` and
+``flagged`` (:mod:`wm_eval.evaluation.trust_signal`): information on how far to trust its verdict, never a failure.
 
 **Baseline file** (JSON, sorted keys, indent 2, meant to be committed): ``format`` (``wm_eval.baseline/1``),
 ``wm_eval_version``, ``task``, ``model`` (``path``, ``name``, ``fingerprint``), ``episodes``, ``horizon``,
@@ -145,10 +146,10 @@ def imagined_returns(model: Any, task: str, policies: Sequence[Any], states: np.
     propagation, and a policy's returns do not depend on the others in the suite. ``executor``: a
     local or Ray executor (:func:`wm_eval.evaluation.executor.open_executor`; default: in-process).
     """
-    return [r for r, _ in _outcomes(Job(task=task, model=model, policies=list(policies), real_policies=list(policies),
-                                        states=states, horizon=horizon, seed=seed, mode="closed_loop",
-                                        propagation=propagation, sample=False, device=device),
-                                    imagined=True, executor=executor)]
+    return [r for r, *_ in _outcomes(Job(task=task, model=model, policies=list(policies), real_policies=list(policies),
+                                         states=states, horizon=horizon, seed=seed, mode="closed_loop",
+                                         propagation=propagation, sample=False, device=device),
+                                     imagined=True, executor=executor)]
 
 
 def true_returns(task: str, policy: Any, states: np.ndarray, horizon: int, *, executor: Any = None) -> np.ndarray:
@@ -162,19 +163,25 @@ def _job(task: str, policies: list[Any], states: np.ndarray, horizon: int, *, mo
                seed=seed, mode="closed_loop", propagation=propagation, sample=False, device=device)
 
 
-def _outcomes(job: Job, *, imagined: bool, executor: Any) -> list[tuple[np.ndarray, np.ndarray | None]]:
+def _outcomes(job: Job, *, imagined: bool, executor: Any
+              ) -> list[tuple[np.ndarray, np.ndarray | None, dict[str, Any]]]:
     """Per policy of ``job``: undiscounted returns and successes (``None`` when the task has no success
-    rule), ``[len(job.states)]`` each, from one unit of all its episodes on one side, run by ``executor``."""
+    rule), ``[len(job.states)]`` each, and (imagined side) its trust (``risk``, ``flagged``, ... as
+    :func:`wm_eval.evaluate` reports them), from one unit of all its episodes on one side, run by ``executor``."""
     from wm_eval.evaluation.statistics import side_values
+    from wm_eval.evaluation.summary import policy_trust
+    from wm_eval.evaluation.trust_signal import episode_signals
     from wm_eval.tasks import get_task
 
-    rule = get_task(job.task).success
+    rule, coverage = get_task(job.task).success, getattr(job.model, "coverage", None) if imagined else None
     units = [Unit(i, p.name, policy_key(p.name), 0, len(job.states)) for i, p in enumerate(job.policies)]
-    out: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+    out: dict[str, tuple[np.ndarray, np.ndarray | None, dict[str, Any]]] = {}
 
     def done(unit: Unit, true: Any, imag: Any) -> None:
         values = side_values(imag if imagined else true, gamma=1.0, success_rule=rule)
-        out[unit.id] = values["return"], values.get("success")
+        values.update(episode_signals(imag, coverage) if coverage is not None else {})
+        trust = policy_trust({f"imagined_{k}": v for k, v in values.items()}, coverage) if imagined else {}
+        out[unit.id] = values["return"], values.get("success"), trust
 
     (executor or LocalExecutor(workers=1)).run(job, units, done, imagined=imagined, truth=not imagined)
     return [out[u.id] for u in units]
@@ -285,16 +292,15 @@ def record_baseline(path: str | os.PathLike[str], *, task: str, policies: Sequen
     with open_executor(executor, ray_address=ray_address, workers=1) as runner:
         imagined = _outcomes(_job(task, loaded, states, horizon, model=model_obj, seed=seed, device=device,
                                   propagation=propagation), imagined=True, executor=runner)
-        for k, (entry, (values, success)) in enumerate(zip(entries, imagined)):
+        for k, (entry, (values, success, _)) in enumerate(zip(entries, imagined)):
             entry["imagined_return"] = _estimate(values, _seed(seed, k))
             entry["episode_returns"] = values.tolist()
             if success is not None:  # the task has a success rule: the gate also tests the success rate
                 entry["imagined_success"] = _rate(success)
                 entry["episode_successes"] = success.astype(int).tolist()
             if confirm:
-                ((truth, true_success),) = _outcomes(_job(task, [_on_cpu(loaded[k], task, device)], states, horizon),
-                                                     imagined=False,
-                                                     executor=runner)
+                ((truth, true_success, _),) = _outcomes(_job(task, [_on_cpu(loaded[k], task, device)], states, horizon),
+                                                        imagined=False, executor=runner)
                 entry["true_return"] = _estimate(truth, _seed(seed, k))
                 entry["true_episode_returns"] = truth.tolist()
                 if true_success is not None:
@@ -345,7 +351,7 @@ def check_baseline(path: str | os.PathLike[str], *, model: str | None = None, ta
             ``allow_model_change``.
         task: if given, must be the baseline's task.
         tolerance, confidence: default: the baseline's.
-        confirm: re-run flagged policies in MuJoCo; with ground truth in the baseline, MuJoCo's
+        confirm: re-run regressed policies in MuJoCo; with ground truth in the baseline, MuJoCo's
             paired verdict replaces the world model's.
         allow_code: a baseline naming ``module:callable`` policies imports and runs that code; it is
             refused unless this is ``True`` (a baseline file is data, not code).
@@ -406,7 +412,8 @@ def _check_all(baseline: dict[str, Any], policies: list[Any], files: list[Path |
     imagined = _outcomes(_job(task, policies, states, horizon, model=model, seed=seed, device=device,
                               propagation=baseline["propagation"]), imagined=True, executor=executor)
     checks = []
-    for k, (entry, policy, file, (values, success)) in enumerate(zip(baseline["policies"], policies, files, imagined)):
+    for k, (entry, policy, file, (values, success, trust)) in enumerate(zip(baseline["policies"], policies, files,
+                                                                            imagined)):
         test = paired_change(entry["episode_returns"], values, tolerance=tolerance, confidence=confidence,
                              seed=_seed(seed, k))
         success_test = None
@@ -418,7 +425,7 @@ def _check_all(baseline: dict[str, Any], policies: list[Any], files: list[Path |
                          "to gate on the success rate too.")
         check = PolicyCheck(entry["name"], entry["path"], None if file is None else sha256(file) != entry["sha256"],
                             entry["imagined_return"], _estimate(values, _seed(seed, k)), test,
-                            success_test=success_test)
+                            success_test=success_test, risk=trust["risk"], flagged=trust["flagged"])
         if confirm and test.regressed:  # (a success-rate regression is the world model's verdict alone)
             truth = true_returns(task, _on_cpu(policy, task, device), states, horizon, executor=executor)
             now = _estimate(truth, _seed(seed, k, 1))

@@ -273,7 +273,14 @@ class SuccessTest:
 
 @dataclass(frozen=True)
 class PolicyCheck:
-    """One policy's verdict in the CI gate. ``true_*`` are filled by ``confirm=true`` for flagged policies."""
+    """One policy's verdict in the CI gate. ``true_*`` are filled by ``confirm=true`` for policies whose
+    imagined return regressed.
+
+    ``risk`` is the candidate's estimated probability that its imagined mean return is off by more than
+    20% (``None`` when the model stores no coverage data or no risk model) and ``flagged`` is
+    ``risk > 0.5``, both as :func:`wm_eval.evaluate` computes them from the candidate's imagined
+    episodes. A flagged verdict is less trustworthy; it is information, never a failure.
+    """
 
     name: str
     path: str
@@ -284,6 +291,8 @@ class PolicyCheck:
     true_candidate: dict[str, float] | None = None
     true_test: ChangeTest | None = None
     success_test: SuccessTest | None = None
+    risk: float | None = None
+    flagged: bool = False
 
     @property
     def return_regressed(self) -> bool:

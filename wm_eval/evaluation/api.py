@@ -284,6 +284,7 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
                               "memory cannot be recognised again): pass its file, or run without resume")
         store = _unit_store(Path(out) if out is not None else None, identity, resume)
         obs_scale = world.obs_scale.detach().cpu().numpy().astype(np.float64)
+        coverage = getattr(world, "coverage", None)
         job = Job(task=task, model=world, policies=loaded, real_policies=real, states=states, horizon=horizon,
                   seed=seed, mode=mode, propagation=propagation, sample=sample, device=device)
         results: dict[str, UnitResult] = {}
@@ -300,7 +301,7 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
 
         def done(unit: Unit, true: Any, imagined: Any) -> None:
             result = reduce_unit(unit.id, true, imagined, obs_scale=obs_scale, gamma=gamma, success_rule=spec.success,
-                                 keep=keep)
+                                 keep=keep, coverage=coverage)
             if store is not None:
                 save_unit(store, result)
             results[unit.id] = result
@@ -337,12 +338,13 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
         for i, (policy, vals, estimate) in enumerate(zip(loaded, values, estimates)):
             stats, summary = S.policy_summary(vals, statistics, seed=_seed(seed, policy.name), n_resamples=bootstrap,
                                               real=n[i])
+            summary.update(S.policy_trust(vals, coverage))
             results_.append(PolicyResult(policy.name, policy.source, policy_key(policy.name), vals,
                                          tuple(kept[i]), stats, summary, estimate))
         pairs = [S.paired(v, k) for v, k in zip(values, n)]
         metrics = {s.name: S.ranking([v[f"imagined_{s.name}"] for v in pairs], [v[f"true_{s.name}"] for v in pairs],
                                      seed=seed, n_resamples=bootstrap) for s in statistics}
-        trust = S.trust(pairs)
+        trust = S.trust(pairs, [r.summary for r in results_], [p.name for p in loaded], coverage)
         trust["best_policy"] = _best_policy(results_, seed)
         timings["metrics"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - started
@@ -407,4 +409,9 @@ def _kept(job: Job, runner: Any, units: Sequence[Unit], results: dict[str, UnitR
                     out[i].append(PairedEpisode(job.policies[i].name, i, j, int(seeds[j]),
                                                 r.true.trajectory(k, seed=int(seeds[j])),
                                                 r.imagined.trajectory(k, seed=int(seeds[j]))))
+    for i, pairs in enumerate(out):  # the episode's trust values travel with it (trajectory file, Rerun)
+        for pair in pairs:
+            for name in ("trust_score", "coverage"):
+                if f"imagined_{name}" in values[i]:
+                    pair.imagined.infos[name] = float(values[i][f"imagined_{name}"][pair.episode])
     return out

@@ -6,11 +6,15 @@ metrics per statistic with a two-level bootstrap (policies, then paired episodes
 per horizon step: the state error over pairs still running on both sides and the share of pairs
 whose termination has diverged; and the trust signal.
 
-**Trust score** (one definition everywhere: report, Rerun, README): an episode's *summed* ensemble
-disagreement over its imagined steps. Disagreement compounds along a rollout, and an imagined
-episode that ends early has less of it only if it was confident. ``trust.auroc`` is its AUROC for
-flagging episodes whose imagined undiscounted return is off by more than 20%, with a control: the
-AUROC of the imagined episode length alone (``trust.length_auroc``), which a useful trust score beats.
+**Trust score** (one definition everywhere: report, Rerun, README): an episode's ensemble
+disagreement summed over its imagined steps, each step weighted by how far it lies from the model's
+training data (:mod:`~wm_eval.evaluation.trust_signal`; disagreement alone for a model that stores no
+coverage data). Disagreement compounds along a rollout, and an imagined episode that ends early has
+less of it only if it was confident. ``trust.auroc`` is its AUROC for flagging episodes whose imagined
+undiscounted return is off by more than 20%, with a control: the AUROC of the imagined episode length
+alone (``trust.length_auroc``), which a useful trust score beats. Per policy, ``risk`` and ``flagged``
+(:func:`policy_trust`); ``trust.policy_auroc`` is the AUROC of ``risk`` for policies whose imagined mean
+return is off by more than 25%.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ import numpy as np
 
 from wm_eval.evaluation import estimators as E
 from wm_eval.evaluation import metrics as M
+from wm_eval.evaluation import trust_signal as T
 from wm_eval.evaluation.statistics import Statistic, interval
 from wm_eval.evaluation.plan import Unit
 from wm_eval.evaluation.units import UnitResult
 from wm_eval.types import METRIC_NAMES
 
-__all__ = ["merge_values", "policy_values", "paired", "policy_summary", "true_estimates", "ranking", "horizon_error", "trust"]
+__all__ = ["merge_values", "policy_values", "paired", "policy_summary", "policy_trust", "true_estimates", "ranking",
+           "horizon_error", "trust"]
 
 
 def merge_values(results: Sequence[UnitResult], ranges: Sequence[tuple[int, int]], episodes: int
@@ -127,24 +133,63 @@ def horizon_error(results: Sequence[UnitResult], pairs: int) -> dict[str, Any]:
             "diverged_fraction": diverged / max(pairs, 1)}
 
 
-def trust(values: Sequence[dict[str, np.ndarray]]) -> dict[str, Any]:
-    """How well the trust score flags episodes whose imagined return is off (see the module docstring)."""
+def _either_way(auroc: float) -> float:
+    """The better of ``auroc`` and ``1 - auroc`` (``nan`` stays ``nan``)."""
+    return auroc if math.isnan(auroc) else max(auroc, 1.0 - auroc)
+
+
+def policy_trust(values: dict[str, np.ndarray], coverage: Any) -> dict[str, Any]:
+    """One policy's imagined-side trust: ``coverage`` (mean episode coverage distance), ``risk_features``,
+    ``risk`` (``None`` when the model stores no coverage data or no risk model) and ``flagged``."""
+    if coverage is None:
+        return {"coverage": None, "risk_features": None, "risk": None, "flagged": False}
+    features = T.policy_features(values, coverage)
+    risk = None if coverage.risk is None else T.policy_risk(features, coverage.risk)
+    return {"coverage": float(np.mean(values["imagined_coverage"])), "risk_features": features, "risk": risk,
+            "flagged": risk is not None and risk > T.RISK_FLAG}
+
+
+def trust(values: Sequence[dict[str, np.ndarray]], summaries: Sequence[dict[str, Any]], names: Sequence[str],
+          coverage: Any) -> dict[str, Any]:
+    """How well the trust score flags episodes whose imagined return is off, and ``risk`` the policies
+    (``values``: the paired episodes; ``summaries``: the policies' :func:`policy_trust`)."""
     score = np.concatenate([v["imagined_trust_score"] for v in values])
     length = np.concatenate([v["imagined_length"] for v in values]).astype(float)
     imagined = np.concatenate([v["imagined_return"] for v in values])
     true = np.concatenate([v["true_return"] for v in values])
     off = M.return_is_off(imagined_return=imagined, true_return=true)
+    risks = [s["risk"] for s in summaries]
+    policy_auroc, policies_off = math.nan, None
+    if all(r is not None for r in risks) and all(len(v["true_return"]) for v in values):
+        means = np.array([[v["imagined_return"].mean(), v["true_return"].mean()] for v in values])
+        wrong = M.return_is_off(imagined_return=means[:, 0], true_return=means[:, 1], threshold=0.25)
+        policy_auroc, policies_off = M.auroc(scores=np.array(risks), labels=wrong), int(wrong.sum())
+    if coverage is None:
+        signal = "disagreement only: the model stores no coverage data (an older or user checkpoint); risk is not estimated"
+    elif coverage.risk is None:
+        signal = "disagreement and coverage; the model stores no risk model, so risk is not estimated"
+    else:
+        signal = f"disagreement and coverage; risk model fitted on {coverage.risk['fitted_on']}"
     return {
+        "signal": signal,
+        "flagged": [n for n, s in zip(names, summaries) if s["flagged"]],
+        "policy_auroc": policy_auroc,
+        "policies_off": policies_off,
+        "risk_threshold": T.RISK_FLAG,
         "auroc": M.auroc(scores=score, labels=off),
         "length_auroc": M.auroc(scores=-length, labels=off),
-        "auroc_length_control": M.auroc(scores=-length, labels=off),  # the same, under the name issue readers use
+        "auroc_length_control": _either_way(M.auroc(scores=-length, labels=off)),
         "fraction_off": float(off.mean()),
         "off_episodes": int(off.sum()),
         "episodes": int(off.size),
         "threshold": 0.2,
         "score": "trust_score",
-        "definition": "trust score = ensemble disagreement summed over an episode's imagined steps; auroc = its "
+        "definition": "trust score = ensemble disagreement summed over an episode's imagined steps, each step "
+                      "weighted by max(1, its distance to the training data); auroc = its "
                       "AUROC for flagging episodes whose imagined undiscounted return is off by more than 20% of "
                       "max(|true|, 10% of the largest |true|); length_auroc = the same for shorter imagined "
-                      "episodes (a control; also under auroc_length_control)",
+                      "episodes; auroc_length_control = the imagined length's AUROC in whichever direction "
+                      "(shorter or longer flagged) scores higher: the control a useful trust score beats; risk = estimated probability that "
+                      "a policy's imagined mean return is off by more than 20%, flagged when risk > 0.5; "
+                      "policy_auroc = AUROC of risk for policies off by more than 25%",
     }

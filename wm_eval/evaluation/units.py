@@ -13,11 +13,13 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from wm_eval.errors import DatasetError
 from wm_eval.evaluation.statistics import side_values
+from wm_eval.evaluation.trust_signal import episode_signals
 from wm_eval.fileio import atomic_write
 from wm_eval.types import BatchRollout
 
@@ -74,14 +76,17 @@ def _terminated_by(rollout: BatchRollout) -> np.ndarray:
 
 
 def reduce_unit(unit: str, true: BatchRollout | None, imagined: BatchRollout, *, obs_scale: np.ndarray, gamma: float,
-                success_rule: Callable[[np.ndarray], np.ndarray] | None, keep: bool) -> UnitResult:
+                success_rule: Callable[[np.ndarray], np.ndarray] | None, keep: bool, coverage: Any = None) -> UnitResult:
     """The :class:`UnitResult` of a unit's paired rollouts; with ``true=None`` (imagined-only episodes,
     see ``real_episodes`` of :func:`wm_eval.evaluate`) the true values and state errors are NaN and the
-    per-step sums zero."""
+    per-step sums zero. With the model's ``coverage``, the imagined side also gets ``coverage`` and the
+    combined ``trust_score`` of :mod:`~wm_eval.evaluation.trust_signal`."""
     imag = side_values(imagined, gamma=gamma, success_rule=success_rule)
+    if coverage is not None:
+        imag.update(episode_signals(imagined, coverage))
     if true is None:
         values = {f"true_{k}": np.full(len(v), np.nan) for k, v in imag.items()
-                  if k not in ("uncertainty", "trust_score")}
+                  if k not in ("uncertainty", "trust_score", "coverage")}
         values.update({f"imagined_{k}": v for k, v in imag.items()})
         values["final_state_error"] = np.full(imagined.rewards.shape[0], np.nan)
         zeros = np.zeros(imagined.rewards.shape[1] + 1)

@@ -84,6 +84,9 @@ class WorldModel(nn.Module, abc.ABC):
         num_members: number of ensemble members used for prediction.
         obs_scale: ``[obs_dim]`` buffer, the per-dimension standard deviation of the
             training observations; divide state errors by it to compare dimensions.
+        coverage: what the training data covered (:class:`~wm_eval.models.coverage.Coverage`,
+            set when loaded from a checkpoint that stores it), or ``None``: trust then rests on
+            disagreement alone.
 
     Subclasses implement :meth:`_step`, :meth:`nll` and :meth:`spec`, and may override
     :meth:`initial_state` and :attr:`state_shape` for a latent state. ``cls(**spec())``
@@ -95,6 +98,7 @@ class WorldModel(nn.Module, abc.ABC):
     act_dim: int
     num_members: int
     obs_scale: torch.Tensor
+    coverage: Any = None
 
     def __init__(self, *, task: str, obs_dim: int, act_dim: int, num_members: int) -> None:
         super().__init__()

@@ -15,6 +15,8 @@ own models live in :mod:`wm_eval.models.user`.)
     metrics, config     dicts                   seed            int
     versions            wm_eval, Python and library versions (wm_eval.machine.library_versions)
     weights_sha256      sha256 of weights.pt, checked on load (catches bit rot and truncation)
+    coverage_sha256     sha256 of coverage.npz (optional: what the training data covered, see
+                        wm_eval.models.coverage); loaded as ``model.coverage`` (``None`` without it)
 
 Infinite bounds are written as the strings ``"inf"`` and ``"-inf"``. Normalisation
 statistics live in the state_dict. Classes listed in :data:`MODEL_CLASSES` load as they are; a
@@ -48,10 +50,12 @@ from wm_eval.errors import CheckpointError, SpaceMismatchError
 from wm_eval.fileio import sha256
 from wm_eval.machine import library_versions
 from wm_eval.models.base import WorldModel
+from wm_eval.models.coverage import COVERAGE_FILE, Coverage
 from wm_eval.models.user import CODE_REF, code_fingerprint, factory_fingerprint, from_factory, import_ref
 
 __all__ = [
     "DEFAULT_TASK",
+    "attach_coverage",
     "EMBEDDED_TASKS",
     "FORMAT",
     "FORMAT_VERSION",
@@ -110,6 +114,7 @@ def save_checkpoint(
     metrics: dict[str, Any],
     config: dict[str, Any],
     seed: int,
+    coverage: Coverage | None = None,
 ) -> Path:
     """Write ``model`` as a checkpoint directory at ``path`` atomically and return the path.
 
@@ -120,7 +125,8 @@ def save_checkpoint(
     deleted. An exception at any step puts the old checkpoint back; a crash (the process
     killed) leaves the old or the new complete checkpoint at ``path``, or, between the two
     renames, none at ``path`` and the old one at the backup, which :func:`load_checkpoint`
-    then names. A leftover backup is deleted by the next successful save.
+    then names. A leftover backup is deleted by the next successful save. ``coverage`` (what the
+    training data covered) is stored beside the weights when given.
     """
     path = Path(path)
     class_ref = _class_ref(type(model))
@@ -154,6 +160,8 @@ def save_checkpoint(
     try:
         torch.save({key: value.detach().cpu().clone() for key, value in model.state_dict().items()}, tmp / WEIGHTS_FILE)
         spec["weights_sha256"] = sha256(tmp / WEIGHTS_FILE)
+        if coverage is not None:
+            spec["coverage_sha256"] = sha256(coverage.save(tmp))
         (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         _swap_in(tmp, path, backup)
     finally:
@@ -268,7 +276,34 @@ def load_checkpoint(path: str | os.PathLike[str], *, task: str | None = None, de
                               f"{list(stored_act.shape)} but a model of sizes {model.obs_dim} and {model.act_dim}; "
                               "re-train or re-download")
     model.load_state_dict(state)
+    model.coverage = _load_coverage(path, spec)
     return model.to(device).eval()
+
+
+def _load_coverage(path: Path, spec: dict[str, Any]) -> Coverage | None:
+    """The checkpoint's :class:`Coverage`, or ``None`` for a checkpoint saved without one."""
+    if "coverage_sha256" not in spec:
+        return None
+    file = path / COVERAGE_FILE
+    if not file.is_file() or sha256(file) != spec["coverage_sha256"]:
+        raise CheckpointError(f"{file} is missing or corrupt (its sha256 differs from spec.json); re-train or re-download")
+    return Coverage.load(file)
+
+
+def attach_coverage(path: str | os.PathLike[str], coverage: Coverage) -> Path:
+    """Store ``coverage`` in the existing checkpoint at ``path`` (replacing any), as atomically as a save."""
+    path = Path(path)
+    spec = read_spec(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        shutil.copy2(path / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
+        spec["coverage_sha256"] = sha256(coverage.save(tmp))
+        (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        _swap_in(tmp, path, backup_path(path))
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return path
 
 
 def _stored_spaces(spec: dict[str, Any], path: Path) -> tuple[spaces.Box, spaces.Box]:

@@ -16,10 +16,13 @@ from matplotlib.figure import Figure
 
 from wm_eval.fileio import atomic_write as _atomic_write
 from wm_eval.reporting.success import has_success, success_rate
+from wm_eval.reporting.trust import risk_threshold
 
 __all__ = ["plot_returns", "plot_horizon_error", "plot_uncertainty", "write_plots"]
 
 _DPI = 120
+FLAG_COLOR = "#e00000"
+"""The colour that marks flagged policies (no other element of the figures uses it)."""
 
 
 def _floats(values: Any) -> np.ndarray:
@@ -48,8 +51,18 @@ def _error_bars(entries: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.nan_to_num(np.abs(np.stack([mean - low, high - mean])))
 
 
+def _mark_flagged(ax: Any, report: dict[str, Any], x: np.ndarray, y: np.ndarray) -> None:
+    """Ring the flagged policies' points ``(x, y)`` in :data:`FLAG_COLOR`, with a legend entry."""
+    flagged = np.array([bool(p.get("flagged")) for p in report["policies"]], dtype=bool)
+    shown = flagged & np.isfinite(x) & np.isfinite(y)
+    if shown.any():
+        ax.scatter(x[shown], y[shown], s=160, facecolors="none", edgecolors=FLAG_COLOR, linewidths=2, zorder=3,
+                   label=f"flagged (risk > {risk_threshold(report):g})")
+
+
 def plot_returns(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Imagined vs true mean return per policy, both 95% intervals as error bars, and ``y = x``."""
+    """Imagined vs true mean return per policy, both 95% intervals as error bars, and ``y = x``; flagged
+    policies ringed in red (names in red too)."""
     policies = report["policies"]
     true, true_err = _error_bars([p["true_return"] for p in policies])
     imagined, imagined_err = _error_bars([p["imagined_return"] for p in policies])
@@ -63,10 +76,13 @@ def plot_returns(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
         lo, hi = ends.min(), ends.max()
         pad = 0.05 * (hi - lo) or 1.0
         ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.6", ls="--", lw=1, label="imagined = true")
+    _mark_flagged(ax, report, true, imagined)
+    if ax.get_legend_handles_labels()[1]:
         ax.legend(loc="upper left", fontsize=8)
     for p, x, y in zip(policies, true, imagined):
         if np.isfinite(x) and np.isfinite(y):
-            ax.annotate(p["name"], (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7)
+            ax.annotate(p["name"], (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7,
+                        color=FLAG_COLOR if p.get("flagged") else "black")
     ax.set_xlabel("true return (MuJoCo)")
     ax.set_ylabel("imagined return (world model)")
     ax.set_title(f"{report['task']}: Spearman {_metric(report, 'spearman', '.2f')}, "
@@ -109,7 +125,7 @@ def plot_uncertainty(report: dict[str, Any], path: str | os.PathLike[str]) -> Pa
         episodes = p["episodes"]
         error = np.abs(_floats(episodes["imagined_return"]) - _floats(episodes["true_return"]))
         ax.scatter(_floats(episodes["total_uncertainty"]), error, s=16, alpha=0.8, label=p["name"])
-    ax.set_xlabel("episode uncertainty (ensemble disagreement summed over its steps)")
+    ax.set_xlabel("episode trust score (summed disagreement, coverage-weighted when the model stores coverage)")
     ax.set_ylabel("|imagined - true| return")
     auroc = report["trust"].get("auroc")
     ax.set_title(f"{report['task']}: trust AUROC {'n/a' if auroc is None else f'{auroc:.2f}'} "

@@ -30,6 +30,7 @@ from wm_eval.fileio import atomic_write_text
 from wm_eval.machine import library_versions, machine
 from wm_eval.types import METRIC_NAMES
 from wm_eval.reporting.success import has_success, success_cell, success_section
+from wm_eval.reporting.trust import flagged_note, risk_cell, terminal_risk_cell, trust_section, trust_verdict
 
 if TYPE_CHECKING:
     from wm_eval.types import Evaluation
@@ -93,8 +94,10 @@ _EPISODE_KEYS = {  # report.json's per-episode names -> PolicyResult.episodes ke
     "imagined_terminated": "imagined_terminated", "true_terminated": "true_terminated",
     "imagined_success": "imagined_success", "true_success": "true_success",
     "uncertainty": "imagined_uncertainty", "trust_score": "imagined_trust_score",
-    "final_state_error": "final_state_error",
+    "final_state_error": "final_state_error", "coverage": "imagined_coverage",
 }
+_TRUST_KEYS = {"coverage": None, "risk_features": None, "risk": None, "flagged": False}
+"""Per-policy trust keys of ``report.json`` and their values for a summary that lacks them."""
 
 
 def _uniform(values: list[Any]) -> Any:
@@ -113,11 +116,12 @@ def build_report(ev: Evaluation, *, config: dict[str, Any] | None = None,
 
     Returns:
         A JSON-safe dict (NaN and inf are ``None``). Each policy entry carries its statistics,
-        per-episode values, ``imagined_rank`` and ``true_rank`` (1 = best, by mean undiscounted return).
+        per-episode values, ``imagined_rank`` and ``true_rank`` (1 = best, by mean undiscounted return),
+        and its trust: ``coverage``, ``risk_features``, ``risk`` (``None``: not estimated) and ``flagged``.
     """
     policies = []
     for p in ev.policies:
-        entry = {"name": p.name, "source": p.source, **p.summary, "statistics": p.statistics,
+        entry = {"name": p.name, "source": p.source, **_TRUST_KEYS, **p.summary, "statistics": p.statistics,
                  "true_estimate": p.true_estimate.get("return"), "true_estimate_by_statistic": p.true_estimate,
                  "episodes": {k: p.episodes[v] for k, v in _EPISODE_KEYS.items() if v in p.episodes}}
         entry["episodes"]["total_uncertainty"] = entry["episodes"]["trust_score"]  # the name of report/1
@@ -229,7 +233,7 @@ def _by_true_return(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _verdicts(report: dict[str, Any]) -> list[str]:
-    """One line on the ranking, one on the uncertainty."""
+    """One line on the ranking, one on the uncertainty, and one on the flagged policies if any."""
     rho = report["metrics_ci"]["spearman"]
     if rho["value"] is None:
         ranking = "Ranking not assessed: it needs at least two policies whose true returns differ."
@@ -249,7 +253,8 @@ def _verdicts(report: dict[str, Any]) -> list[str]:
     else:
         flag = (f"**Warning:** uncertainty does not flag the wrong episodes (trust AUROC {auroc:.2f} < "
                 f"{TRUST_AUROC_WARN}; {share}): a confident imagined return may still be wrong.")
-    return [ranking, flag]
+    risky = trust_verdict(report)
+    return [ranking, flag] + ([risky] if risky else [])
 
 
 def _as_mean(entry: dict[str, float | None]) -> dict[str, float | None]:
@@ -272,15 +277,19 @@ def _markdown(report: dict[str, Any], folder: Path) -> str:
         "",
         "Undiscounted returns, mean over episodes with 95% bootstrap intervals; ranks are 1 = best. An imagined "
         "interval is the spread of the model's predictions over start states, not an interval for the policy's "
-        "true value. Trust score: ensemble disagreement summed over an episode's imagined steps (mean per policy).",
+        "true value. Trust score: ensemble disagreement summed over an episode's imagined steps, weighted by the "
+        "distance to the training data when the model stores it (mean per policy). Risk: estimated probability "
+        "that the policy's imagined mean return is off by more than 20% (⚑ flagged; n/a: not estimated).",
         "",
-        "| policy | imagined return [95% CI] | true return [95% CI] | abs error | trust score | rank imagined / true |",
-        "|---|---|---|---|---|---|",
+        "| policy | imagined return [95% CI] | true return [95% CI] | abs error | trust score | risk | "
+        "rank imagined / true |",
+        "|---|---|---|---|---|---|---|",
     ]
     for p in _by_true_return(report):
         lines.append(f"| {p['name']} | {_interval(p['imagined_return'])} | {_interval(p['true_return'])} | "
-                     f"{_num(p['abs_error'])} | {_num(p['trust_score'], '.3g')} | "
+                     f"{_num(p['abs_error'])} | {_num(p['trust_score'], '.3g')} | {risk_cell(p)} | "
                      f"{p['imagined_rank']} / {p['true_rank']} |")
+    lines += trust_section(report)
     lines += success_section(report, _by_true_return(report))
     lines += _estimates_section(report)
     lines += [
@@ -387,20 +396,22 @@ def write_report(folder: str | os.PathLike[str], report: dict[str, Any]) -> tupl
 
 
 def summary_table(report: dict[str, Any]) -> str:
-    """The compact table printed to the terminal: one row per policy (best true return first), then
-    one line of ranking metrics."""
+    """The compact table printed to the terminal: one row per policy (best true return first, with its
+    ``risk``, marked ``FLAGGED`` above the threshold), one line of ranking metrics, and a last line naming
+    the flagged policies if any."""
     policies = _by_true_return(report)
     width = max(len("policy"), *(len(p["name"]) for p in policies))
     reals = [(p.get("true_estimate") or {}).get("real_episodes", report["episodes"]) for p in report["policies"]]
     budget = min(reals) < report["episodes"]
     head = f"{'true est. [CI]':>24}" if budget else ""
     success = has_success(report)
-    rows = [f"{'policy':<{width}}  {'imagined':>10}  {'true':>10}  {'|error|':>9}  {'trust score':>11}  "
+    rows = [f"{'policy':<{width}}  {'imagined':>10}  {'true':>10}  {'|error|':>9}  {'trust score':>11}  {'risk':>5}{'':8}  "
             + (f"{'success im/true':>15}  " if success else "") + head]
     for p in policies:
         est = f"{_interval(p['true_estimate']):>24}" if budget else ""
         rows.append(f"{p['name']:<{width}}  {_num(p['imagined_return']['mean']):>10}  {_num(p['true_return']['mean']):>10}  "
                     f"{_num(p['abs_error']):>9}  {_num(p['trust_score'], '.3g'):>11}  "
+                    f"{terminal_risk_cell(p)}  "
                     + (f"{success_cell(p):>15}  " if success else "") + est)
     rows = [r.rstrip() for r in rows]
     m = report["metrics"]
@@ -416,4 +427,5 @@ def summary_table(report: dict[str, Any]) -> str:
     if budget and best.get("name"):
         rows.append(f"Recommended: {best['name']} (P(truly best) {_num(best['probability'], '.2f')}; "
                     f"{sum(reals)} of {report['episodes'] * len(reals)} episodes run in MuJoCo)")
-    return "\n".join(rows)
+    note = flagged_note(report)
+    return "\n".join(rows + ([note] if note else []))

@@ -24,7 +24,8 @@ step ``t`` is observation ``t``; the reward, termination and uncertainty of tran
     uncertainty                   the model's per-step uncertainty (ensemble disagreement)
 
 The model gives one uncertainty number per step, so it is drawn as a line beside the state error
-(same view); its sum over the episode is the *trust score* shown in the summary (lower is more trustworthy).
+(same view); summed over the episode, each step weighted by its distance to the model's training data, it is
+the *trust score* shown in the summary (lower is more trustworthy; :mod:`wm_eval.evaluation.trust_signal`).
 """
 
 from __future__ import annotations
@@ -73,7 +74,10 @@ def _gap(episode: Any) -> float:
 
 
 def _trust(episode: Any) -> float | None:
-    """The episode's trust score: ensemble disagreement summed over its imagined steps (as in report.json)."""
+    """The episode's trust score as in report.json (stored with the episode; in files written before it was,
+    the ensemble disagreement summed over the imagined steps, its definition then)."""
+    if "trust_score" in episode.imagined.infos:
+        return float(episode.imagined.infos["trust_score"])
     uncertainty = episode.imagined.infos.get("uncertainty")
     return float(np.sum(uncertainty)) if uncertainty is not None and len(uncertainty) else None
 
@@ -149,7 +153,8 @@ def _summary(episode: Any, *, task: str, title: str) -> str:
         "",
         f"**Return gap** |imagined − true|: {_gap(episode):.2f}",
         "",
-        "**Trust score** (model uncertainty summed over the imagined steps, lower is better): "
+        "**Trust score** (model uncertainty summed over the imagined steps, weighted by distance to the "
+        "training data; lower is better): "
         + ("n/a (no uncertainty recorded)" if trust is None else f"{trust:.4f}"),
     ])
 

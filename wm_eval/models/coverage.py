@@ -1,0 +1,163 @@
+"""What a world model's training data covered, stored with the model: the data-coverage half of trust.
+
+Ensemble members trained on the same data agree while they extrapolate, so disagreement alone
+cannot tell that an imagined episode left the data. :class:`Coverage` keeps, beside the weights
+(``coverage.npz`` in the checkpoint folder, read with ``allow_pickle=False``, about 0.1 MB):
+
+* ``sample`` ``[M, obs_dim + act_dim]``: a seeded sample of training state–action pairs,
+  standardised with ``mean``/``std`` ``[obs_dim + act_dim]`` of the training transitions;
+* ``scale``: the median distance (mean over the ``k`` nearest) from held-out training pairs to the
+  sample, so a :meth:`distance` of 1 is typical inside the data, and 3 is three times as far;
+* ``obs_low``/``obs_high`` ``[obs_dim]`` and ``return_low``/``return_high``: the ranges of the
+  training observations and of the training episodes' undiscounted returns;
+* ``uncertainty_ref``: the model's median one-step disagreement on training transitions;
+* optionally a per-policy **risk** model (``risk_features``, ``risk_weights``, ``risk_bias``,
+  ``risk_fitted_on``): a logistic regression from the imagined-side features of
+  :func:`policy_features` to the probability that a policy's imagined mean return is off by more
+  than 20% (see :mod:`wm_eval.evaluation.trust_signal`).
+
+:meth:`distance` is batched (one matrix product per block of rows) and runs on the evaluation's
+reduced rollouts, not inside the imagination loop.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from wm_eval.errors import CheckpointError
+from wm_eval.fileio import atomic_write
+
+__all__ = ["COVERAGE_FILE", "Coverage", "build_coverage", "default_risk"]
+
+COVERAGE_FILE = "coverage.npz"
+FORMAT = "wm_eval.coverage/1"
+BLOCK = 1024
+"""Rows per block of :meth:`Coverage.distance`."""
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """A compact description of a model's training data (see the module docstring)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    sample: np.ndarray
+    scale: float
+    k: int
+    obs_low: np.ndarray
+    obs_high: np.ndarray
+    return_low: float
+    return_high: float
+    uncertainty_ref: float
+    risk: dict[str, Any] | None = field(default=None)
+
+    @property
+    def obs_dim(self) -> int:
+        """Observation size."""
+        return len(self.obs_low)
+
+    def distance(self, obs: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """Mean distance ``[B]`` of state–action pairs ``obs`` ``[B, obs_dim]``, ``action`` ``[B, act_dim]``
+        to their ``k`` nearest training pairs, in units of :attr:`scale` (non-finite rows give ``inf``).
+
+        Computed in float32 in padded blocks of :data:`BLOCK` rows, so a row's distance does not
+        depend on the other rows of the call."""
+        x = torch.as_tensor(np.concatenate([obs, action], axis=1), dtype=torch.float32)
+        x = (x - torch.as_tensor(self.mean, dtype=torch.float32)) / torch.as_tensor(self.std, dtype=torch.float32)
+        finite = torch.isfinite(x).all(dim=1)
+        rows = x[finite]
+        sample = torch.as_tensor(self.sample, dtype=torch.float32)
+        sample_sq = sample.square().sum(dim=1)
+        padded = -(-len(rows) // BLOCK) * BLOCK
+        rows = torch.cat([rows, rows.new_zeros(padded - len(rows), rows.shape[1])])
+        result = torch.empty(padded)
+        with torch.inference_mode():
+            for lo in range(0, padded, BLOCK):
+                block = rows[lo:lo + BLOCK]
+                squared = torch.addmm(sample_sq, block, sample.T, alpha=-2.0).add_(block.square().sum(dim=1, keepdim=True))
+                nearest = squared.topk(self.k, dim=1, largest=False).values
+                result[lo:lo + BLOCK] = nearest.clamp_(min=0.0).sqrt_().mean(dim=1)
+        out = np.full(len(x), np.inf)
+        out[finite.numpy()] = result[: int(finite.sum())].double().numpy() / self.scale
+        return out
+
+    def with_risk(self, risk: dict[str, Any] | None) -> Coverage:
+        """A copy with the per-policy risk model ``risk`` (``features``, ``weights``, ``bias``, ``fitted_on``)."""
+        return replace(self, risk=risk)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``folder/coverage.npz`` atomically."""
+        arrays: dict[str, Any] = {
+            "format": np.array(FORMAT), "mean": self.mean, "std": self.std, "sample": self.sample.astype(np.float16),
+            "scale": np.array(self.scale), "k": np.array(self.k), "obs_low": self.obs_low, "obs_high": self.obs_high,
+            "return_range": np.array([self.return_low, self.return_high]),
+            "uncertainty_ref": np.array(self.uncertainty_ref),
+        }
+        if self.risk is not None:
+            arrays.update(risk_features=np.array(self.risk["features"]), risk_weights=np.array(self.risk["weights"]),
+                          risk_bias=np.array(self.risk["bias"]), risk_fitted_on=np.array(self.risk["fitted_on"]))
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+
+        return atomic_write(Path(folder) / COVERAGE_FILE, write)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Coverage:
+        """Read a ``coverage.npz`` written by :meth:`save` (no pickles)."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                a = {key: data[key] for key in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, io.UnsupportedOperation) as exc:
+            raise CheckpointError(f"{path} is truncated or corrupt; re-train or delete it ({exc})") from None
+        if str(a.get("format", "")) != FORMAT:
+            raise CheckpointError(f"{path} is not a {FORMAT} file; re-train or delete it")
+        risk = None
+        if "risk_weights" in a:
+            risk = {"features": [str(f) for f in a["risk_features"]], "weights": [float(w) for w in a["risk_weights"]],
+                    "bias": float(a["risk_bias"]), "fitted_on": str(a["risk_fitted_on"])}
+        return cls(mean=a["mean"], std=a["std"], sample=a["sample"].astype(np.float32), scale=float(a["scale"]),
+                   k=int(a["k"]), obs_low=a["obs_low"], obs_high=a["obs_high"], return_low=float(a["return_range"][0]),
+                   return_high=float(a["return_range"][1]), uncertainty_ref=float(a["uncertainty_ref"]), risk=risk)
+
+
+@torch.no_grad()
+def build_coverage(model: Any, episodes: list[Any], *, seed: int, size: int = 2048, k: int = 5,
+                   risk: dict[str, Any] | None = None) -> Coverage:
+    """The :class:`Coverage` of ``model``'s training ``episodes`` (:class:`~wm_eval.types.Trajectory`):
+    ``size`` sampled pairs, and the scale measured on up to ``size`` other pairs (seeded by ``seed``)."""
+    obs = np.concatenate([e.observations[:-1] for e in episodes]).astype(np.float64)
+    act = np.concatenate([e.actions for e in episodes]).astype(np.float64)
+    x = np.concatenate([obs, act], axis=1)
+    mean, std = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-6)
+    order = np.random.default_rng(seed).permutation(len(x))
+    size = min(size, max(1, len(x) // 2))
+    picked, probe = order[:size], order[size:2 * size]
+    returns = np.array([float(np.sum(e.rewards)) for e in episodes])
+    unit = Coverage(mean=mean, std=std, sample=((x[picked] - mean) / std).astype(np.float16).astype(np.float32),
+                    scale=1.0, k=min(k, size), obs_low=obs.min(axis=0), obs_high=obs.max(axis=0),
+                    return_low=float(returns.min()), return_high=float(returns.max()), uncertainty_ref=1.0, risk=risk)
+    scale = float(np.median(unit.distance(obs[probe], act[probe]))) if len(probe) else 1.0
+    pred = model.predict(obs[probe if len(probe) else picked], act[probe if len(probe) else picked])
+    reference = float(pred.uncertainty.float().median())
+    return replace(unit, scale=max(scale, 1e-6), uncertainty_ref=max(reference, 1e-9))
+
+
+def default_risk() -> dict[str, Any] | None:
+    """The risk model that ``wm-eval train`` stores in new models: fitted on the policies of every embedded
+    task (``wm_eval/assets/risk.json``, written by ``examples/trust_calibration.py fit --write``), or
+    ``None`` when the package has none."""
+    file = importlib.resources.files("wm_eval") / "assets" / "risk.json"
+    if not file.is_file():
+        return None
+    return json.loads(file.read_text(encoding="utf-8"))
