@@ -4,7 +4,8 @@
     python examples/calibration.py --tasks Hopper-v5 --episodes 12 --horizon 30 --draws 5 --n 3 5   # quick
 
 One fully paired evaluation per task (``--episodes`` per policy, imagined and MuJoCo from the same start
-states). Each draw splits every policy's episodes at random: ``n`` real (paired) episodes, ``--pool - n``
+states) of the zoo plus the policies the model never saw (``examples/trust_calibration.py``'s list:
+``policies/experts/<task>`` and other PPO seeds; ``--no-unseen`` leaves them out). Each draw splits every policy's episodes at random: ``n`` real (paired) episodes, ``--pool - n``
 imagined-only ones, and the rest (150 at the defaults), whose MuJoCo mean is the policy's true mean.
 For each ``n`` and each of ``--draws`` draws, an interval at ``--confidence`` comes from
 
@@ -34,16 +35,20 @@ from scipy import stats
 
 from wm_eval.evaluation.estimators import pooled_lambda, ppi_mean, real_mean
 
+from trust_calibration import unseen  # noqa: E402  (examples/ is this script's folder)
+
 
 def _returns(task: str, args: argparse.Namespace) -> dict[str, np.ndarray]:
     """``true``, ``imagined`` ``[policies, episodes]`` returns and the evaluation's Spearman (cached)."""
+    extra = unseen(task) if args.unseen else []
     cache = None
     if args.cache:
-        cache = Path(args.cache) / f"{task}-{args.episodes}x{args.horizon}-seed{args.seed}.npz"
+        cache = Path(args.cache) / (f"{task.replace('/', '_')}-{args.episodes}x{args.horizon}-seed{args.seed}"
+                                    f"{'-unseen' if extra else ''}.npz")
         if cache.is_file():
             with np.load(cache) as data:
                 return {k: data[k] for k in data.files}
-    ev = wm_eval.evaluate(task, ["zoo"], episodes=args.episodes, horizon=args.horizon, seed=args.seed,
+    ev = wm_eval.evaluate(task, ["zoo", *extra], episodes=args.episodes, horizon=args.horizon, seed=args.seed,
                           bootstrap=200, progress=False)
     out = {"true": np.stack([p.episodes["true_return"] for p in ev.policies]),
            "imagined": np.stack([p.episodes["imagined_return"] for p in ev.policies]),
@@ -130,6 +135,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--confidence", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", help="folder keeping each task's per-episode returns, reused when present")
+    parser.add_argument("--no-unseen", dest="unseen", action="store_false",
+                        help="the zoo only, without the policies the model never saw (policies/experts, PPO of other seeds)")
     args = parser.parse_args(argv)
     rows = []
     for task in args.tasks:

@@ -16,11 +16,14 @@ features and whether its imagined mean return is off by more than 20% and 25% (o
 length and whether the episode's return is off by more than 20%.
 
 ``fit`` fits the per-policy risk model (a logistic regression on the features of
-:data:`wm_eval.evaluation.trust_signal.FEATURES`, label: off by more than 20%) leaving one task out:
-each task's model gets the coefficients fitted on the other tasks' policies only, so the AUROCs it
-prints for a task are on policies whose task never took part in the fit. With ``--write`` it stores
-them in the embedded models, and the fit on every task as the default for models that ``wm-eval
-train`` makes (``wm_eval/assets/risk.json``). Prints one JSON line per task and a Markdown table.
+:data:`wm_eval.evaluation.trust_signal.FEATURES`, label: off by more than 20%) leaving one task out,
+within a family (locomotion: HalfCheetah, Hopper, Walker2d; manipulation: our arm tasks): each task's
+model gets the coefficients fitted on the other tasks' policies only, so the AUROCs it prints for a task
+are on policies whose task never took part in the fit. With the coefficients it stores the calibrated
+model error (:func:`error_quantiles`) that widens intervals from the model alone (``real_episodes=0``),
+and prints how often the 90% one covers the true mean. With ``--write`` it stores them in the embedded
+models, and the fit on every task as the default for models that ``wm-eval train`` makes
+(``wm_eval/assets/risk.json``). Prints one JSON line per task and a Markdown table.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from wm_eval.training import data_fingerprint
 
 ROOT = Path(__file__).resolve().parent.parent
 L2 = 0.1  # ridge penalty of the logistic fit: few policies per task
+LEVELS = (0.5, 0.8, 0.9, 0.95)
 
 
 def attach(args: argparse.Namespace) -> None:
@@ -75,7 +79,8 @@ def measure(args: argparse.Namespace) -> None:
     imagined = np.array([p.summary["imagined_return"]["mean"] for p in ev.policies])
     policies = []
     for p, t, f in zip(ev.policies, true, imagined):
-        row = {"name": p.name, "source": p.source, "true": float(t), "imagined": float(f),
+        se = float(np.std(p.episodes["imagined_return"], ddof=1) / math.sqrt(args.episodes))
+        row = {"name": p.name, "source": p.source, "true": float(t), "imagined": float(f), "imagined_se": se,
                "unseen": p.source is not None and any(p.source.startswith(str(Path(e).parent)) for e in extra)}
         for threshold in (0.2, 0.25):
             scale = max(abs(t), 0.1 * float(np.abs(true).max()))
@@ -116,7 +121,9 @@ def summarise(task: str, policies: list[dict], episodes: dict) -> dict:
 
 
 def _logistic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
-    """Ridge-penalised logistic regression (features standardised inside, coefficients returned raw)."""
+    """Ridge-penalised logistic regression with non-negative weights (features standardised inside,
+    coefficients returned raw). Risk may only grow with disagreement, distance to the data and excess
+    return: a model confidently wrong inside its data must not teach that confidence means danger."""
     mu, sd = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-9)
     z = (x - mu) / sd
 
@@ -124,54 +131,107 @@ def _logistic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
         s = w[0] + z @ w[1:]
         return float(np.sum(np.logaddexp(0.0, s) - y * s) + L2 * np.sum(w[1:] ** 2))
 
-    w = minimize(loss, np.zeros(x.shape[1] + 1), method="BFGS").x
+    bounds = [(None, None)] + [(0.0, None)] * x.shape[1]
+    w = minimize(loss, np.zeros(x.shape[1] + 1), method="L-BFGS-B", bounds=bounds).x
     weights = w[1:] / sd
     return weights, float(w[0] - np.sum(weights * mu))
 
 
+def family(task: str) -> str:
+    """Risk models are fitted within a family of tasks: our manipulation tasks, or the locomotion ones."""
+    return "manipulation" if task.startswith("WmEval/") else "locomotion"
+
+
+def error_quantiles(policies: list[dict], risk: dict) -> dict:
+    """Per level of :data:`LEVELS`, the relative error of the imagined mean (``|imagined - true| /
+    max(|imagined|, 10% of the task's largest |imagined|)``) that the ``policies`` stayed within, for the
+    flagged and the unflagged ones under ``risk`` (a group of fewer than 5 policies takes the larger of
+    its largest error and the quantile over all policies)."""
+    rel, flags = [], []
+    for p in policies:
+        rel.append(abs(p["imagined"] - p["true"]) / max(abs(p["imagined"]), p["floor"]))
+        flags.append(policy_risk(p["features"], risk) > RISK_FLAG)
+    rel, flags = np.array(rel), np.array(flags)
+    out: dict = {"levels": list(LEVELS)}
+    for name, group in (("flagged", rel[flags]), ("unflagged", rel[~flags])):
+        pooled = [float(np.quantile(rel, q, method="higher")) for q in LEVELS]
+        if len(group) >= 5:
+            out[name] = [float(np.quantile(group, q, method="higher")) for q in LEVELS]
+        else:
+            out[name] = [max(float(np.max(group, initial=0.0)), a) for a in pooled]
+    return out
+
+
 def fit(args: argparse.Namespace) -> None:
-    """Leave-one-task-out risk models; prints and (``--write``) stores them."""
-    records = {json.loads(p.read_text())["task"]: json.loads(p.read_text()) for p in sorted(Path(args.out).glob("*.json"))}
+    """Leave-one-task-out risk models within each family; prints and (``--write``) stores them."""
+    records = {}
+    for path in sorted(Path(args.out).glob("*.json")):
+        record = json.loads(path.read_text())
+        floor = 0.1 * max(abs(p["imagined"]) for p in record["policies"])
+        for p in record["policies"]:
+            p["floor"], p["task"] = floor, record["task"]
+        records[record["task"]] = record
 
-    def rows(tasks: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def fitted(tasks: list[str]) -> dict:
         ps = [p for t in tasks for p in records[t]["policies"]]
-        return np.array([[p["features"][f] for f in FEATURES] for p in ps]), np.array([p["off20"] for p in ps], float)
-
-    pooled_scores, pooled_labels, table = [], [], []
-    for task in records:
-        others = [t for t in records if t != task]
-        weights, bias = _logistic(*rows(others))
+        x = np.array([[p["features"][f] for f in FEATURES] for p in ps])
+        weights, bias = _logistic(x, np.array([p["off20"] for p in ps], float))
         risk = {"features": list(FEATURES), "weights": weights.tolist(), "bias": bias,
-                "fitted_on": "policies of " + ", ".join(others) + " (leave this task out)"}
+                "fitted_on": "policies of " + ", ".join(tasks)}
+        risk["error_quantiles"] = error_quantiles(ps, risk)
+        return risk
+
+    scored, table = [], []
+    for task in records:
+        others = [t for t in records if t != task and family(t) == family(task)]
+        if not others:
+            print(json.dumps({"task": task, "skipped": f"no other {family(task)} task measured to fit its risk on"}))
+            continue
+        risk = fitted(others)
+        risk["fitted_on"] += " (leave this task out)"
         ps = records[task]["policies"]
-        scores = np.array([policy_risk(p["features"], risk) for p in ps])
-        labels = np.array([p["off25"] for p in ps])
-        pooled_scores.append(scores)
-        pooled_labels.append(labels)
-        best_train = max(p["true"] for p in ps if not p["unseen"])
-        stronger = [p["name"] for p in ps if p["true"] > best_train]
-        line = {"task": task, "policy_auroc": M.auroc(scores=scores, labels=labels), "off25": int(labels.sum()),
-                "policies": len(ps), "flagged": [p["name"] for p, s in zip(ps, scores) if s > RISK_FLAG],
-                "stronger_than_zoo": stronger,
-                "stronger_flagged": sum(1 for p, s in zip(ps, scores) if p["name"] in stronger and s > RISK_FLAG)}
+        best_seen = max(p["true"] for p in ps if not p["unseen"])
+        at = LEVELS.index(0.9)
+        for p in ps:
+            r = policy_risk(p["features"], risk)
+            e = risk["error_quantiles"]["flagged" if r > RISK_FLAG else "unflagged"][at]
+            half = 1.645 * p["imagined_se"] + e * max(abs(p["imagined"]), p["floor"])
+            scored.append({**p, "risk": r, "covered90": abs(p["true"] - p["imagined"]) <= half,
+                           "stronger": p["true"] > best_seen})
+        mine = scored[-len(ps):]
+        line = {"task": task, "fitted_on": risk["fitted_on"], "policies": len(ps),
+                "unseen": sum(p["unseen"] for p in mine), "off25": sum(p["off25"] for p in mine),
+                "policy_auroc": _auroc(mine), "policy_auroc_unseen": _auroc([p for p in mine if p["unseen"]]),
+                "flagged": [p["name"] for p in mine if p["risk"] > RISK_FLAG],
+                "stronger": [p["name"] for p in mine if p["stronger"]],
+                "stronger_flagged": sum(p["stronger"] and p["risk"] > RISK_FLAG for p in mine),
+                "model_only_coverage90": float(np.mean([p["covered90"] for p in mine]))}
         print(json.dumps(line))
         table.append(line)
         if args.write:
             path = embedded_model_path(task)
             attach_coverage(path, load_checkpoint(path).coverage.with_risk(risk))
-    pooled = M.auroc(scores=np.concatenate(pooled_scores), labels=np.concatenate(pooled_labels))
-    print(json.dumps({"pooled_policy_auroc": pooled}))
-    weights, bias = _logistic(*rows(list(records)))
-    default = {"features": list(FEATURES), "weights": weights.tolist(), "bias": bias,
-               "fitted_on": "policies of " + ", ".join(records)}
+    pooled = {"pooled_policy_auroc": _auroc(scored), "pooled_policy_auroc_unseen": _auroc([p for p in scored if p["unseen"]]),
+              "pooled_locomotion_unseen": _auroc([p for p in scored if p["unseen"] and family(p["task"]) == "locomotion"])}
+    print(json.dumps(pooled))
     if args.write:
-        (ROOT / "wm_eval" / "assets" / "risk.json").write_text(json.dumps(default, indent=1) + "\n")
-    print("| task | policies | off by >25% | risk AUROC | flagged | stronger than zoo flagged |")
-    print("|---|---|---|---|---|---|")
+        (ROOT / "wm_eval" / "assets" / "risk.json").write_text(json.dumps(fitted(list(records)), indent=1) + "\n")
+    print("| task | policies (unseen) | off by >25% | risk AUROC all / unseen | flagged | stronger than the zoo flagged "
+          "| model-only 90% interval covers |")
+    print("|---|---|---|---|---|---|---|")
     for line in table:
-        auroc = "n/a" if math.isnan(line["policy_auroc"]) else f"{line['policy_auroc']:.2f}"
-        print(f"| {line['task']} | {line['policies']} | {line['off25']} | {auroc} | {len(line['flagged'])} | "
-              f"{line['stronger_flagged']} of {len(line['stronger_than_zoo'])} |")
+        print(f"| {line['task']} | {line['policies']} ({line['unseen']}) | {line['off25']} | "
+              f"{_fmt(line['policy_auroc'])} / {_fmt(line['policy_auroc_unseen'])} | {len(line['flagged'])} | "
+              f"{line['stronger_flagged']} of {len(line['stronger'])} | {line['model_only_coverage90']:.2f} |")
+
+
+def _auroc(policies: list[dict]) -> float:
+    """AUROC of risk for policies off by more than 25% (nan without both kinds)."""
+    return M.auroc(scores=np.array([p["risk"] for p in policies]), labels=np.array([p["off25"] for p in policies]))
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.2f}"
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 import wm_eval
 from wm_eval.errors import WmEvalError
-from wm_eval.evaluation.estimators import best_policy, pooled_lambda, ppi_mean, real_mean
+from wm_eval.evaluation.estimators import best_policy, model_only, pooled_lambda, ppi_mean, real_mean
 
 
 def _data(rng: np.random.Generator, n: int, big_n: int, rho: float, bias: float = 0.0):
@@ -124,6 +124,10 @@ def test_real_budget_goes_to_contenders(tmp_path) -> None:
     assert new[0] == 2 and sum(new) == 13 and new[2] >= new[1] >= new[3]  # never the clear loser; widest first
     alone = [{"ci_low": 0.0, "ci_high": 1.0, "se": 1.0}, {"ci_low": 5.0, "ci_high": 6.0, "se": 0.2}]
     assert next_allocation(alone, [2, 2], give=2, episodes=10) == [4, 2]  # verdict clear: tighten the widest
+    wide = [{**est[0], "se": 20.0}, *est[1:]]
+    assert next_allocation(wide, [2, 2, 2, 2], give=5, episodes=10)[0] == 2
+    flagged = next_allocation(wide, [2, 2, 2, 2], give=5, episodes=10, flagged=[True, False, False, False])
+    assert flagged[0] > 2 and sum(flagged) == 13  # a flagged policy is in the pool though it cannot win
 
     kw = dict(episodes=6, horizon=40, seed=4, workers=1, bootstrap=100, progress=False, chunk=2)
     policies = ["zoo:Hopper-v5#ppo_0000k", "zoo:Hopper-v5#ppo_0400k", "zoo:Hopper-v5#a2c_0150k"]
@@ -145,3 +149,48 @@ def test_real_budget_goes_to_contenders(tmp_path) -> None:
                        ({"real_budget": 8, "real_episodes": 3}, "not both")):
         with pytest.raises(WmEvalError, match=match):
             wm_eval.evaluate("Hopper-v5", policies, **{**kw, **bad})
+
+
+QUANTILES = {"levels": [0.5, 0.8, 0.9, 0.95], "unflagged": [0.05, 0.1, 0.15, 0.2], "flagged": [0.3, 0.5, 0.6, 0.8]}
+
+
+def test_model_only_intervals_are_widened_by_the_calibrated_error() -> None:
+    from scipy import stats
+
+    f = np.array([100.0, 110.0, 90.0, 105.0])
+    se = f.std(ddof=1) / 2
+    est = model_only(f, error_quantiles=QUANTILES, flagged=False, floor=5.0, confidence=0.9)
+    half = stats.t.ppf(0.95, 3) * se + 0.15 * 101.25
+    assert est.mean == pytest.approx(101.25) and est.ci_high - est.mean == pytest.approx(half)
+    assert est.method == "model-only (calibrated unflagged error)" and est.real_episodes == 0
+    wide = model_only(f, error_quantiles=QUANTILES, flagged=True, floor=5.0, confidence=0.9)
+    assert wide.ci_high - wide.mean == pytest.approx(stats.t.ppf(0.95, 3) * se + 0.6 * 101.25)
+    near_zero = model_only(np.array([0.1, -0.1, 0.0]), error_quantiles=QUANTILES, flagged=False, floor=5.0,
+                           confidence=0.5)
+    assert near_zero.ci_high - near_zero.mean >= 0.05 * 5.0  # relative to the floor near zero
+    capped = model_only(f, error_quantiles=QUANTILES, flagged=False, floor=5.0, confidence=0.99)
+    assert "capped at 0.95" in capped.method
+    bare = model_only(f, error_quantiles=None, flagged=False, floor=5.0)
+    assert np.isnan(bare.ci_low) and "no calibrated model error" in bare.method
+
+
+def test_real_episodes_zero_runs_no_mujoco_and_says_model_only(tmp_path) -> None:
+    from wm_eval.models.checkpoint import resolve_model
+
+    model = resolve_model(None, task="Hopper-v5")
+    risk = {"features": ["log_disagreement", "log_coverage", "return_excess"], "weights": [0.0, 0.0, 0.0],
+            "bias": -3.0, "fitted_on": "a test", "error_quantiles": QUANTILES}
+    model.coverage = model.coverage.with_risk(risk)
+    ev = wm_eval.evaluate("Hopper-v5", ["zoo#ppo_0000k", "zoo#ppo_0400k"], model=model, episodes=4, horizon=30,
+                          real_episodes=0, seed=3, bootstrap=50, progress=False)
+    for p in ev.policies:
+        assert np.isnan(p.episodes["true_return"]).all() and np.isnan(p.summary["abs_error"])
+        est = p.true_estimate["return"]
+        assert est["method"] == "model-only (calibrated unflagged error)" and est["real_episodes"] == 0
+        assert est["mean"] == pytest.approx(p.episodes["imagined_return"].mean())
+        assert est["ci_low"] < est["mean"] < est["ci_high"]
+        assert np.isnan(p.true_estimate["discounted_return"]["ci_low"])  # calibrated on returns only
+    assert ev.horizon_error["pairs"] == 0 and np.isnan(ev.metrics["return"]["spearman"]["value"])
+    assert np.isnan(ev.trust["policy_auroc"]) and ev.trust["episodes"] == 0
+    wm_eval.report(ev, tmp_path, rerun=False)
+    assert "model-only" in (tmp_path / "report.md").read_text()

@@ -96,14 +96,43 @@ def test_calibration_example(tmp_path: Path) -> None:
     out = _run("calibration.py", "--tasks", "Hopper-v5", "--episodes", "12", "--pool", "6", "--horizon", "30", "--draws", "5",
                "--n", "3", "5", "--budgets", "0", "12", "36", cwd=tmp_path)
     row = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
-    assert row["policies"] == 12 and row["true_mean_episodes"] == 6 and set(row["coverage"]) == {"3", "5"}
+    experts = EXAMPLES.parent / "policies" / "experts" / "Hopper-v5" / "manifest.json"  # unseen policies, when trained
+    unseen = len(json.loads(experts.read_text())["policies"]) if experts.is_file() else 0
+    assert row["policies"] == 12 + unseen and row["true_mean_episodes"] == 6 and set(row["coverage"]) == {"3", "5"}
     for c in row["coverage"].values():
-        assert 0 <= c["ppi"] <= 1 and c["intervals"] == 60 and c["width_ppi"] > 0
+        assert 0 <= c["ppi"] <= 1 and c["intervals"] == 5 * row["policies"] and c["width_ppi"] > 0
     assert set(row["regret"]) == {"0", "12", "36"} and all(0 <= g["with_model"] <= 1 for g in row["regret"].values())
-    assert "| Hopper-v5 | 3 |" in out and "| Hopper-v5 | 12 (1 per policy) |" in out
+    assert "| Hopper-v5 | 3 |" in out and f"| Hopper-v5 | 36 ({36 // row['policies']} per policy) |" in out
 
 
 def test_user_model_example(tmp_path: Path) -> None:
     row = json.loads(_run("user_model.py", "6", "40", cwd=tmp_path).strip().splitlines()[-1])
     assert row["same_numbers"] and row["checkpoint_refused_without_allow_code"]
     assert row["model"] == "user_model:make_model" and len(row["policies"]) == 3
+
+
+def test_trust_calibration_example(tmp_path: Path, tiny_model: Path, hopper_dataset: Path) -> None:
+    import shutil
+
+    from wm_eval.models.checkpoint import load_checkpoint
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    out = _run("trust_calibration.py", "attach", "--task", "Hopper-v5", "--dataset", str(hopper_dataset), "--model",
+               str(model), cwd=tmp_path)
+    assert "stored the coverage of 12 episodes" in out and load_checkpoint(model).coverage is not None
+    for task, extra in (("Hopper-v5", ["--model", str(model)]), ("Walker2d-v5", [])):
+        row = json.loads(_run("trust_calibration.py", "measure", "--task", task, "--episodes", "3", "--horizon", "20",
+                              "--out", "t", *extra, cwd=tmp_path).strip().splitlines()[-1])
+        assert row["task"] == task and 0 <= row["length_control"] <= 1
+    record = json.loads((tmp_path / "t" / "Hopper-v5.json").read_text())
+    assert len(record["policies"]) >= 12 and all(set(p["features"]) == {"log_disagreement", "log_coverage",
+                                                                        "return_excess"} for p in record["policies"])
+    fit = _run("trust_calibration.py", "fit", "--out", "t", cwd=tmp_path)
+    lines = [json.loads(line) for line in fit.splitlines() if line.startswith("{")]
+    hopper = next(line for line in lines if line.get("task") == "Hopper-v5")
+    assert hopper["fitted_on"] == "policies of Walker2d-v5 (leave this task out)"
+    assert 0 <= hopper["model_only_coverage90"] <= 1 and "| Hopper-v5 |" in fit
+    bad = subprocess.run([sys.executable, str(EXAMPLES / "trust_calibration.py"), "attach", "--task", "Hopper-v5",
+                          "--dataset", str(hopper_dataset)], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode != 0 and "is not the data" in bad.stderr  # the embedded model was trained on other data

@@ -334,11 +334,13 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
         t0 = time.perf_counter()
         statistics = statistics_for(spec.success)
         results_ = []
-        estimates = S.true_estimates(values, statistics, real=n, confidence=confidence)
+        trusts = [S.policy_trust(vals, coverage) for vals in values]
+        estimates = S.true_estimates(values, statistics, real=n, confidence=confidence, coverage=coverage,
+                                     flagged=[t["flagged"] for t in trusts])
         for i, (policy, vals, estimate) in enumerate(zip(loaded, values, estimates)):
             stats, summary = S.policy_summary(vals, statistics, seed=_seed(seed, policy.name), n_resamples=bootstrap,
                                               real=n[i])
-            summary.update(S.policy_trust(vals, coverage))
+            summary.update(trusts[i])
             results_.append(PolicyResult(policy.name, policy.source, policy_key(policy.name), vals,
                                          tuple(kept[i]), stats, summary, estimate))
         pairs = [S.paired(v, k) for v, k in zip(values, n)]
@@ -372,9 +374,9 @@ def _check_real(real_episodes: int | None, *, episodes: int, mode: str, confiden
         raise WmEvalError(f"confidence={confidence}: use a level between 0 and 1, e.g. 0.95")
     if real_episodes is None or real_episodes == episodes:
         return episodes
-    if not 2 <= real_episodes <= episodes:
+    if not (2 <= real_episodes <= episodes or real_episodes == 0):
         raise WmEvalError(f"real_episodes={real_episodes}: use 2 to episodes={episodes} (an interval for the true "
-                          "value needs at least 2 real episodes per policy)")
+                          "value needs at least 2 real episodes per policy), or 0 for intervals from the model alone")
     if mode == "open_loop" and real_episodes < episodes:
         raise WmEvalError("real_episodes < episodes needs mode=closed_loop: open loop replays every episode's "
                           "real actions")

@@ -10,7 +10,9 @@ same way. A policy's real episodes are always its first ``n_i`` episodes, so the
 imagined ones from the same start states, and the allocation follows from the seed alone (a resumed
 run makes the same choices).
 
-Flagged policies (the trust signal's ``risk``) do not get extra episodes yet: that signal is not built.
+Flagged policies (the trust signal's ``risk > 0.5``, :mod:`~wm_eval.evaluation.trust_signal`) are in every
+round's pool whether or not they contend: their imagined returns are the least trustworthy, so real episodes
+buy most there.
 """
 
 from __future__ import annotations
@@ -49,18 +51,21 @@ def check_budget(budget: int, *, names: Sequence[str], episodes: int, mode: str)
         raise WmEvalError("real_budget needs mode=closed_loop: open loop replays every episode's real actions")
 
 
-def next_allocation(estimates: Sequence[dict], n: Sequence[int], *, give: int, episodes: int) -> list[int]:
+def next_allocation(estimates: Sequence[dict], n: Sequence[int], *, give: int, episodes: int,
+                    flagged: Sequence[bool] | None = None) -> list[int]:
     """The real episodes per policy after handing out ``give`` more (see the module docstring).
 
     Args:
         estimates: per policy the current true-return estimate (``ci_low``, ``ci_high``, ``se``).
         n: real episodes per policy so far; episodes: the most a policy can have.
+        flagged: per policy, whether the trust signal flags it (default: none).
     """
     lows = [e["ci_low"] for e in estimates]
     best_low = max(lows)
     open_ = [i for i in range(len(n)) if n[i] < episodes]
     contenders = [i for i in open_ if estimates[i]["ci_high"] >= best_low]
-    pool = contenders if len(contenders) > 1 else open_
+    flagged_open = [i for i in open_ if flagged is not None and flagged[i]]
+    pool = sorted(set(contenders) | set(flagged_open)) if len(contenders) > 1 or flagged_open else open_
     new = list(n)
     for _ in range(give):
         candidates = [i for i in pool if new[i] < episodes]
@@ -79,6 +84,8 @@ def spend(job: Job, runner: Any, done: Any, units: list[Unit], results: dict[str
     round's new paired units; returns the real episodes per policy and how many of the new units were
     resumed from ``store``. ``units`` grows with them."""
     names = [p.name for p in job.policies]
+    coverage = getattr(job.model, "coverage", None)
+    flagged = [S.policy_trust(v, coverage)["flagged"] for v in S.policy_values(units, results, len(names), episodes)]
     n = [min(FIRST, episodes)] * len(names)
     round_size = max(1, -(-(budget - sum(n)) // 3))
     loaded = 0
@@ -86,7 +93,7 @@ def spend(job: Job, runner: Any, done: Any, units: list[Unit], results: dict[str
         values = S.policy_values(units, results, len(names), episodes)
         estimates = S.true_estimates(values, statistics_for(None)[:1], real=n, confidence=confidence)
         new = next_allocation([e["return"] for e in estimates], n, give=min(round_size, budget - sum(n)),
-                              episodes=episodes)
+                              episodes=episodes, flagged=flagged)
         if new == n:
             break
         extra = [u for i, name in enumerate(names) for u in paired_units(i, name, n[i], new[i], chunk)]

@@ -20,6 +20,11 @@ Intervals: ``"z"`` reproduces ``ppi_py.ppi_mean_ci`` exactly (normal quantile, `
 check it to 1e-9). ``"t"`` (the default, what reports use) is small-sample-correct: ``ddof=1``
 variances and Student-t quantiles with ``n - 1`` degrees of freedom, because with 3 real episodes a
 normal quantile undercovers (about 0.8 instead of 0.9 for a nominal 90% interval).
+
+**Model alone** (:func:`model_only`, a policy with 0 real episodes): the imagined mean, with an interval
+widened by the model's calibrated error: ``mean ± (q se + e max(|mean|, floor))`` where ``e`` is the
+relative error of imagined means that held-out policies stayed within at the confidence level
+(``error_quantiles`` of the model's risk model, separately for flagged and unflagged policies).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from scipy import stats
 
 from wm_eval.errors import WmEvalError
 
-__all__ = ["Estimate", "ppi_mean", "pooled_lambda", "real_mean", "best_policy"]
+__all__ = ["Estimate", "ppi_mean", "pooled_lambda", "real_mean", "model_only", "best_policy"]
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,33 @@ def real_mean(y: np.ndarray, *, confidence: float = 0.95) -> Estimate:
     q = _quantile(confidence, len(y) - 1)
     mean = float(y.mean())
     return Estimate(mean, mean - q * se, mean + q * se, se, "real-only (t)", len(y), 0, 0.0, float(len(y)))
+
+
+def model_only(f_u: np.ndarray, *, error_quantiles: dict | None, flagged: bool, floor: float,
+               confidence: float = 0.95) -> Estimate:
+    """The model-alone estimate of a policy's true mean from its imagined outcomes ``f_u`` ``[N]``.
+
+    Args:
+        error_quantiles: ``{"levels": [...], "flagged": [...], "unflagged": [...]}``: per level, the
+            relative error ``|imagined - true| / max(|imagined|, floor)`` that held-out policies stayed
+            within (``None``: the model stores none, so there is no interval).
+        flagged: whether the trust signal flags this policy (its error is the flagged one).
+        floor: the smallest magnitude errors are relative to (10% of the largest imagined mean).
+    """
+    f_u = np.asarray(f_u, dtype=np.float64).ravel()
+    mean = float(f_u.mean())
+    se = float(np.std(f_u, ddof=1) / math.sqrt(len(f_u))) if len(f_u) > 1 else 0.0
+    if error_quantiles is None or not np.isfinite(f_u).all():
+        return Estimate(mean, math.nan, math.nan, math.nan, "model-only (no calibrated model error: no interval)",
+                        0, len(f_u), 1.0, 0.0)
+    levels = list(error_quantiles["levels"])
+    at = next((i for i, level in enumerate(levels) if level >= confidence - 1e-12), len(levels) - 1)
+    error = float(error_quantiles["flagged" if flagged else "unflagged"][at])
+    half = _quantile(confidence, len(f_u) - 1 if len(f_u) > 1 else None) * se + error * max(abs(mean), floor)
+    capped = "" if levels[at] >= confidence - 1e-12 else f", error quantile capped at {levels[at]:g}"
+    return Estimate(mean, mean - half, mean + half, half / _quantile(confidence, None),
+                    f"model-only (calibrated {'flagged' if flagged else 'unflagged'} error{capped})", 0, len(f_u),
+                    1.0, 0.0)
 
 
 def _quantile(confidence: float, df: int | None) -> float:

@@ -77,34 +77,46 @@ def policy_summary(values: dict[str, np.ndarray], statistics: Sequence[Statistic
     ``final_state_error``) the first ``real`` (default: all), which have a real counterpart.
     """
     pairs = paired(values, len(values["imagined_return"]) if real is None else real)
+    none = {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan}  # no real episode (real_episodes=0)
     stats = {s.name: {"imagined": interval(s, values[f"imagined_{s.name}"], seed=seed, n_resamples=n_resamples),
-                      "true": interval(s, pairs[f"true_{s.name}"], seed=seed, n_resamples=n_resamples)}
+                      "true": interval(s, pairs[f"true_{s.name}"], seed=seed, n_resamples=n_resamples)
+                      if len(pairs[f"true_{s.name}"]) else none}
              for s in statistics}
     summary = {
         "imagined_return": stats["return"]["imagined"], "true_return": stats["return"]["true"],
         "imagined_return_discounted": stats["discounted_return"]["imagined"],
         "true_return_discounted": stats["discounted_return"]["true"],
-        "abs_error": float(abs(pairs["imagined_return"].mean() - pairs["true_return"].mean())),
+        "abs_error": float(abs(pairs["imagined_return"].mean() - pairs["true_return"].mean()))
+        if len(pairs["true_return"]) else math.nan,
         "uncertainty": float(values["imagined_uncertainty"].mean()),
         "trust_score": float(values["imagined_trust_score"].mean()),
-        "final_state_error": float(pairs["final_state_error"].mean()),
+        "final_state_error": float(pairs["final_state_error"].mean()) if len(pairs["true_return"]) else math.nan,
     }
     return stats, summary
 
 
 def true_estimates(values: Sequence[dict[str, np.ndarray]], statistics: Sequence[Statistic], *,
-                   real: Sequence[int], confidence: float) -> list[dict[str, dict[str, Any]]]:
+                   real: Sequence[int], confidence: float, coverage: Any = None,
+                   flagged: Sequence[bool] | None = None) -> list[dict[str, dict[str, Any]]]:
     """Per policy and statistic, the estimate of the policy's TRUE mean with its interval
     (:mod:`~wm_eval.evaluation.estimators`): PPI++ from the ``real`` paired episodes and the imagined-only
     rest (``real``: per policy), with one ``lambda`` pooled over the policies, or the real-only Student-t interval when every
-    episode is paired (or an imagined value is not finite)."""
+    episode is paired (or an imagined value is not finite). A policy with 0 real episodes gets the
+    model-alone estimate, whose interval (returns only) is widened by the calibrated error the model's
+    ``coverage`` stores for ``flagged`` (per policy) or unflagged policies."""
     out: list[dict[str, dict[str, Any]]] = [{} for _ in values]
+    risk = getattr(coverage, "risk", None) or {}
     for s in statistics:
         imagined = [v[f"imagined_{s.name}"] for v in values]
         true = [v[f"true_{s.name}"][:n] for v, n in zip(values, real)]
         lam = E.pooled_lambda(true, [f[:n] for f, n in zip(imagined, real)], [f[n:] for f, n in zip(imagined, real)])
+        floor = 0.1 * max((abs(float(np.mean(f))) for f in imagined), default=0.0)
         for i, (y, f, n) in enumerate(zip(true, imagined, real)):
-            if n == len(f) or not np.isfinite(f).all():  # nothing to add, or a diverged model
+            if n == 0:
+                estimate = E.model_only(f, error_quantiles=risk.get("error_quantiles") if s.name == "return" else None,
+                                        flagged=bool(flagged[i]) if flagged is not None else False, floor=floor,
+                                        confidence=confidence)
+            elif n == len(f) or not np.isfinite(f).all():  # nothing to add, or a diverged model
                 estimate = E.real_mean(y, confidence=confidence)
             else:
                 estimate = E.ppi_mean(y, f[:n], f[n:], confidence=confidence, lam=lam)
@@ -115,6 +127,8 @@ def true_estimates(values: Sequence[dict[str, np.ndarray]], statistics: Sequence
 def ranking(predicted: Sequence[np.ndarray], truth: Sequence[np.ndarray], *, seed: int,
             n_resamples: int) -> dict[str, dict[str, float]]:
     """Ranking metrics over policies from per-episode values (two-level bootstrap intervals)."""
+    if any(len(t) == 0 for t in truth):  # real_episodes=0: nothing to compare with
+        return {n: {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan} for n in METRIC_NAMES}
     pred, true = np.array([p.mean() for p in predicted]), np.array([t.mean() for t in truth])
     # undefined with fewer than two policies, equal true values, or a diverged (non-finite) imagined episode
     if len(pred) < 2 or not (np.isfinite(pred).all() and np.isfinite(true).all()) or np.ptp(true) == 0:
@@ -179,7 +193,7 @@ def trust(values: Sequence[dict[str, np.ndarray]], summaries: Sequence[dict[str,
         "auroc": M.auroc(scores=score, labels=off),
         "length_auroc": M.auroc(scores=-length, labels=off),
         "auroc_length_control": _either_way(M.auroc(scores=-length, labels=off)),
-        "fraction_off": float(off.mean()),
+        "fraction_off": float(off.mean()) if off.size else math.nan,
         "off_episodes": int(off.sum()),
         "episodes": int(off.size),
         "threshold": 0.2,

@@ -11,10 +11,12 @@ cannot tell that an imagined episode left the data. :class:`Coverage` keeps, bes
 * ``obs_low``/``obs_high`` ``[obs_dim]`` and ``return_low``/``return_high``: the ranges of the
   training observations and of the training episodes' undiscounted returns;
 * ``uncertainty_ref``: the model's median one-step disagreement on training transitions;
-* optionally a per-policy **risk** model (``risk_features``, ``risk_weights``, ``risk_bias``,
-  ``risk_fitted_on``): a logistic regression from the imagined-side features of
-  :func:`policy_features` to the probability that a policy's imagined mean return is off by more
-  than 20% (see :mod:`wm_eval.evaluation.trust_signal`).
+* optionally a per-policy **risk** model (``risk``, a JSON string): ``features``, ``weights`` and
+  ``bias`` of a logistic regression from the imagined-side features of
+  :func:`~wm_eval.evaluation.trust_signal.policy_features` to the probability that a policy's imagined
+  mean return is off by more than 20%, ``fitted_on`` (which policies), and ``error_quantiles``: the
+  calibrated relative model error that widens intervals from the model alone
+  (:func:`~wm_eval.evaluation.estimators.model_only`).
 
 :meth:`distance` is batched (one matrix product per block of rows) and runs on the evaluation's
 reduced rollouts, not inside the imagination loop.
@@ -91,7 +93,8 @@ class Coverage:
         return out
 
     def with_risk(self, risk: dict[str, Any] | None) -> Coverage:
-        """A copy with the per-policy risk model ``risk`` (``features``, ``weights``, ``bias``, ``fitted_on``)."""
+        """A copy with the per-policy risk model ``risk`` (``features``, ``weights``, ``bias``, ``fitted_on``,
+        optionally ``error_quantiles``; see the module docstring)."""
         return replace(self, risk=risk)
 
     def save(self, folder: str | Path) -> Path:
@@ -103,8 +106,7 @@ class Coverage:
             "uncertainty_ref": np.array(self.uncertainty_ref),
         }
         if self.risk is not None:
-            arrays.update(risk_features=np.array(self.risk["features"]), risk_weights=np.array(self.risk["weights"]),
-                          risk_bias=np.array(self.risk["bias"]), risk_fitted_on=np.array(self.risk["fitted_on"]))
+            arrays["risk"] = np.array(json.dumps(self.risk, allow_nan=False))
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as fh:
@@ -122,10 +124,7 @@ class Coverage:
             raise CheckpointError(f"{path} is truncated or corrupt; re-train or delete it ({exc})") from None
         if str(a.get("format", "")) != FORMAT:
             raise CheckpointError(f"{path} is not a {FORMAT} file; re-train or delete it")
-        risk = None
-        if "risk_weights" in a:
-            risk = {"features": [str(f) for f in a["risk_features"]], "weights": [float(w) for w in a["risk_weights"]],
-                    "bias": float(a["risk_bias"]), "fitted_on": str(a["risk_fitted_on"])}
+        risk = json.loads(str(a["risk"])) if "risk" in a else None
         return cls(mean=a["mean"], std=a["std"], sample=a["sample"].astype(np.float32), scale=float(a["scale"]),
                    k=int(a["k"]), obs_low=a["obs_low"], obs_high=a["obs_high"], return_low=float(a["return_range"][0]),
                    return_high=float(a["return_range"][1]), uncertainty_ref=float(a["uncertainty_ref"]), risk=risk)
