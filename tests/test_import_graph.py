@@ -30,6 +30,8 @@ FORBIDDEN = {
     "wm_eval.evaluation": ("wm_eval.reporting", "wm_eval.regress", "wm_eval.bench", *GLUE),
     "wm_eval.reporting": ("wm_eval.evaluation", "wm_eval.models", "wm_eval.world_model_env", "wm_eval.regress",
                           "wm_eval.bench", "wm_eval.data", *GLUE),
+    "wm_eval.training": ("wm_eval.evaluation", "wm_eval.reporting", "wm_eval.regress", "wm_eval.bench", *GLUE),
+    "wm_eval.multistep": ("wm_eval.evaluation", "wm_eval.reporting", "wm_eval.regress", "wm_eval.bench", *GLUE),
     "wm_eval.regress": ("wm_eval.bench", *GLUE),
     "wm_eval.bench": ("wm_eval.regress", *GLUE),
 }

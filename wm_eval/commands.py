@@ -64,16 +64,26 @@ def train(cfg: Any) -> int:
         if ds.task != first.task:
             raise DatasetError(f"datasets mix tasks: {first.path} is {first.task}, {ds.path} is {ds.task}")
     episodes = [ep for ds in datasets for ep in ds.episodes]
-    hparams = EnsembleHParams(ensemble_size=cfg.ensemble_size, elites=cfg.elites, hidden=cfg.hidden,
-                              layers=cfg.layers, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                              batch_size=cfg.batch_size, epochs=cfg.epochs, patience=cfg.patience,
-                              val_fraction=cfg.val_fraction, max_train_seconds=cfg.max_train_seconds,
-                              bf16_autocast=cfg.bf16)
+    common = dict(ensemble_size=cfg.ensemble_size, elites=cfg.elites, hidden=cfg.hidden, layers=cfg.layers, lr=cfg.lr,
+                  weight_decay=cfg.weight_decay, batch_size=cfg.batch_size, epochs=cfg.epochs, patience=cfg.patience,
+                  val_fraction=cfg.val_fraction, max_train_seconds=cfg.max_train_seconds, bf16_autocast=cfg.bf16)
     if cfg.threads:
         import torch
 
         torch.set_num_threads(cfg.threads)
-    model, metrics = fit(episodes, task=first.task, hparams=hparams, seed=cfg.seed, device=cfg.device)
+    if cfg.model_type == "multistep":
+        from wm_eval.models.checkpoint import resolve_model
+        from wm_eval.multistep import MultiStepHParams, fit_multistep
+
+        hparams = MultiStepHParams(**common, rollout_steps=cfg.rollout_steps, finetune_lr=cfg.finetune_lr,
+                                   finetune_epochs=cfg.finetune_epochs, finetune_patience=cfg.finetune_patience,
+                                   init=cfg.init)
+        init = None if cfg.init is None else resolve_model(cfg.init, task=first.task, device=cfg.device)
+        model, metrics = fit_multistep(episodes, task=first.task, hparams=hparams, seed=cfg.seed, device=cfg.device,
+                                       init=init)
+    else:
+        model, metrics = fit(episodes, task=first.task, hparams=EnsembleHParams(**common), seed=cfg.seed,
+                             device=cfg.device)
     coverage = build_coverage(model, episodes, seed=cfg.seed, risk=default_risk())
     save_checkpoint(model, out, observation_space=first.observation_space, action_space=first.action_space,
                     data_fingerprint=data_fingerprint(episodes), metrics=metrics, config=to_dict(cfg),

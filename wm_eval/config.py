@@ -23,6 +23,8 @@ from wm_eval.errors import ConfigError
 __all__ = [
     "CollectConfig",
     "TrainConfig",
+    "MultiStepTrainConfig",
+    "TRAIN_SCHEMAS",
     "EvaluateConfig",
     "ViewConfig",
     "RegressConfig",
@@ -86,6 +88,24 @@ class TrainConfig:
     bf16: bool = _doc("bf16 autocast for the training matmuls (about 2.5x faster on CPUs with AMX)", False)
     threads: int = _doc("torch CPU threads (0: torch's default)", 0)
     overwrite: bool = _doc("replace an existing checkpoint at out", False)
+    model_type: str = _doc("model family: ensemble (one-step loss) or multistep (k-step rollout loss; adds the "
+                           "keys rollout_steps, finetune_lr, finetune_epochs, finetune_patience, init)", "ensemble")
+
+
+@dataclass
+class MultiStepTrainConfig(TrainConfig):
+    """``wm-eval train model_type=multistep``: the ensemble fine-tuned with a k-step rollout loss."""
+
+    rollout_steps: int = _doc("k: steps each member rolls its own predictions in the loss", 5)
+    finetune_lr: float = _doc("Adam learning rate of the multi-step fine-tuning", 2e-4)
+    finetune_epochs: int = _doc("maximum multi-step epochs", 30)
+    finetune_patience: int = _doc("multi-step epochs without validation improvement before stopping", 5)
+    init: str | None = _doc("one-step checkpoint to start from (embedded task name or folder; default: train one "
+                            "first)", None)
+
+
+TRAIN_SCHEMAS: dict[str, type] = {"ensemble": TrainConfig, "multistep": MultiStepTrainConfig}
+"""The model families of ``wm-eval train``, each with its own keys (``model_type=``)."""
 
 
 @dataclass
@@ -261,8 +281,10 @@ def load_config(command: str, *, files: list[str] | None = None, overrides: list
     from omegaconf.errors import OmegaConfBaseException
 
     schema = SCHEMAS[command]
-    cfg = OmegaConf.structured(schema)
     try:
+        if command == "train":
+            schema = _train_schema(files, overrides)
+        cfg = OmegaConf.structured(schema)
         if preset is not None:
             if preset not in PRESETS:
                 raise ConfigError(f"unknown preset '{preset}': known presets are {', '.join(PRESETS)}")
@@ -286,10 +308,30 @@ def load_config(command: str, *, files: list[str] | None = None, overrides: list
         known = ", ".join(f.name for f in dataclasses.fields(schema))
         message = _one_line(exc)
         if "not in struct" in message or "Key '" in message and "not in" in message:
-            raise ConfigError(f"unknown key '{key}' for {command}: known keys are {known}") from None
+            family = "".join(f" model_type={name}" for name, cls in TRAIN_SCHEMAS.items() if cls is schema and
+                             command == "train")
+            raise ConfigError(f"unknown key '{key}' for {command}{family}: known keys are {known}") from None
         raise ConfigError(f"bad value for '{key}' in {command} config: {message}") from None
     except (yaml.YAMLError, ValueError, OSError) as exc:  # YAML syntax, undecodable bytes, unreadable files
         raise ConfigError(f"could not read the {command} config: {_one_line(exc)}") from None
+
+
+def _train_schema(files: list[str] | None, overrides: list[str] | None) -> type:
+    """The schema of the ``model_type`` that the files and overrides ask for (the last one wins)."""
+    from omegaconf import OmegaConf
+
+    model_type = "ensemble"
+    for path in files or []:
+        if Path(path).is_file():
+            loaded = OmegaConf.load(path)
+            if OmegaConf.is_dict(loaded) and "model_type" in loaded:
+                model_type = str(loaded["model_type"])
+    for item in overrides or []:
+        if item.startswith("model_type="):
+            model_type = item.split("=", 1)[1]
+    if model_type not in TRAIN_SCHEMAS:
+        raise ConfigError(f"unknown model_type '{model_type}': use one of {', '.join(TRAIN_SCHEMAS)}")
+    return TRAIN_SCHEMAS[model_type]
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

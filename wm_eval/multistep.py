@@ -1,0 +1,191 @@
+"""The second model family: the Gaussian MLP ensemble trained with a multi-step (k-step rollout) loss.
+
+A one-step model is trained on true states only; at evaluation it is fed its own predictions and
+errors compound. Multi-step training (as in the multi-step-loss literature, e.g. Lutter et al. 2021)
+makes each member roll its own mean prediction ``k`` steps along a recorded segment, with the
+recorded actions, and scores every step's Gaussian NLL of the *true* next state and reward
+relative to the member's *predicted* state, back-propagating through the rollout: a member learns
+to correct the drift its own predictions cause. The termination head is trained on the predicted
+states too.
+
+The architecture, checkpoint format, uncertainty and coverage are those of
+:class:`~wm_eval.models.GaussianMLPEnsemble`, so everything downstream (``WorldModel-v0``, the
+trust signal) is unchanged. Training starts from a one-step model: ``init`` (a checkpoint, for
+example the embedded model) or, without it, a one-step :func:`wm_eval.training.fit` on the same
+data; the multi-step fine-tuning then runs on the same train/validation split of episodes (each
+epoch a random ``1/k`` of the overlapping windows, so about as many predicted steps as a one-step
+epoch), stops on the validation k-step loss, and keeps each member's best epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from wm_eval.errors import ConfigError, DatasetError
+from wm_eval.models import GaussianMLPEnsemble
+from wm_eval.training import EnsembleHParams, evaluate_model, fit
+from wm_eval.types import Trajectory
+
+__all__ = ["MultiStepHParams", "fit_multistep", "segments"]
+
+_MIN_DELTA = 1e-4
+
+
+@dataclass(frozen=True)
+class MultiStepHParams(EnsembleHParams):
+    """:class:`~wm_eval.training.EnsembleHParams` plus ``rollout_steps`` (``k``), the fine-tuning
+    ``lr``/``epochs``/``patience`` (``finetune_*``) and ``init`` (a checkpoint to start from)."""
+
+    rollout_steps: int = 5
+    finetune_lr: float = 2e-4
+    finetune_epochs: int = 30
+    finetune_patience: int = 5
+    init: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.rollout_steps < 2:
+            raise ConfigError(f"rollout_steps must be at least 2 (1 is the one-step ensemble), got {self.rollout_steps}")
+        if min(self.finetune_epochs, self.finetune_patience) < 1 or not self.finetune_lr > 0:
+            raise ConfigError("finetune_epochs and finetune_patience must be at least 1 and finetune_lr positive")
+
+
+def segments(episodes: list[Trajectory], k: int, device: str | torch.device) -> dict[str, torch.Tensor]:
+    """Every window of ``k`` consecutive transitions inside an episode (a terminal transition only as a
+    window's last): ``obs`` ``[S, k + 1, obs_dim]``, ``action`` ``[S, k, act_dim]``, ``reward`` and
+    ``terminated`` ``[S, k]``."""
+    obs, action, reward, terminated = [], [], [], []
+    for e in episodes:
+        steps = len(e.actions)
+        ends = np.flatnonzero(e.terminations)
+        for t in range(steps - k + 1):
+            if len(ends) and ends.min() < t + k - 1:  # a terminal transition before the window's last
+                break
+            obs.append(e.observations[t:t + k + 1])
+            action.append(e.actions[t:t + k])
+            reward.append(e.rewards[t:t + k])
+            terminated.append(e.terminations[t:t + k])
+    if not obs:
+        raise DatasetError(f"no episode has {k} consecutive transitions; lower rollout_steps or collect longer episodes")
+
+    def stack(arrays: list[np.ndarray]) -> torch.Tensor:
+        return torch.as_tensor(np.stack(arrays), dtype=torch.float32, device=device)
+
+    return {"obs": stack(obs), "action": stack(action), "reward": stack(reward), "terminated": stack(terminated)}
+
+
+def _member_losses(model: GaussianMLPEnsemble, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``[E]`` mean over the batch and the ``k`` steps of each member's own-rollout Gaussian NLL plus BCE."""
+    obs, action = batch["obs"], batch["action"]
+    k = action.shape[1]
+    state = obs[:, 0].expand(model.num_members, -1, -1)  # [E, B, obs_dim]
+    total = torch.zeros(model.num_members, device=obs.device)
+    for h in range(k):
+        act = action[:, h].expand(model.num_members, -1, -1)
+        inputs = model.input_norm.normalize(torch.cat([state, act], dim=-1))
+        mean, logvar, logit = model(inputs)
+        target = model.target_norm.normalize(torch.cat([obs[:, h + 1] - state, batch["reward"][:, h].expand(
+            model.num_members, -1).unsqueeze(-1)], dim=-1))
+        nll = 0.5 * ((mean - target).square() * torch.exp(-logvar) + logvar)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(
+            logit, batch["terminated"][:, h].expand_as(logit), reduction="none")
+        total = total + nll.mean(dim=(1, 2)) + bce.mean(dim=1)
+        state = state + model.target_norm.denormalize(mean)[..., : model.obs_dim]
+    return total / k
+
+
+@torch.no_grad()
+def _validation(model: GaussianMLPEnsemble, data: dict[str, torch.Tensor], chunk: int = 2048) -> torch.Tensor:
+    total = torch.zeros(model.num_members)
+    n = len(data["action"])
+    for lo in range(0, n, chunk):
+        part = {key: value[lo:lo + chunk] for key, value in data.items()}
+        total += _member_losses(model, part).cpu() * len(part["action"])
+    return total / n
+
+
+def fit_multistep(
+    episodes: list[Trajectory],
+    *,
+    task: str,
+    hparams: MultiStepHParams,
+    seed: int,
+    device: str = "cpu",
+    progress: bool = True,
+    init: GaussianMLPEnsemble | None = None,
+) -> tuple[GaussianMLPEnsemble, dict[str, Any]]:
+    """A multi-step-trained ensemble and its held-out metrics (the module docstring says how).
+
+    ``init`` (or the checkpoint ``hparams.init``, loaded by the caller) is the one-step model to start
+    from; without it a one-step :func:`~wm_eval.training.fit` runs first. The held-out episodes are
+    those of :func:`~wm_eval.training.fit` with the same ``seed`` and ``val_fraction``. Deterministic on
+    CPU for given data, ``hparams``, ``seed`` and thread count.
+
+    Returns:
+        ``(model, metrics)``: :func:`~wm_eval.training.evaluate_model` on the held-out episodes plus
+        ``one_step`` (the starting model's), ``finetune_epochs_run``, ``finetune_seconds``,
+        ``train_segments``, ``val_segments`` and ``val_loss`` (the members' k-step losses).
+    """
+    one_step_metrics: dict[str, Any] | None = None
+    if init is None:
+        init, one_step_metrics = fit(episodes, task=task, hparams=hparams, seed=seed, device=device, progress=progress)
+    if not isinstance(init, GaussianMLPEnsemble) or init.task != task:
+        raise ConfigError(f"init must be a {task} GaussianMLPEnsemble checkpoint")
+    order = np.random.default_rng(seed).permutation(len(episodes))
+    n_val = min(len(episodes) - 1, max(1, round(hparams.val_fraction * len(episodes))))
+    val_episodes = [episodes[i] for i in sorted(order[:n_val])]
+    train_episodes = [episodes[i] for i in sorted(order[n_val:])]
+    k = hparams.rollout_steps
+    train, val = segments(train_episodes, k, device), segments(val_episodes, k, device)
+    model = init.select_members(range(init.num_members)).to(device).train()  # a copy
+    generator = torch.Generator().manual_seed(seed + 1)
+    optimizer = torch.optim.Adam(
+        [{"params": [p for name, p in model.named_parameters() if name.startswith("weights.")],
+          "weight_decay": hparams.weight_decay},
+         {"params": [p for name, p in model.named_parameters() if not name.startswith("weights.")], "weight_decay": 0.0}],
+        lr=hparams.finetune_lr)
+    best_loss = _validation(model, val)
+    best = {name: p.detach().clone() for name, p in model.named_parameters()}
+    n, stale, epochs_run, start = len(train["action"]), 0, 0, time.perf_counter()
+    per_epoch = max(1, n // k)  # windows overlap k-fold: an epoch predicts about as many steps as one-step training
+    bar = tqdm(range(hparams.finetune_epochs), desc=f"multi-step {task} (k={k})", unit="epoch", disable=not progress)
+    for _ in bar:
+        perm = torch.randperm(n, generator=generator)[:per_epoch].to(device)
+        for lo in range(0, per_epoch, hparams.batch_size):
+            rows = perm[lo:lo + hparams.batch_size]
+            with torch.autocast(train["obs"].device.type, dtype=torch.bfloat16, enabled=hparams.bf16_autocast):
+                losses = _member_losses(model, {key: value[rows] for key, value in train.items()})
+            loss = losses.sum() + model.logvar_bound_penalty()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        val_loss = _validation(model, val)
+        improved = val_loss < best_loss - _MIN_DELTA
+        best_loss = torch.where(improved, val_loss, best_loss)
+        for name, param in model.named_parameters():
+            best[name][improved] = param.detach()[improved]
+        epochs_run += 1
+        stale = 0 if bool(improved.any()) else stale + 1
+        bar.set_postfix(val=f"{float(val_loss.mean()):.4f}")
+        elapsed = time.perf_counter() - start
+        if stale >= hparams.finetune_patience or (hparams.max_train_seconds is not None
+                                                 and elapsed >= hparams.max_train_seconds):
+            break
+    bar.close()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.copy_(best[name])
+    model.eval()
+    metrics = evaluate_model(model, val_episodes)
+    metrics.update(one_step=one_step_metrics if one_step_metrics is not None else evaluate_model(init, val_episodes),
+                   finetune_epochs_run=epochs_run, finetune_seconds=round(time.perf_counter() - start, 3),
+                   train_segments=n, val_segments=len(val["action"]), rollout_steps=k,
+                   val_loss=[float(v) if math.isfinite(float(v)) else None for v in best_loss])
+    return model, metrics
