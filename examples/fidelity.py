@@ -9,6 +9,11 @@ units; ``mmrv_normalized`` divides it by the true best - worst spread::
     python examples/fidelity.py --episodes 50 --out runs/fidelity
     python examples/fidelity.py --episodes 50 --tasks WmEval/ArmPush-v0 WmEval/ArmDrawer-v0   # horizon: their 150
     python examples/fidelity.py --episodes 2 --horizon 20 --tasks Hopper-v5   # a quick smoke run
+    python examples/fidelity.py --tasks Hopper-v5 --model Hopper-v5=runs/models/Hopper-v5-multistep --set unseen
+
+``--model TASK=PATH`` evaluates another checkpoint for a task (default: the embedded model); ``--set unseen``
+evaluates the policies the model never saw instead of the zoo (``policies/experts/<task>`` and PPO of
+other seeds, as listed by ``examples/trust_calibration.py``), ``--set all`` both.
 """
 
 from __future__ import annotations
@@ -19,19 +24,28 @@ from pathlib import Path
 
 import wm_eval
 
+from trust_calibration import unseen  # noqa: E402  (examples/ is this script's folder)
+
 METRICS = ("spearman", "kendall", "pearson", "mmrv", "mmrv_normalized", "regret_at_1", "normalized_abs_error")
 SUCCESS_METRICS = ("spearman", "pearson", "mmrv", "regret_at_1")
 
 
 def fidelity(tasks: list[str], *, episodes: int, horizon: int | None, seed: int, out: Path,
-             progress: bool = True) -> list[dict]:
-    """Evaluate each task's zoo in its embedded model; returns one row of metrics per task."""
+             progress: bool = True, models: dict[str, str] | None = None, policy_set: str = "zoo") -> list[dict]:
+    """Evaluate each task's policies (``policy_set``: zoo, unseen or all) in its embedded model (or
+    ``models[task]``); returns one row of metrics per task."""
     rows = []
     for task in tasks:
-        evaluation = wm_eval.evaluate(task, ["zoo"], episodes=episodes, horizon=horizon, seed=seed,
+        policies = {"zoo": ["zoo"], "unseen": unseen(task), "all": ["zoo", *unseen(task)]}[policy_set]
+        if not policies:
+            print(f"{task}: no unseen policies (train some with policies/train_experts.py); skipped")
+            continue
+        model = (models or {}).get(task)
+        evaluation = wm_eval.evaluate(task, policies, model=model, episodes=episodes, horizon=horizon, seed=seed,
                                       progress=progress)
         report = wm_eval.report(evaluation, out / task, rerun=False)
-        rows.append({"task": task, "policies": len(report["policies"]), "episodes": episodes,
+        rows.append({"task": task, "model": model or "embedded", "set": policy_set,
+                     "policies": len(report["policies"]), "episodes": episodes,
                      "trust_auroc": report["trust"]["auroc"], **report["metrics_ci"],
                      "success": report["metrics_by_statistic"].get("success")})
     return rows
@@ -64,8 +78,12 @@ def main() -> None:
     parser.add_argument("--horizon", type=int, default=None, help="steps per episode (default: the task's time limit)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/fidelity"))
+    parser.add_argument("--model", nargs="*", default=[], metavar="TASK=PATH", help="another checkpoint for a task")
+    parser.add_argument("--set", dest="policy_set", choices=("zoo", "unseen", "all"), default="zoo")
     args = parser.parse_args()
-    rows = fidelity(args.tasks, episodes=args.episodes, horizon=args.horizon, seed=args.seed, out=args.out)
+    models = dict(item.split("=", 1) for item in args.model)
+    rows = fidelity(args.tasks, episodes=args.episodes, horizon=args.horizon, seed=args.seed, out=args.out,
+                    models=models, policy_set=args.policy_set)
     table = markdown(rows)
     (args.out / "fidelity.json").write_text(json.dumps(rows, indent=2) + "\n")
     (args.out / "fidelity.md").write_text(table + "\n")

@@ -3,6 +3,7 @@
     python examples/trust_calibration.py attach --task Hopper-v5 --dataset datasets/data/Hopper-v5-seed0
     python examples/trust_calibration.py measure --task Hopper-v5 --episodes 20 --out runs/trust
     python examples/trust_calibration.py fit --out runs/trust --write
+    python examples/trust_calibration.py overhead --task HalfCheetah-v5   # cost of the coverage signal
 
 ``attach`` stores the coverage of a model's training data (:mod:`wm_eval.models.coverage`) in its
 checkpoint (default: the task's embedded model); the dataset must be the one the model was trained on
@@ -234,6 +235,35 @@ def _fmt(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{x:.2f}"
 
 
+def overhead(args: argparse.Namespace) -> None:
+    """Seconds to imagine ``--episodes`` episodes of the zoo's ``--policy`` (one thread) and to compute their
+    coverage and trust score, ``--repeats`` times; prints the overhead in percent."""
+    import time
+
+    import torch
+
+    from wm_eval import tasks
+    from wm_eval.evaluation.api import load_policy_list
+    from wm_eval.evaluation.rollout import imagined_env, run_episodes
+    from wm_eval.evaluation.trust_signal import episode_signals
+
+    torch.set_num_threads(1)
+    model = load_checkpoint(embedded_model_path(args.task))
+    policy = load_policy_list([f"zoo#{args.policy}"], task=args.task)[0]
+    states = tasks.reset_states(args.task, list(range(args.episodes)))[1]
+    env = imagined_env(model, args.episodes, horizon=args.horizon)
+    shares = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        rollout = run_episodes(env, states, args.horizon, policies=[(policy, slice(0, args.episodes))],
+                               episode_seeds=np.arange(args.episodes))
+        middle = time.perf_counter()
+        episode_signals(rollout, model.coverage)
+        shares.append(100 * (time.perf_counter() - middle) / (middle - start))
+    print(json.dumps({"task": args.task, "steps": int(rollout.lengths.sum()), "overhead_percent": shares,
+                      "median": float(np.median(shares))}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -251,8 +281,14 @@ def main() -> None:
     f = sub.add_parser("fit")
     f.add_argument("--out", default="runs/trust")
     f.add_argument("--write", action="store_true", help="store the risk models in the embedded models")
+    o = sub.add_parser("overhead")
+    o.add_argument("--task", default="HalfCheetah-v5")
+    o.add_argument("--policy", default="ppo_0400k")
+    o.add_argument("--episodes", type=int, default=64)
+    o.add_argument("--horizon", type=int, default=1000)
+    o.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    {"attach": attach, "measure": measure, "fit": fit}[args.command](args)
+    {"attach": attach, "measure": measure, "fit": fit, "overhead": overhead}[args.command](args)
 
 
 if __name__ == "__main__":

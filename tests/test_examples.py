@@ -133,6 +133,9 @@ def test_trust_calibration_example(tmp_path: Path, tiny_model: Path, hopper_data
     hopper = next(line for line in lines if line.get("task") == "Hopper-v5")
     assert hopper["fitted_on"] == "policies of Walker2d-v5 (leave this task out)"
     assert 0 <= hopper["model_only_coverage90"] <= 1 and "| Hopper-v5 |" in fit
+    cost = json.loads(_run("trust_calibration.py", "overhead", "--task", "Hopper-v5", "--episodes", "4", "--horizon",
+                           "20", "--repeats", "2", cwd=tmp_path))
+    assert len(cost["overhead_percent"]) == 2 and cost["median"] > 0 and 4 <= cost["steps"] <= 80
     bad = subprocess.run([sys.executable, str(EXAMPLES / "trust_calibration.py"), "attach", "--task", "Hopper-v5",
                           "--dataset", str(hopper_dataset)], capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode != 0 and "is not the data" in bad.stderr  # the embedded model was trained on other data

@@ -96,6 +96,9 @@ PLAN: dict[str, Step] = {
         Step(_wm("evaluate", "task=Hopper-v5", "real_budget=30", "episodes=10", "episodes=4", "horizon=30",
                  "workers=1", "bootstrap=50"), says="Recommended:"),
     "python examples/calibration.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
+    "wm-eval evaluate task=Hopper-v5 real_episodes=0 episodes=20":
+        Step(_wm("evaluate", "task=Hopper-v5", "real_episodes=0", "episodes=20", "episodes=4", "horizon=30",
+                 "workers=1", "bootstrap=50"), says="Recommended:"),
     "wm-eval collect task=Ant-v5 episodes=200 behaviour=[random] out=datasets/data/ant":
         Step(_wm("collect", "task=Ant-v5", "episodes=200", "behaviour=[random]", "out=datasets/data/ant", "episodes=4",
                  "max_steps=40"), says="wrote 4 episodes of Ant-v5"),

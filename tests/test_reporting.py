@@ -337,7 +337,7 @@ def test_risk_and_flags_in_markdown_terminal_and_plot(risky: tuple[Path, dict[st
     assert f"- **Warning:** ⚑ flagged (risk > 0.5): {named}:" in md  # among the verdicts at the top
     auroc = report["trust"]["policy_auroc"]
     assert (f"risk AUROC {auroc:.2f}" in md) is (auroc is not None)
-    assert "trust AUROC" in md and "length-only control" in md
+    assert "trust AUROC" in md and "the imagined length alone" in md
 
     table = summary_table(report).splitlines()
     assert table[0].split()[-1] == "risk"

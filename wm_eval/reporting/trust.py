@@ -71,8 +71,9 @@ def trust_section(report: dict[str, Any]) -> list[str]:
     lines = ["", "## Trust", "",
              f"- Signal: {trust.get('signal') or 'disagreement only'}.",
              f"- Episodes: trust AUROC {num(trust.get('auroc'))} for flagging episodes whose imagined return is off "
-             f"by more than {100 * trust.get('threshold', 0.2):.0f}% (length-only control "
-             f"{num(trust.get('length_auroc'))}; a useful trust score beats it)."]
+             f"by more than {100 * trust.get('threshold', 0.2):.0f}% (control: the imagined length alone, in "
+             f"whichever direction scores higher, {num(trust.get('auroc_length_control', trust.get('length_auroc')))}"
+             "; a useful trust score beats it)."]
     if trust.get("policy_auroc") is not None:
         off = trust.get("policies_off")
         lines.append(f"- Policies: risk AUROC {trust['policy_auroc']:.2f} for flagging the policies whose imagined "
