@@ -60,6 +60,10 @@ PLAN: dict[str, Step] = {
     "wm-eval evaluate task=Hopper-v5 model=runs/models/hopper":
         Step(_wm("evaluate", "task=Hopper-v5", "model=runs/models/hopper", *EVAL_DEBUG), says="report:"),
     "wm-eval <command> --help": Step(_wm("evaluate", "--help"), says="episodes"),
+    "wm-eval train --config configs/train/Hopper-v5-multistep.yaml":
+        Step(_wm("train", "--config", str(REPO / "configs/train/Hopper-v5-multistep.yaml"),
+                 "dataset=datasets/data/hopper", "out=runs/models/hopper-ms", "rollout_steps=3", "finetune_epochs=1"),
+             says="trained Hopper-v5 model"),
     "wm-eval view runs/evaluate-<time>": Step(_wm("view", "runs/mine"), code=2, says="no display"),
     "wm-eval view <run>": Step(_wm("view", "runs/mine"), code=2, says="no display"),
     "wm-eval view runs/evaluate-<time> --save v.rrd": Step(_wm("view", "runs/mine", "--save", "v.rrd"),
