@@ -81,6 +81,8 @@ def main() -> None:
     parser.add_argument("--model", nargs="*", default=[], metavar="TASK=PATH", help="another checkpoint for a task")
     parser.add_argument("--set", dest="policy_set", choices=("zoo", "unseen", "all"), default="zoo")
     args = parser.parse_args()
+    if any("=" not in item for item in args.model):
+        parser.error("--model takes TASK=PATH items, e.g. Hopper-v5=runs/models/Hopper-v5-multistep")
     models = dict(item.split("=", 1) for item in args.model)
     rows = fidelity(args.tasks, episodes=args.episodes, horizon=args.horizon, seed=args.seed, out=args.out,
                     models=models, policy_set=args.policy_set)

@@ -35,12 +35,14 @@ import math
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 from scipy.optimize import minimize
 
 import wm_eval
 from wm_eval.data.hdf5 import load_dataset
 from wm_eval.evaluation import metrics as M
 from wm_eval.evaluation.trust_signal import FEATURES, RISK_FLAG, policy_features, policy_risk
+from wm_eval.fileio import atomic_write_text
 from wm_eval.models.checkpoint import attach_coverage, embedded_model_path, load_checkpoint, read_spec
 from wm_eval.models.coverage import build_coverage
 from wm_eval.training import data_fingerprint
@@ -86,17 +88,21 @@ def measure(args: argparse.Namespace) -> None:
         for threshold in (0.2, 0.25):
             scale = max(abs(t), 0.1 * float(np.abs(true).max()))
             row[f"off{int(threshold * 100)}"] = bool(abs(f - t) > threshold * scale)
-        row["features"] = policy_features(p.episodes, coverage) if coverage is not None else None
+        row["features"] = policy_features(p.episodes, coverage, ev.horizon) if coverage is not None else None
+        row["floor"] = coverage.return_floor(ev.horizon) if coverage is not None else None
         row["risk"] = p.summary.get("risk")
         policies.append(row)
     episodes = {k: np.concatenate([p.episodes[f"imagined_{k}"] for p in ev.policies]).tolist()
                 for k in ("trust_score", "length", "return", "uncertainty", "coverage")}
     episodes["policy"] = [i for i, p in enumerate(ev.policies) for _ in p.episodes["true_return"]]
     episodes["true_return"] = np.concatenate([p.episodes["true_return"] for p in ev.policies]).tolist()
+    if coverage is None:
+        raise SystemExit(f"the {args.task} model stores no coverage data: attach it first (the attach subcommand)")
     out = Path(args.out) / f"{args.task.replace('/', '_')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"task": args.task, "episodes": args.episodes, "seed": args.seed,
-                               "policies": policies, "episode_values": episodes}, indent=1))
+    atomic_write_text(out, json.dumps({"task": args.task, "episodes": args.episodes, "seed": args.seed,
+                                       "horizon": ev.horizon, "policies": policies, "episode_values": episodes},
+                                      indent=1))
     print(json.dumps(summarise(args.task, policies, episodes)))
 
 
@@ -168,18 +174,19 @@ def fit(args: argparse.Namespace) -> None:
     records = {}
     for path in sorted(Path(args.out).glob("*.json")):
         record = json.loads(path.read_text())
-        floor = 0.1 * max(abs(p["imagined"]) for p in record["policies"])
         for p in record["policies"]:
-            p["floor"], p["task"] = floor, record["task"]
+            p["task"] = record["task"]
         records[record["task"]] = record
 
     def fitted(tasks: list[str]) -> dict:
         ps = [p for t in tasks for p in records[t]["policies"]]
         x = np.array([[p["features"][f] for f in FEATURES] for p in ps])
         weights, bias = _logistic(x, np.array([p["off20"] for p in ps], float))
+        horizons = {records[t]["horizon"] for t in tasks}
         risk = {"features": list(FEATURES), "weights": weights.tolist(), "bias": bias,
-                "fitted_on": "policies of " + ", ".join(tasks)}
-        risk["error_quantiles"] = error_quantiles(ps, risk)
+                "fitted_on": "policies of " + ", ".join(tasks),
+                "horizon": horizons.pop() if len(horizons) == 1 else None}
+        risk["error_quantiles"] = error_quantiles(ps, risk) if risk["horizon"] is not None else None
         return risk
 
     scored, table = [], []
@@ -190,15 +197,21 @@ def fit(args: argparse.Namespace) -> None:
             continue
         risk = fitted(others)
         risk["fitted_on"] += " (leave this task out)"
+        if risk["horizon"] != records[task]["horizon"]:  # the task's own horizon: that is where intervals apply
+            risk["error_quantiles"] = None
         ps = records[task]["policies"]
         best_seen = max(p["true"] for p in ps if not p["unseen"])
         at = LEVELS.index(0.9)
+        quantiles = risk["error_quantiles"]
         for p in ps:
             r = policy_risk(p["features"], risk)
-            e = risk["error_quantiles"]["flagged" if r > RISK_FLAG else "unflagged"][at]
-            half = 1.645 * p["imagined_se"] + e * max(abs(p["imagined"]), p["floor"])
-            scored.append({**p, "risk": r, "covered90": abs(p["true"] - p["imagined"]) <= half,
-                           "stronger": p["true"] > best_seen})
+            covered = None
+            if quantiles is not None:  # the model-only 90% interval (t quantile as in reports)
+                e = quantiles["flagged" if r > RISK_FLAG else "unflagged"][at]
+                half = stats.t.ppf(0.95, records[task]["episodes"] - 1) * p["imagined_se"] + e * max(abs(p["imagined"]),
+                                                                                                 p["floor"])
+                covered = bool(abs(p["true"] - p["imagined"]) <= half)
+            scored.append({**p, "risk": r, "covered90": covered, "stronger": p["true"] > best_seen})
         mine = scored[-len(ps):]
         line = {"task": task, "fitted_on": risk["fitted_on"], "policies": len(ps),
                 "unseen": sum(p["unseen"] for p in mine), "off25": sum(p["off25"] for p in mine),
@@ -206,7 +219,8 @@ def fit(args: argparse.Namespace) -> None:
                 "flagged": [p["name"] for p in mine if p["risk"] > RISK_FLAG],
                 "stronger": [p["name"] for p in mine if p["stronger"]],
                 "stronger_flagged": sum(p["stronger"] and p["risk"] > RISK_FLAG for p in mine),
-                "model_only_coverage90": float(np.mean([p["covered90"] for p in mine]))}
+                "model_only_coverage90": float(np.mean([p["covered90"] for p in mine if p["covered90"] is not None]
+                                                       or [math.nan]))}
         print(json.dumps(line))
         table.append(line)
         if args.write:
@@ -216,7 +230,7 @@ def fit(args: argparse.Namespace) -> None:
               "pooled_locomotion_unseen": _auroc([p for p in scored if p["unseen"] and family(p["task"]) == "locomotion"])}
     print(json.dumps(pooled))
     if args.write:
-        (ROOT / "wm_eval" / "assets" / "risk.json").write_text(json.dumps(fitted(list(records)), indent=1) + "\n")
+        atomic_write_text(ROOT / "wm_eval" / "assets" / "risk.json", json.dumps(fitted(list(records)), indent=1) + "\n")
     print("| task | policies (unseen) | off by >25% | risk AUROC all / unseen | flagged | stronger than the zoo flagged "
           "| model-only 90% interval covers |")
     print("|---|---|---|---|---|---|---|")
@@ -249,6 +263,8 @@ def overhead(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(1)
     model = load_checkpoint(embedded_model_path(args.task))
+    if model.coverage is None:
+        raise SystemExit(f"the {args.task} model stores no coverage data: attach it first (the attach subcommand)")
     policy = load_policy_list([f"zoo#{args.policy}"], task=args.task)[0]
     states = tasks.reset_states(args.task, list(range(args.episodes)))[1]
     env = imagined_env(model, args.episodes, horizon=args.horizon)

@@ -78,7 +78,7 @@ def test_evaluation_reports_coverage_trust_score_and_risk(covered: Path) -> None
     coverage = model.coverage
     for p in ev.policies:
         assert p.episodes["imagined_coverage"].shape == (3,) and np.all(p.episodes["imagined_coverage"] > 0)
-        expected = policy_risk(policy_features(p.episodes, coverage), RISK)
+        expected = policy_risk(policy_features(p.episodes, coverage, 25), RISK)
         assert p.summary["risk"] == pytest.approx(expected)
         assert p.summary["flagged"] == (expected > 0.5)
         for pair in p.kept:  # the trust score recomputed from the kept imagined episode
@@ -112,3 +112,34 @@ def test_embedded_models_store_coverage_and_a_risk_model_fitted_without_their_ta
         assert coverage is not None, task
         if coverage.risk is not None:  # honest risk: this task's own policies took no part in its fit
             assert task not in coverage.risk["fitted_on"].split(" (")[0].split(", "), task
+
+
+def test_a_diverged_imagination_is_flagged_whatever_the_risk_model_says(covered: Path) -> None:
+    from wm_eval.evaluation.summary import policy_trust
+
+    coverage = load_checkpoint(covered).coverage.with_risk({**RISK, "weights": [0.0, 0.0, 0.0], "bias": -10.0})
+    values = {"imagined_return": np.array([1.0, 2.0]), "imagined_uncertainty": np.array([0.1, 0.1]),
+              "imagined_coverage": np.array([1.0, 1.0])}
+    calm = policy_trust(values, coverage, 30)
+    assert calm["risk"] < 1e-3 and not calm["flagged"]
+    for key, bad in (("imagined_return", np.nan), ("imagined_coverage", np.inf), ("imagined_uncertainty", np.nan)):
+        wild = {**values, key: np.array([1.0, bad])}
+        assert policy_trust(wild, coverage, 30) | {"coverage": 0} == {"coverage": 0, "risk_features": None,
+                                                                        "risk": 1.0, "flagged": True}
+
+
+def test_malformed_risk_models_and_mismatched_coverage_are_refused(covered: Path, tmp_path: Path) -> None:
+    coverage = load_checkpoint(covered).coverage
+    for bad in ({**RISK, "weights": [1.0]}, {**RISK, "features": ["log_coverage", "speed", "x"]},
+                {**RISK, "bias": float("nan")}, {k: v for k, v in RISK.items() if k != "fitted_on"}):
+        with pytest.raises(CheckpointError, match="risk model is malformed"):
+            coverage.with_risk(bad)
+    other = tmp_path / "other"
+    shutil.copytree(covered, other)
+    (other / "notes.txt").write_text("mine")
+    attach_coverage(other, coverage.with_risk(None))
+    assert (other / "notes.txt").read_text() == "mine" and load_checkpoint(other).coverage.risk is None
+    from dataclasses import replace
+
+    with pytest.raises(CheckpointError, match="coverage data is for 3 observation dimensions"):
+        attach_coverage(other, replace(coverage, obs_low=coverage.obs_low[:3]))

@@ -192,5 +192,13 @@ def test_real_episodes_zero_runs_no_mujoco_and_says_model_only(tmp_path) -> None
         assert np.isnan(p.true_estimate["discounted_return"]["ci_low"])  # calibrated on returns only
     assert ev.horizon_error["pairs"] == 0 and np.isnan(ev.metrics["return"]["spearman"]["value"])
     assert np.isnan(ev.trust["policy_auroc"]) and ev.trust["episodes"] == 0
-    wm_eval.report(ev, tmp_path, rerun=False)
-    assert "model-only" in (tmp_path / "report.md").read_text()
+    report = wm_eval.report(ev, tmp_path, rerun=False)
+    md = (tmp_path / "report.md").read_text()
+    assert "model-only" in md and "Every episode is paired" not in md and "/ None" not in md
+    assert "the imagined means with intervals from the model alone" in md and "calibrated error" in md
+    assert md.count("| model-only (calibrated unflagged error) | 0 | n/a | n/a |") == 2  # no λ, no worth
+    assert "Uncertainty not assessed: no episode ran in MuJoCo (real_episodes=0)." in md
+    assert "on the imagined means alone" in md and "truly the best: n/a" in md
+    for p in report["policies"]:
+        ep = p["episodes"]
+        assert ep["total_uncertainty"] == pytest.approx(np.multiply(ep["uncertainty"], ep["imagined_length"]))

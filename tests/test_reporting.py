@@ -9,6 +9,9 @@ kept trajectories, not copied from the code under test.
 
 Per-policy risk: the same policies in the embedded model given a risk model (``RISK``), which flags
 some of them and not the others, and in the model stripped of its coverage data (risk ``n/a``).
+
+Model-only: the same policies with ``real_episodes=0`` (no MuJoCo episode), read back from report.md,
+report.json and the terminal table.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ CONFIG = {"task": TASK, "episodes": EPISODES, "horizon": HORIZON, "seed": SEED, 
 RISK = {"features": ["log_disagreement", "log_coverage", "return_excess"], "weights": [1.0, 2.0, 1.0], "bias": -1.0,
         "fitted_on": "test"}
 TRUST_KEYS = ("coverage", "risk_features", "risk", "flagged")
+QUANTILES = {"levels": [0.5, 0.8, 0.9, 0.95], "unflagged": [0.05, 0.1, 0.15, 0.2], "flagged": [0.3, 0.5, 0.6, 0.8]}
+"""Calibrated relative errors of imagined mean returns, as a risk model stores them (for ``real_episodes=0``)."""
 
 
 def _policies() -> list[Any]:
@@ -109,6 +114,17 @@ def uncovered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     ev = wm_eval.evaluate(TASK, _policies()[:2], model=_model("none"), episodes=2, horizon=20, seed=SEED, workers=1,
                           bootstrap=50, trajectories="summary", progress=False)
     folder = tmp_path_factory.mktemp("uncovered")
+    return folder, wm_eval.report(ev, folder)
+
+
+@pytest.fixture(scope="module")
+def model_only(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """The policies with ``real_episodes=0`` in the model given ``RISK`` and calibrated errors, and its report."""
+    model = _model("stored")
+    model.coverage = model.coverage.with_risk({**RISK, "error_quantiles": QUANTILES})
+    ev = wm_eval.evaluate(TASK, _policies(), model=model, episodes=EPISODES, horizon=HORIZON, seed=SEED,
+                          real_episodes=0, workers=1, bootstrap=50, trajectories="summary", progress=False)
+    folder = tmp_path_factory.mktemp("model_only")
     return folder, wm_eval.report(ev, folder)
 
 
@@ -175,8 +191,11 @@ def test_report_has_every_contract_key_and_round_trips(evaluation: Evaluation,
         assert len(ep["true_return"]) == EPISODES
         assert ep["true_length"] == [len(e.true) for e in pr.kept]
         assert ep["imagined_length"] == [len(e.imagined) for e in pr.kept]
-        # the trust score: disagreement summed over an episode, weighted by the distance to the training data
-        assert ep["total_uncertainty"] == ep["trust_score"]
+        # total_uncertainty (report/1): the raw disagreement summed over an episode; the trust score weights it by
+        # the distance to the training data and divides it by the model's reference disagreement
+        raw = [float(np.sum(e.imagined.infos["uncertainty"])) for e in pr.kept]
+        assert ep["total_uncertainty"] == pytest.approx(raw, rel=1e-6)
+        assert ep["total_uncertainty"] != pytest.approx(ep["trust_score"], rel=1e-3)
         recomputed = np.array([_signals(e, coverage) for e in pr.kept])
         assert ep["trust_score"] == pytest.approx(recomputed[:, 0])
         assert ep["coverage"] == pytest.approx(recomputed[:, 1])
@@ -379,6 +398,53 @@ def test_a_model_without_coverage_falls_back_to_disagreement_and_says_so(
     assert len(table) == 1 + 2 + 1 and "FLAGGED" not in "\n".join(table)
     assert all(line.split()[-1] == "n/a" for line in table[1:3])
     assert _red_pixels(folder / "returns.png") == 0
+
+
+def test_model_only_report_says_no_episode_ran_in_mujoco(model_only: tuple[Path, dict[str, Any]],
+                                                          tmp_path: Path) -> None:
+    folder, report = model_only
+    loaded = json.loads((folder / "report.json").read_text())
+    assert loaded == report and loaded["trust"]["episodes"] == 0 and loaded["real_episodes"] == 0
+    policies = loaded["policies"]
+    for p in policies:  # report/1's total_uncertainty: the raw disagreement summed over each episode
+        ep = p["episodes"]
+        assert ep["total_uncertainty"] == pytest.approx(np.multiply(ep["uncertainty"], ep["imagined_length"]))
+        assert ep["total_uncertainty"] != pytest.approx(ep["trust_score"], rel=1e-3)
+        assert p["true_rank"] is None and p["true_estimate"]["method"].startswith("model-only (calibrated")
+    by_imagined = [p["name"] for p in sorted(policies, key=lambda p: -p["imagined_return"]["mean"])]
+    assert by_imagined != [p["name"] for p in policies]  # the report's order differs: sorting is visible
+    md = (folder / "report.md").read_text()
+    lines = md.splitlines()
+    for wrong in ("Every episode is paired", "Student-t", "needs at least two policies", "n/a%", "/ None",
+                  "sorted by true return"):
+        assert wrong not in md, wrong
+    assert "- Ranking not assessed: the ranking metrics need real episodes, and none ran in MuJoCo." in lines
+    assert "- Uncertainty not assessed: no episode ran in MuJoCo (real_episodes=0)." in lines
+    assert "## Policies (sorted by imagined return; no episode ran in MuJoCo)" in lines
+    assert ("No episode ran in MuJoCo (real_episodes=0), so the estimates are the imagined means with intervals "
+            "from the model alone: the spread of the imagined returns widened by the model's calibrated error") in md
+    policy_rows = [line.split(" | ") for line in lines if line.startswith("| ") and " / n/a |" in line]
+    assert [r[0][2:] for r in policy_rows] == by_imagined
+    assert [r[-1] for r in policy_rows] == [f"{p['imagined_rank']} / n/a |" for p in sorted(
+        policies, key=lambda p: -p["imagined_return"]["mean"])]
+    estimate_rows = [line.split(" | ") for line in lines if "| model-only" in line]
+    assert [r[0][2:] for r in estimate_rows] == by_imagined
+    assert all(r[3:] == ["0", "n/a", "n/a |"] for r in estimate_rows)  # real episodes, λ, worth
+    best = loaded["trust"]["best_policy"]
+    assert best["name"] == by_imagined[0] and best["probability"] is None
+    assert (f"Recommended: **{best['name']}** on the imagined means alone, as no episode ran in MuJoCo (estimated "
+            f"true return {best['mean']:.1f}; probability that it is truly the best: n/a).") in lines
+    table = summary_table(loaded).splitlines()
+    assert [line.split()[0] for line in table[1:1 + len(NAMES)]] == by_imagined
+    assert (f"Recommended: {best['name']} on the imagined means alone, as no episode ran in MuJoCo (P(truly best) "
+            f"n/a; 0 of {EPISODES * len(NAMES)} episodes run in MuJoCo)") in table
+    bare = copy.deepcopy(loaded)  # a model that stores no calibrated error: no interval
+    for p in bare["policies"]:
+        p["true_estimate"].update(method="model-only (no calibrated model error: no interval)", ci_low=None,
+                                  ci_high=None)
+    md = write_report(tmp_path, bare)[1].read_text()
+    assert ("the estimates are the imagined means with no interval: the model stores no calibrated error of its "
+            "imagined returns") in md and "widened" not in md
 
 
 def test_trajectories_round_trip(evaluation: Evaluation, written: tuple[Path, dict[str, Any]]) -> None:

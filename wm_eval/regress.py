@@ -180,7 +180,7 @@ def _outcomes(job: Job, *, imagined: bool, executor: Any
     def done(unit: Unit, true: Any, imag: Any) -> None:
         values = side_values(imag if imagined else true, gamma=1.0, success_rule=rule)
         values.update(episode_signals(imag, coverage) if coverage is not None else {})
-        trust = policy_trust({f"imagined_{k}": v for k, v in values.items()}, coverage) if imagined else {}
+        trust = policy_trust({f"imagined_{k}": v for k, v in values.items()}, coverage, job.horizon) if imagined else {}
         out[unit.id] = values["return"], values.get("success"), trust
 
     (executor or LocalExecutor(workers=1)).run(job, units, done, imagined=imagined, truth=not imagined)

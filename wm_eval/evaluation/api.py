@@ -334,9 +334,9 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
         t0 = time.perf_counter()
         statistics = statistics_for(spec.success)
         results_ = []
-        trusts = [S.policy_trust(vals, coverage) for vals in values]
+        trusts = [S.policy_trust(vals, coverage, horizon) for vals in values]
         estimates = S.true_estimates(values, statistics, real=n, confidence=confidence, coverage=coverage,
-                                     flagged=[t["flagged"] for t in trusts])
+                                     flagged=[t["flagged"] for t in trusts], horizon=horizon)
         for i, (policy, vals, estimate) in enumerate(zip(loaded, values, estimates)):
             stats, summary = S.policy_summary(vals, statistics, seed=_seed(seed, policy.name), n_resamples=bootstrap,
                                               real=n[i])

@@ -85,7 +85,8 @@ def spend(job: Job, runner: Any, done: Any, units: list[Unit], results: dict[str
     resumed from ``store``. ``units`` grows with them."""
     names = [p.name for p in job.policies]
     coverage = getattr(job.model, "coverage", None)
-    flagged = [S.policy_trust(v, coverage)["flagged"] for v in S.policy_values(units, results, len(names), episodes)]
+    flagged = [S.policy_trust(v, coverage, job.horizon)["flagged"]
+               for v in S.policy_values(units, results, len(names), episodes)]
     n = [min(FIRST, episodes)] * len(names)
     round_size = max(1, -(-(budget - sum(n)) // 3))
     loaded = 0

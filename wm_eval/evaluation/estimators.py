@@ -176,6 +176,10 @@ def best_policy(means: Sequence[float], ses: Sequence[float], real_episodes: Seq
     seeded joint draws, how often the recommended policy comes out on top.
     """
     best = int(np.argmax(means))
+    if min(real_episodes, default=0) == 0:  # a model-alone estimate: its error is systematic, not a t draw
+        return {"name": names[best], "probability": math.nan, "mean": float(means[best]), "draws": 0,
+                "definition": "the policy with the highest estimated true mean return (no probability: some "
+                              "estimates rest on the imagined episodes alone, whose error is shared, not random)"}
     if not np.isfinite(np.asarray(ses, dtype=float)).all():
         return {"name": names[best], "probability": math.nan, "mean": float(means[best]), "draws": 0,
                 "definition": "the policy with the highest estimated true mean return (no probability: an "

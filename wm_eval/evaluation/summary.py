@@ -97,23 +97,29 @@ def policy_summary(values: dict[str, np.ndarray], statistics: Sequence[Statistic
 
 def true_estimates(values: Sequence[dict[str, np.ndarray]], statistics: Sequence[Statistic], *,
                    real: Sequence[int], confidence: float, coverage: Any = None,
-                   flagged: Sequence[bool] | None = None) -> list[dict[str, dict[str, Any]]]:
+                   flagged: Sequence[bool] | None = None, horizon: int | None = None
+                   ) -> list[dict[str, dict[str, Any]]]:
     """Per policy and statistic, the estimate of the policy's TRUE mean with its interval
     (:mod:`~wm_eval.evaluation.estimators`): PPI++ from the ``real`` paired episodes and the imagined-only
     rest (``real``: per policy), with one ``lambda`` pooled over the policies, or the real-only Student-t interval when every
     episode is paired (or an imagined value is not finite). A policy with 0 real episodes gets the
     model-alone estimate, whose interval (returns only) is widened by the calibrated error the model's
-    ``coverage`` stores for ``flagged`` (per policy) or unflagged policies."""
+    ``coverage`` stores for ``flagged`` (per policy) or unflagged policies, relative to at least the
+    model's return floor at ``horizon`` (:meth:`~wm_eval.models.coverage.Coverage.return_floor`); an error
+    calibrated at another horizon gives no interval."""
     out: list[dict[str, dict[str, Any]]] = [{} for _ in values]
     risk = getattr(coverage, "risk", None) or {}
+    quantiles = risk.get("error_quantiles")
+    if quantiles is not None and risk.get("horizon") is not None and risk["horizon"] != horizon:
+        quantiles = None  # calibrated on episodes of another length: it does not apply
     for s in statistics:
         imagined = [v[f"imagined_{s.name}"] for v in values]
         true = [v[f"true_{s.name}"][:n] for v, n in zip(values, real)]
         lam = E.pooled_lambda(true, [f[:n] for f, n in zip(imagined, real)], [f[n:] for f, n in zip(imagined, real)])
-        floor = 0.1 * max((abs(float(np.mean(f))) for f in imagined), default=0.0)
+        floor = coverage.return_floor(horizon) if coverage is not None and horizon is not None else 0.0
         for i, (y, f, n) in enumerate(zip(true, imagined, real)):
             if n == 0:
-                estimate = E.model_only(f, error_quantiles=risk.get("error_quantiles") if s.name == "return" else None,
+                estimate = E.model_only(f, error_quantiles=quantiles if s.name == "return" else None,
                                         flagged=bool(flagged[i]) if flagged is not None else False, floor=floor,
                                         confidence=confidence)
             elif n == len(f) or not np.isfinite(f).all():  # nothing to add, or a diverged model
@@ -152,12 +158,16 @@ def _either_way(auroc: float) -> float:
     return auroc if math.isnan(auroc) else max(auroc, 1.0 - auroc)
 
 
-def policy_trust(values: dict[str, np.ndarray], coverage: Any) -> dict[str, Any]:
+def policy_trust(values: dict[str, np.ndarray], coverage: Any, horizon: int) -> dict[str, Any]:
     """One policy's imagined-side trust: ``coverage`` (mean episode coverage distance), ``risk_features``,
-    ``risk`` (``None`` when the model stores no coverage data or no risk model) and ``flagged``."""
+    ``risk`` (``None`` when the model stores no coverage data or no risk model; 1 when the imagination
+    diverged) and ``flagged``."""
     if coverage is None:
         return {"coverage": None, "risk_features": None, "risk": None, "flagged": False}
-    features = T.policy_features(values, coverage)
+    if T.imagination_diverged(values):
+        return {"coverage": float(np.mean(values["imagined_coverage"])), "risk_features": None,
+                "risk": None if coverage.risk is None else 1.0, "flagged": coverage.risk is not None}
+    features = T.policy_features(values, coverage, horizon)
     risk = None if coverage.risk is None else T.policy_risk(features, coverage.risk)
     return {"coverage": float(np.mean(values["imagined_coverage"])), "risk_features": features, "risk": risk,
             "flagged": risk is not None and risk > T.RISK_FLAG}

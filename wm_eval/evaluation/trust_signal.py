@@ -28,14 +28,15 @@ from typing import Any
 
 import numpy as np
 
+from wm_eval.models.coverage import RISK_FEATURES
 from wm_eval.types import BatchRollout
 
-__all__ = ["FEATURES", "RISK_FLAG", "episode_signals", "policy_features", "policy_risk"]
+__all__ = ["FEATURES", "RISK_FLAG", "episode_signals", "imagination_diverged", "policy_features", "policy_risk"]
 
-FEATURES = ("log_disagreement", "log_coverage", "return_excess")
+FEATURES = RISK_FEATURES
 """Per-policy features of the risk model: log of the mean per-step disagreement over ``u_ref``; log of
 the mean episode coverage distance; the imagined mean return's excess over the best training episode
-return, in units of the training returns' range (0 when inside it)."""
+return (scaled to the evaluation's horizon), in units of the training returns' range (0 when inside it)."""
 RISK_FLAG = 0.5
 """A policy with ``risk`` above this is ``flagged``."""
 
@@ -57,14 +58,23 @@ def episode_signals(imagined: BatchRollout, coverage: Any) -> dict[str, np.ndarr
     return out
 
 
-def policy_features(values: Mapping[str, np.ndarray], coverage: Any) -> dict[str, float]:
-    """The :data:`FEATURES` of one policy from its per-episode ``imagined_*`` values."""
-    disagreement = float(np.nanmean(values["imagined_uncertainty"])) / coverage.uncertainty_ref
-    distance = float(np.nanmean(values["imagined_coverage"]))
-    span = max(coverage.return_high - coverage.return_low, 1e-9)
-    excess = max(0.0, (float(np.nanmean(values["imagined_return"])) - coverage.return_high) / span)
+def policy_features(values: Mapping[str, np.ndarray], coverage: Any, horizon: int) -> dict[str, float]:
+    """The :data:`FEATURES` of one policy from its per-episode ``imagined_*`` values (all finite: see
+    :func:`imagination_diverged`), for an evaluation of ``horizon`` steps."""
+    disagreement = float(np.mean(values["imagined_uncertainty"])) / coverage.uncertainty_ref
+    distance = float(np.mean(values["imagined_coverage"]))
+    fraction = min(1.0, horizon / max(coverage.episode_steps, 1))
+    span = max(coverage.return_high - coverage.return_low, 1e-9) * fraction
+    excess = max(0.0, (float(np.mean(values["imagined_return"])) - coverage.return_high * fraction) / span)
     return {"log_disagreement": math.log(max(disagreement, 1e-9)), "log_coverage": math.log(max(distance, 1e-9)),
-            "return_excess": excess if math.isfinite(excess) else 1e9}
+            "return_excess": excess}
+
+
+def imagination_diverged(values: Mapping[str, np.ndarray]) -> bool:
+    """Whether any imagined return, disagreement or coverage distance of the policy is not finite: its
+    imagination left every scale, so its risk is 1 whatever the risk model says."""
+    keys = ("imagined_return", "imagined_uncertainty", "imagined_coverage")
+    return not all(np.isfinite(values[k]).all() for k in keys if k in values)
 
 
 def policy_risk(features: Mapping[str, float], risk: Mapping[str, Any]) -> float:

@@ -287,16 +287,26 @@ def _load_coverage(path: Path, spec: dict[str, Any]) -> Coverage | None:
     file = path / COVERAGE_FILE
     if not file.is_file() or sha256(file) != spec["coverage_sha256"]:
         raise CheckpointError(f"{file} is missing or corrupt (its sha256 differs from spec.json); re-train or re-download")
-    return Coverage.load(file)
+    coverage = Coverage.load(file)
+    obs_dim, act_dim = spec["observation_space"]["shape"][0], spec["action_space"]["shape"][0]
+    if len(coverage.obs_low) != obs_dim or len(coverage.mean) != obs_dim + act_dim:
+        raise CheckpointError(f"{file} describes {len(coverage.obs_low)} observation dimensions, the model has "
+                              f"{obs_dim}; re-train or re-download")
+    return coverage
 
 
 def attach_coverage(path: str | os.PathLike[str], coverage: Coverage) -> Path:
-    """Store ``coverage`` in the existing checkpoint at ``path`` (replacing any), as atomically as a save."""
+    """Store ``coverage`` in the existing checkpoint at ``path`` (replacing any; every other file of the
+    folder is kept), as atomically as a save."""
     path = Path(path)
     spec = read_spec(path)
+    obs_dim, act_dim = spec["observation_space"]["shape"][0], spec["action_space"]["shape"][0]
+    if len(coverage.obs_low) != obs_dim or len(coverage.mean) != obs_dim + act_dim:
+        raise CheckpointError(f"the coverage data is for {len(coverage.obs_low)} observation dimensions, the "
+                              f"checkpoint '{path}' has {obs_dim}; build it from this model's training data")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        shutil.copy2(path / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
+        shutil.copytree(path, tmp, dirs_exist_ok=True)
         spec["coverage_sha256"] = sha256(coverage.save(tmp))
         (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         _swap_in(tmp, path, backup_path(path))

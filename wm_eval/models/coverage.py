@@ -9,7 +9,8 @@ cannot tell that an imagined episode left the data. :class:`Coverage` keeps, bes
 * ``scale``: the median distance (mean over the ``k`` nearest) from held-out training pairs to the
   sample, so a :meth:`distance` of 1 is typical inside the data, and 3 is three times as far;
 * ``obs_low``/``obs_high`` ``[obs_dim]`` and ``return_low``/``return_high``: the ranges of the
-  training observations and of the training episodes' undiscounted returns;
+  training observations and of the training episodes' undiscounted returns; ``episode_steps``: the
+  longest training episode;
 * ``uncertainty_ref``: the model's median one-step disagreement on training transitions;
 * optionally a per-policy **risk** model (``risk``, a JSON string): ``features``, ``weights`` and
   ``bias`` of a logistic regression from the imagined-side features of
@@ -38,12 +39,16 @@ import torch
 from wm_eval.errors import CheckpointError
 from wm_eval.fileio import atomic_write
 
-__all__ = ["COVERAGE_FILE", "Coverage", "build_coverage", "default_risk"]
+__all__ = ["COVERAGE_FILE", "RISK_FEATURES", "Coverage", "build_coverage", "default_risk"]
 
 COVERAGE_FILE = "coverage.npz"
 FORMAT = "wm_eval.coverage/1"
 BLOCK = 1024
 """Rows per block of :meth:`Coverage.distance`."""
+RISK_FEATURES = ("log_disagreement", "log_coverage", "return_excess")
+"""The features a stored risk model may use (computed by :mod:`wm_eval.evaluation.trust_signal`)."""
+_ARRAYS = ("mean", "std", "sample", "scale", "k", "obs_low", "obs_high", "return_range", "uncertainty_ref",
+           "episode_steps")
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,18 @@ class Coverage:
     return_low: float
     return_high: float
     uncertainty_ref: float
+    episode_steps: int
     risk: dict[str, Any] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.risk is not None:
+            _check_risk(self.risk)
+
+    def return_floor(self, horizon: int) -> float:
+        """The smallest magnitude a relative return error is taken of: 10% of the largest training episode
+        return magnitude, scaled by ``horizon`` over the longest training episode (at most 1)."""
+        largest = max(abs(self.return_low), abs(self.return_high))
+        return 0.1 * largest * min(1.0, horizon / max(self.episode_steps, 1))
 
     @property
     def obs_dim(self) -> int:
@@ -94,7 +110,7 @@ class Coverage:
 
     def with_risk(self, risk: dict[str, Any] | None) -> Coverage:
         """A copy with the per-policy risk model ``risk`` (``features``, ``weights``, ``bias``, ``fitted_on``,
-        optionally ``error_quantiles``; see the module docstring)."""
+        optionally ``horizon`` and ``error_quantiles``; see the module docstring); checked like a loaded one."""
         return replace(self, risk=risk)
 
     def save(self, folder: str | Path) -> Path:
@@ -103,7 +119,7 @@ class Coverage:
             "format": np.array(FORMAT), "mean": self.mean, "std": self.std, "sample": self.sample.astype(np.float16),
             "scale": np.array(self.scale), "k": np.array(self.k), "obs_low": self.obs_low, "obs_high": self.obs_high,
             "return_range": np.array([self.return_low, self.return_high]),
-            "uncertainty_ref": np.array(self.uncertainty_ref),
+            "uncertainty_ref": np.array(self.uncertainty_ref), "episode_steps": np.array(self.episode_steps),
         }
         if self.risk is not None:
             arrays["risk"] = np.array(json.dumps(self.risk, allow_nan=False))
@@ -116,7 +132,8 @@ class Coverage:
 
     @classmethod
     def load(cls, path: str | Path) -> Coverage:
-        """Read a ``coverage.npz`` written by :meth:`save` (no pickles)."""
+        """Read a ``coverage.npz`` written by :meth:`save` (no pickles); a malformed file is a
+        :class:`~wm_eval.errors.CheckpointError`."""
         try:
             with np.load(path, allow_pickle=False) as data:
                 a = {key: data[key] for key in data.files}
@@ -124,31 +141,62 @@ class Coverage:
             raise CheckpointError(f"{path} is truncated or corrupt; re-train or delete it ({exc})") from None
         if str(a.get("format", "")) != FORMAT:
             raise CheckpointError(f"{path} is not a {FORMAT} file; re-train or delete it")
-        risk = json.loads(str(a["risk"])) if "risk" in a else None
+        missing = [key for key in _ARRAYS if key not in a]
+        if missing:
+            raise CheckpointError(f"{path} lacks {', '.join(missing)}; re-train or delete it")
+        try:
+            risk = json.loads(str(a["risk"])) if "risk" in a else None
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{path} holds an unreadable risk model ({exc}); re-fit it or delete the file") from None
         return cls(mean=a["mean"], std=a["std"], sample=a["sample"].astype(np.float32), scale=float(a["scale"]),
                    k=int(a["k"]), obs_low=a["obs_low"], obs_high=a["obs_high"], return_low=float(a["return_range"][0]),
-                   return_high=float(a["return_range"][1]), uncertainty_ref=float(a["uncertainty_ref"]), risk=risk)
+                   return_high=float(a["return_range"][1]), uncertainty_ref=float(a["uncertainty_ref"]),
+                   episode_steps=int(a["episode_steps"]), risk=risk)
+
+
+def _check_risk(risk: Any) -> None:
+    """A risk model must name known features, one finite weight each, a finite bias and what it was fitted on."""
+    ok = (isinstance(risk, dict) and isinstance(risk.get("features"), list) and isinstance(risk.get("weights"), list)
+          and len(risk["features"]) == len(risk["weights"]) and set(risk["features"]) <= set(RISK_FEATURES)
+          and all(isinstance(w, (int, float)) and np.isfinite(w) for w in [*risk["weights"], risk.get("bias")])
+          and isinstance(risk.get("fitted_on"), str))
+    if not ok:
+        raise CheckpointError("the stored risk model is malformed (it needs features among "
+                              f"{', '.join(RISK_FEATURES)}, one finite weight each, a finite bias and fitted_on); "
+                              "re-fit it with examples/trust_calibration.py")
 
 
 @torch.no_grad()
 def build_coverage(model: Any, episodes: list[Any], *, seed: int, size: int = 2048, k: int = 5,
                    risk: dict[str, Any] | None = None) -> Coverage:
-    """The :class:`Coverage` of ``model``'s training ``episodes`` (:class:`~wm_eval.types.Trajectory`):
-    ``size`` sampled pairs, and the scale measured on up to ``size`` other pairs (seeded by ``seed``)."""
-    obs = np.concatenate([e.observations[:-1] for e in episodes]).astype(np.float64)
-    act = np.concatenate([e.actions for e in episodes]).astype(np.float64)
+    """The :class:`Coverage` of ``model``'s training ``episodes`` (:class:`~wm_eval.types.Trajectory`).
+
+    A seeded tenth of the episodes (at least one, none if there is only one) is held out as the probe
+    that measures ``scale`` and ``uncertainty_ref``: whole episodes, so that a probe pair's
+    neighbouring time steps are not in the sample. ``size`` pairs of the other episodes form the sample."""
+    order = np.random.default_rng(seed).permutation(len(episodes))
+    n_probe = min(len(episodes) - 1, max(1, round(0.1 * len(episodes))))
+    probe_eps, sample_eps = [episodes[i] for i in order[:n_probe]], [episodes[i] for i in order[n_probe:]]
+
+    def pairs(eps: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+        return (np.concatenate([e.observations[:-1] for e in eps]).astype(np.float64),
+                np.concatenate([e.actions for e in eps]).astype(np.float64))
+
+    obs, act = pairs(episodes)
     x = np.concatenate([obs, act], axis=1)
     mean, std = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-6)
-    order = np.random.default_rng(seed).permutation(len(x))
-    size = min(size, max(1, len(x) // 2))
-    picked, probe = order[:size], order[size:2 * size]
+    s_obs, s_act = pairs(sample_eps)
+    picked = np.random.default_rng(seed + 1).permutation(len(s_obs))[:size]
+    sample = (np.concatenate([s_obs[picked], s_act[picked]], axis=1) - mean) / std
     returns = np.array([float(np.sum(e.rewards)) for e in episodes])
-    unit = Coverage(mean=mean, std=std, sample=((x[picked] - mean) / std).astype(np.float16).astype(np.float32),
-                    scale=1.0, k=min(k, size), obs_low=obs.min(axis=0), obs_high=obs.max(axis=0),
-                    return_low=float(returns.min()), return_high=float(returns.max()), uncertainty_ref=1.0, risk=risk)
-    scale = float(np.median(unit.distance(obs[probe], act[probe]))) if len(probe) else 1.0
-    pred = model.predict(obs[probe if len(probe) else picked], act[probe if len(probe) else picked])
-    reference = float(pred.uncertainty.float().median())
+    unit = Coverage(mean=mean, std=std, sample=sample.astype(np.float16).astype(np.float32), scale=1.0,
+                    k=min(k, len(picked)), obs_low=obs.min(axis=0), obs_high=obs.max(axis=0),
+                    return_low=float(returns.min()), return_high=float(returns.max()), uncertainty_ref=1.0,
+                    episode_steps=max(len(e.actions) for e in episodes), risk=risk)
+    p_obs, p_act = pairs(probe_eps) if probe_eps else (s_obs, s_act)
+    probe = np.random.default_rng(seed + 2).permutation(len(p_obs))[:size]
+    scale = float(np.median(unit.distance(p_obs[probe], p_act[probe])))
+    reference = float(model.predict(p_obs[probe], p_act[probe]).uncertainty.float().median())
     return replace(unit, scale=max(scale, 1e-6), uncertainty_ref=max(reference, 1e-9))
 
 

@@ -118,13 +118,15 @@ def plot_horizon_error(report: dict[str, Any], path: str | os.PathLike[str]) -> 
 
 
 def plot_uncertainty(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Per-episode cumulative uncertainty (the trust score) vs ``|imagined - true|`` return, per policy."""
+    """Per-episode trust score (``trust_score``: summed disagreement, coverage-weighted) vs ``|imagined - true|``
+    return, per policy."""
     fig = Figure(figsize=(6, 5))
     ax = fig.add_subplot()
     for p in report["policies"]:
         episodes = p["episodes"]
         error = np.abs(_floats(episodes["imagined_return"]) - _floats(episodes["true_return"]))
-        ax.scatter(_floats(episodes["total_uncertainty"]), error, s=16, alpha=0.8, label=p["name"])
+        score = episodes.get("trust_score", episodes["total_uncertainty"])  # reports before trust_score
+        ax.scatter(_floats(score), error, s=16, alpha=0.8, label=p["name"])
     ax.set_xlabel("episode trust score (summed disagreement, coverage-weighted when the model stores coverage)")
     ax.set_ylabel("|imagined - true| return")
     auroc = report["trust"].get("auroc")

@@ -1,7 +1,8 @@
 """``report.json`` and ``report.md``: what an evaluation found, for machines and for people.
 
-(Slightly over 400 lines: the JSON and the Markdown and terminal views of the same report, kept together
-so that a key and its rendering change in one place.)
+(The JSON and the Markdown and terminal views of the same report are kept together so that a key and its
+rendering change in one place; the true-return estimates and the recommendation are in
+:mod:`~wm_eval.reporting.estimates`.)
 
 :func:`build_report` turns a finished :class:`~wm_eval.types.Evaluation` into one JSON-safe dict
 (NaN becomes ``null``); :func:`report` (``wm_eval.report``) writes the whole folder: trajectories,
@@ -29,6 +30,10 @@ from scipy import stats
 from wm_eval.fileio import atomic_write_text
 from wm_eval.machine import library_versions, machine
 from wm_eval.types import METRIC_NAMES
+from wm_eval.reporting.estimates import (NO_MUJOCO, estimates_section, has_true_returns, order_note, rank_cell,
+                                         sorted_policies, terminal_recommendation)
+from wm_eval.reporting.estimates import interval as _interval
+from wm_eval.reporting.estimates import num as _num
 from wm_eval.reporting.success import has_success, success_cell, success_section
 from wm_eval.reporting.trust import flagged_note, risk_cell, terminal_risk_cell, trust_section, trust_verdict
 
@@ -105,6 +110,12 @@ def _uniform(values: list[Any]) -> Any:
     return values[0] if values and all(v == values[0] for v in values) else None
 
 
+def _summed_disagreement(episodes: dict[str, np.ndarray]) -> np.ndarray:
+    """``total_uncertainty`` as report/1 defined it: each episode's raw ensemble disagreement summed over its
+    imagined steps (the per-step mean times the length; ``trust_score`` weights and scales it instead)."""
+    return np.asarray(episodes["imagined_uncertainty"], dtype=np.float64) * np.asarray(episodes["imagined_length"])
+
+
 def build_report(ev: Evaluation, *, config: dict[str, Any] | None = None,
                  versions: dict[str, str | None] | None = None) -> dict[str, Any]:
     """The content of ``report.json`` for an :class:`~wm_eval.types.Evaluation`.
@@ -118,13 +129,16 @@ def build_report(ev: Evaluation, *, config: dict[str, Any] | None = None,
         A JSON-safe dict (NaN and inf are ``None``). Each policy entry carries its statistics,
         per-episode values, ``imagined_rank`` and ``true_rank`` (1 = best, by mean undiscounted return),
         and its trust: ``coverage``, ``risk_features``, ``risk`` (``None``: not estimated) and ``flagged``.
+        Per episode, ``uncertainty`` is the ensemble disagreement per imagined step (mean),
+        ``total_uncertainty`` its sum over the episode and ``trust_score`` that sum weighted by the
+        distance to the training data over the model's reference disagreement.
     """
     policies = []
     for p in ev.policies:
         entry = {"name": p.name, "source": p.source, **_TRUST_KEYS, **p.summary, "statistics": p.statistics,
                  "true_estimate": p.true_estimate.get("return"), "true_estimate_by_statistic": p.true_estimate,
                  "episodes": {k: p.episodes[v] for k, v in _EPISODE_KEYS.items() if v in p.episodes}}
-        entry["episodes"]["total_uncertainty"] = entry["episodes"]["trust_score"]  # the name of report/1
+        entry["episodes"]["total_uncertainty"] = _summed_disagreement(p.episodes)
         policies.append(entry)
     imagined_ranks = _ranks([p["imagined_return"]["mean"] for p in policies])
     true_ranks = _ranks([p["true_return"]["mean"] for p in policies])
@@ -216,26 +230,12 @@ def report(evaluation: Evaluation, out: str | os.PathLike[str], *, trajectories:
     return content
 
 
-def _num(value: float | None, spec: str = ".1f") -> str:
-    return "n/a" if value is None or not math.isfinite(value) else format(value, spec)
-
-
-def _interval(entry: dict[str, float | None], spec: str = ".1f") -> str:
-    return f"{_num(entry['mean'], spec)} [{_num(entry['ci_low'], spec)}, {_num(entry['ci_high'], spec)}]"
-
-
-def _by_true_return(report: dict[str, Any]) -> list[dict[str, Any]]:
-    def key(policy: dict[str, Any]) -> float:
-        mean = policy["true_return"]["mean"]  # over the paired episodes, as true_rank
-        return -math.inf if mean is None else mean
-
-    return sorted(report["policies"], key=key, reverse=True)
-
-
 def _verdicts(report: dict[str, Any]) -> list[str]:
     """One line on the ranking, one on the uncertainty, and one on the flagged policies if any."""
     rho = report["metrics_ci"]["spearman"]
-    if rho["value"] is None:
+    if not has_true_returns(report):
+        ranking = "Ranking not assessed: the ranking metrics need real episodes, and none ran in MuJoCo."
+    elif rho["value"] is None:
         ranking = "Ranking not assessed: it needs at least two policies whose true returns differ."
     elif rho["value"] >= SPEARMAN_WARN:
         ranking = f"Ranking agrees with MuJoCo (Spearman {_interval(_as_mean(rho), '.2f')})."
@@ -246,7 +246,9 @@ def _verdicts(report: dict[str, Any]) -> list[str]:
     auroc, off = trust.get("auroc"), trust.get("fraction_off")
     share = f"{_num(None if off is None else 100 * off, '.0f')}% of episodes are off by more than " \
             f"{_num(100 * trust.get('threshold', 0.2), '.0f')}%"
-    if auroc is None:
+    if not trust.get("episodes", 1):
+        flag = f"Uncertainty not assessed: {NO_MUJOCO}."
+    elif auroc is None:
         flag = f"Uncertainty not assessed: {share}, so there is nothing (or only failures) to flag."
     elif auroc >= TRUST_AUROC_WARN:
         flag = f"Uncertainty flags the episodes whose imagined return is off (trust AUROC {auroc:.2f}; {share})."
@@ -273,7 +275,7 @@ def _markdown(report: dict[str, Any], folder: Path) -> str:
         "",
         *[f"- {line}" for line in _verdicts(report)],
         "",
-        "## Policies (sorted by true return)",
+        f"## Policies ({order_note(report)})",
         "",
         "Undiscounted returns, mean over episodes with 95% bootstrap intervals; ranks are 1 = best. An imagined "
         "interval is the spread of the model's predictions over start states, not an interval for the policy's "
@@ -285,13 +287,12 @@ def _markdown(report: dict[str, Any], folder: Path) -> str:
         "rank imagined / true |",
         "|---|---|---|---|---|---|---|",
     ]
-    for p in _by_true_return(report):
+    for p in sorted_policies(report):
         lines.append(f"| {p['name']} | {_interval(p['imagined_return'])} | {_interval(p['true_return'])} | "
-                     f"{_num(p['abs_error'])} | {_num(p['trust_score'], '.3g')} | {risk_cell(p)} | "
-                     f"{p['imagined_rank']} / {p['true_rank']} |")
+                     f"{_num(p['abs_error'])} | {_num(p['trust_score'], '.3g')} | {risk_cell(p)} | {rank_cell(p)} |")
     lines += trust_section(report)
-    lines += success_section(report, _by_true_return(report))
-    lines += _estimates_section(report)
+    lines += success_section(report, sorted_policies(report))
+    lines += estimates_section(report)
     lines += [
         "",
         f"## Ranking metrics (discounted returns, γ = {_num(gamma, 'g')}; 95% two-level bootstrap)",
@@ -339,46 +340,6 @@ def _paired_count(report: dict[str, Any]) -> str:
     return f"{report['episodes']} imagined episodes ({paired} paired with MuJoCo)"
 
 
-def _real_share(report: dict[str, Any]) -> str:
-    """How many of the episodes were also run in MuJoCo, in words."""
-    if report.get("real_episodes") is not None:
-        return f"{report['real_episodes']} of {report['episodes']} episodes per policy were also run in MuJoCo."
-    return (f"{report['real_episodes_total']} real (MuJoCo) episodes in total (real_budget {report['real_budget']}), placed "
-            f"by wm_eval: 2 per policy, the rest to the contenders for first place (column 'real episodes').")
-
-
-def _estimates_section(report: dict[str, Any]) -> list[str]:
-    """The policies' TRUE mean returns: PPI++ (or real-only) estimates with their intervals, and the
-    recommended policy."""
-    first = report["policies"][0].get("true_estimate")
-    if not first:
-        return []
-    level = _num(100 * first["confidence"], "g")
-    best = report["trust"].get("best_policy") or {}
-    lines = [
-        "",
-        f"## True return estimates ({level}% intervals for the policy's true mean)",
-        "",
-        f"{_real_share(report)} " + (
-            "Estimates combine them with the imagined episodes by PPI++ (λ tunes how far the imagined returns are "
-            "trusted: 0 = real episodes only) with Student-t intervals; *worth* is the number of real episodes "
-            "alone that would give the same precision."
-            if any(p["true_estimate"]["method"].startswith("ppi") for p in report["policies"]) else
-            "Every episode is paired, so the estimates are the real episodes' means with Student-t intervals."),
-        "",
-        "| policy | true return estimate [CI] | method | real episodes | λ | worth (real episodes) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for p in _by_true_return(report):
-        e = p["true_estimate"]
-        lines.append(f"| {p['name']} | {_interval(e)} | {e['method']} | {e['real_episodes']} | {_num(e['lam'], '.2f')} "
-                     f"| {_num(e['effective_real_episodes'], '.1f')} |")
-    if best.get("name"):
-        lines += ["", f"Recommended: **{best['name']}** (estimated true return {_num(best['mean'])}; probability "
-                      f"that it is truly the best: {_num(None if best['probability'] is None else best['probability'], '.2f')})."]
-    return lines
-
-
 def write_report(folder: str | os.PathLike[str], report: dict[str, Any]) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.md`` into ``folder`` (created if needed), each atomically.
 
@@ -396,10 +357,11 @@ def write_report(folder: str | os.PathLike[str], report: dict[str, Any]) -> tupl
 
 
 def summary_table(report: dict[str, Any]) -> str:
-    """The compact table printed to the terminal: one row per policy (best true return first, with its
-    ``risk``, marked ``FLAGGED`` above the threshold), one line of ranking metrics, and a last line naming
-    the flagged policies if any."""
-    policies = _by_true_return(report)
+    """The compact table printed to the terminal: one row per policy (best true return first, or best
+    imagined return when no episode ran in MuJoCo, with its ``risk``, marked ``FLAGGED`` above the
+    threshold), one line of ranking metrics, the recommended policy when not every episode is paired, and
+    a last line naming the flagged policies if any."""
+    policies = sorted_policies(report)
     width = max(len("policy"), *(len(p["name"]) for p in policies))
     reals = [(p.get("true_estimate") or {}).get("real_episodes", report["episodes"]) for p in report["policies"]]
     budget = min(reals) < report["episodes"]
@@ -423,9 +385,8 @@ def summary_table(report: dict[str, Any]) -> str:
         ms = {k: (v or {}).get("value") for k, v in report["metrics_by_statistic"]["success"].items()}
         rows.append(f"Success rates: Spearman {_num(ms.get('spearman'), '.2f')}  Pearson {_num(ms.get('pearson'), '.2f')}  "
                     f"MMRV {_num(ms.get('mmrv'), '.3f')}  regret@1 {_num(ms.get('regret_at_1'), '.3f')}")
-    best = report["trust"].get("best_policy") or {}
-    if budget and best.get("name"):
-        rows.append(f"Recommended: {best['name']} (P(truly best) {_num(best['probability'], '.2f')}; "
-                    f"{sum(reals)} of {report['episodes'] * len(reals)} episodes run in MuJoCo)")
+    best = terminal_recommendation(report, sum(reals), report["episodes"] * len(reals)) if budget else None
+    if best:
+        rows.append(best)
     note = flagged_note(report)
     return "\n".join(rows + ([note] if note else []))

@@ -68,12 +68,15 @@ def trust_section(report: dict[str, Any]) -> list[str]:
     def num(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.2f}"
 
-    lines = ["", "## Trust", "",
-             f"- Signal: {trust.get('signal') or 'disagreement only'}.",
-             f"- Episodes: trust AUROC {num(trust.get('auroc'))} for flagging episodes whose imagined return is off "
-             f"by more than {100 * trust.get('threshold', 0.2):.0f}% (control: the imagined length alone, in "
-             f"whichever direction scores higher, {num(trust.get('auroc_length_control', trust.get('length_auroc')))}"
-             "; a useful trust score beats it)."]
+    lines = ["", "## Trust", "", f"- Signal: {trust.get('signal') or 'disagreement only'}."]
+    if trust.get("episodes") == 0:
+        lines.append("- Episodes: trust AUROC n/a: no episode ran in MuJoCo (real_episodes=0), so no imagined return "
+                     "is checked.")
+    else:
+        control = num(trust.get("auroc_length_control", trust.get("length_auroc")))
+        lines.append(f"- Episodes: trust AUROC {num(trust.get('auroc'))} for flagging episodes whose imagined return "
+                     f"is off by more than {100 * trust.get('threshold', 0.2):.0f}% (control: the imagined length "
+                     f"alone, in whichever direction scores higher, {control}; a useful trust score beats it).")
     if trust.get("policy_auroc") is not None:
         off = trust.get("policies_off")
         lines.append(f"- Policies: risk AUROC {trust['policy_auroc']:.2f} for flagging the policies whose imagined "
