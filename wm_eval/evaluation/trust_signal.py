@@ -34,9 +34,10 @@ from wm_eval.types import BatchRollout
 __all__ = ["FEATURES", "RISK_FLAG", "episode_signals", "imagination_diverged", "policy_features", "policy_risk"]
 
 FEATURES = RISK_FEATURES
-"""Per-policy features of the risk model: log of the mean per-step disagreement over ``u_ref``; log of
-the mean episode coverage distance; the imagined mean return's excess over the best training episode
-return (scaled to the evaluation's horizon), in units of the training returns' range (0 when inside it)."""
+"""Per-policy features of the risk model: the logs of the policy's mean per-step disagreement and mean
+coverage distance, each relative to a typical training episode's (``Coverage.episode_*_ref``: 0 is
+"like the data"); the imagined mean return's excess over the best training episode return (scaled to
+the evaluation's horizon), in units of the training returns' range (0 when inside it)."""
 RISK_FLAG = 0.5
 """A policy with ``risk`` above this is ``flagged``."""
 
@@ -61,8 +62,8 @@ def episode_signals(imagined: BatchRollout, coverage: Any) -> dict[str, np.ndarr
 def policy_features(values: Mapping[str, np.ndarray], coverage: Any, horizon: int) -> dict[str, float]:
     """The :data:`FEATURES` of one policy from its per-episode ``imagined_*`` values (all finite: see
     :func:`imagination_diverged`), for an evaluation of ``horizon`` steps."""
-    disagreement = float(np.mean(values["imagined_uncertainty"])) / coverage.uncertainty_ref
-    distance = float(np.mean(values["imagined_coverage"]))
+    disagreement = float(np.mean(values["imagined_uncertainty"])) / coverage.episode_uncertainty_ref
+    distance = float(np.mean(values["imagined_coverage"])) / coverage.episode_coverage_ref
     fraction = min(1.0, horizon / max(coverage.episode_steps, 1))
     span = max(coverage.return_high - coverage.return_low, 1e-9) * fraction
     excess = max(0.0, (float(np.mean(values["imagined_return"])) - coverage.return_high * fraction) / span)

@@ -11,7 +11,10 @@ cannot tell that an imagined episode left the data. :class:`Coverage` keeps, bes
 * ``obs_low``/``obs_high`` ``[obs_dim]`` and ``return_low``/``return_high``: the ranges of the
   training observations and of the training episodes' undiscounted returns; ``episode_steps``: the
   longest training episode;
-* ``uncertainty_ref``: the model's median one-step disagreement on training transitions;
+* ``uncertainty_ref``: the model's median one-step disagreement on held-out training transitions;
+  ``episode_uncertainty_ref`` and ``episode_coverage_ref``: the medians, over held-out training
+  episodes, of an episode's mean disagreement and mean distance (what a typical episode of the data
+  looks like: the risk features are relative to them, so they mean the same on every task);
 * optionally a per-policy **risk** model (``risk``, a JSON string): ``features``, ``weights`` and
   ``bias`` of a logistic regression from the imagined-side features of
   :func:`~wm_eval.evaluation.trust_signal.policy_features` to the probability that a policy's imagined
@@ -48,7 +51,7 @@ BLOCK = 1024
 RISK_FEATURES = ("log_disagreement", "log_coverage", "return_excess")
 """The features a stored risk model may use (computed by :mod:`wm_eval.evaluation.trust_signal`)."""
 _ARRAYS = ("mean", "std", "sample", "scale", "k", "obs_low", "obs_high", "return_range", "uncertainty_ref",
-           "episode_steps")
+           "episode_steps", "episode_refs")
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class Coverage:
     return_high: float
     uncertainty_ref: float
     episode_steps: int
+    episode_uncertainty_ref: float
+    episode_coverage_ref: float
     risk: dict[str, Any] | None = field(default=None)
 
     def __post_init__(self) -> None:
@@ -120,6 +125,7 @@ class Coverage:
             "scale": np.array(self.scale), "k": np.array(self.k), "obs_low": self.obs_low, "obs_high": self.obs_high,
             "return_range": np.array([self.return_low, self.return_high]),
             "uncertainty_ref": np.array(self.uncertainty_ref), "episode_steps": np.array(self.episode_steps),
+            "episode_refs": np.array([self.episode_uncertainty_ref, self.episode_coverage_ref]),
         }
         if self.risk is not None:
             arrays["risk"] = np.array(json.dumps(self.risk, allow_nan=False))
@@ -151,7 +157,8 @@ class Coverage:
         return cls(mean=a["mean"], std=a["std"], sample=a["sample"].astype(np.float32), scale=float(a["scale"]),
                    k=int(a["k"]), obs_low=a["obs_low"], obs_high=a["obs_high"], return_low=float(a["return_range"][0]),
                    return_high=float(a["return_range"][1]), uncertainty_ref=float(a["uncertainty_ref"]),
-                   episode_steps=int(a["episode_steps"]), risk=risk)
+                   episode_steps=int(a["episode_steps"]), episode_uncertainty_ref=float(a["episode_refs"][0]),
+                   episode_coverage_ref=float(a["episode_refs"][1]), risk=risk)
 
 
 def _check_risk(risk: Any) -> None:
@@ -192,12 +199,18 @@ def build_coverage(model: Any, episodes: list[Any], *, seed: int, size: int = 20
     unit = Coverage(mean=mean, std=std, sample=sample.astype(np.float16).astype(np.float32), scale=1.0,
                     k=min(k, len(picked)), obs_low=obs.min(axis=0), obs_high=obs.max(axis=0),
                     return_low=float(returns.min()), return_high=float(returns.max()), uncertainty_ref=1.0,
-                    episode_steps=max(len(e.actions) for e in episodes), risk=risk)
+                    episode_steps=max(len(e.actions) for e in episodes), episode_uncertainty_ref=1.0,
+                    episode_coverage_ref=1.0, risk=risk)
     p_obs, p_act = pairs(probe_eps) if probe_eps else (s_obs, s_act)
     probe = np.random.default_rng(seed + 2).permutation(len(p_obs))[:size]
-    scale = float(np.median(unit.distance(p_obs[probe], p_act[probe])))
-    reference = float(model.predict(p_obs[probe], p_act[probe]).uncertainty.float().median())
-    return replace(unit, scale=max(scale, 1e-6), uncertainty_ref=max(reference, 1e-9))
+    scale = max(float(np.median(unit.distance(p_obs[probe], p_act[probe]))), 1e-6)
+    reference = max(float(model.predict(p_obs[probe], p_act[probe]).uncertainty.float().median()), 1e-9)
+    unit = replace(unit, scale=scale, uncertainty_ref=reference)
+    per_episode = [(float(model.predict(e.observations[:-1], e.actions).uncertainty.float().mean()),
+                    float(unit.distance(e.observations[:-1].astype(np.float64), e.actions.astype(np.float64)).mean()))
+                   for e in (probe_eps or sample_eps) if len(e.actions)]
+    return replace(unit, episode_uncertainty_ref=max(float(np.median([u for u, _ in per_episode])), 1e-9),
+                   episode_coverage_ref=max(float(np.median([d for _, d in per_episode])), 1e-9))
 
 
 def default_risk() -> dict[str, Any] | None:
