@@ -213,7 +213,10 @@ def fit(args: argparse.Namespace) -> None:
                 covered = bool(abs(p["true"] - p["imagined"]) <= half)
             scored.append({**p, "risk": r, "covered90": covered, "stronger": p["true"] > best_seen})
         mine = scored[-len(ps):]
+        episodes = summarise(task, ps, records[task]["episode_values"])
         line = {"task": task, "fitted_on": risk["fitted_on"], "policies": len(ps),
+                "episode_auroc": episodes["episode_auroc"],
+                "episode_control": max(episodes["length_control"], 1 - episodes["length_control"]),
                 "unseen": sum(p["unseen"] for p in mine), "off25": sum(p["off25"] for p in mine),
                 "policy_auroc": _auroc(mine), "policy_auroc_unseen": _auroc([p for p in mine if p["unseen"]]),
                 "flagged": [p["name"] for p in mine if p["risk"] > RISK_FLAG],
@@ -231,11 +234,12 @@ def fit(args: argparse.Namespace) -> None:
     print(json.dumps(pooled))
     if args.write:
         atomic_write_text(ROOT / "wm_eval" / "assets" / "risk.json", json.dumps(fitted(list(records)), indent=1) + "\n")
-    print("| task | policies (unseen) | off by >25% | risk AUROC all / unseen | flagged | stronger than the zoo flagged "
-          "| model-only 90% interval covers |")
-    print("|---|---|---|---|---|---|---|")
+    print("| task | policies (unseen) | episode trust AUROC (length control) | off by >25% | risk AUROC all / unseen "
+          "| flagged | stronger than the zoo flagged | model-only 90% interval covers |")
+    print("|---|---|---|---|---|---|---|---|")
     for line in table:
-        print(f"| {line['task']} | {line['policies']} ({line['unseen']}) | {line['off25']} | "
+        print(f"| {line['task']} | {line['policies']} ({line['unseen']}) | {_fmt(line['episode_auroc'])} "
+              f"({_fmt(line['episode_control'])}) | {line['off25']} | "
               f"{_fmt(line['policy_auroc'])} / {_fmt(line['policy_auroc_unseen'])} | {len(line['flagged'])} | "
               f"{line['stronger_flagged']} of {len(line['stronger'])} | {line['model_only_coverage90']:.2f} |")
 

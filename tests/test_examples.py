@@ -37,6 +37,22 @@ def test_fidelity_example(tmp_path: Path) -> None:
     assert not (tmp_path / "fid" / "Hopper-v5" / "rollouts.rrd").exists()  # rerun=False
 
 
+def test_fidelity_example_on_unseen_policies_with_another_model(tmp_path: Path) -> None:
+    from wm_eval.models.checkpoint import embedded_model_path
+
+    experts = json.loads((EXAMPLES.parent / "policies/experts/HalfCheetah-v5/manifest.json").read_text())["policies"]
+    model = embedded_model_path("HalfCheetah-v5")
+    _run("fidelity.py", "--tasks", "HalfCheetah-v5", "--episodes", "2", "--horizon", "10", "--set", "unseen",
+         "--model", f"HalfCheetah-v5={model}", "--out", "fid", cwd=tmp_path)
+    (row,) = json.loads((tmp_path / "fid" / "fidelity.json").read_text())
+    assert (row["set"], row["model"], row["policies"]) == ("unseen", str(model), len(experts))
+    report = json.loads((tmp_path / "fid" / "HalfCheetah-v5" / "report.json").read_text())
+    assert {p["name"] for p in report["policies"]} == {e["name"] for e in experts}
+    bad = subprocess.run([sys.executable, str(EXAMPLES / "fidelity.py"), "--model", "nonsense"], capture_output=True,
+                         text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and "TASK=PATH" in bad.stderr
+
+
 def test_fidelity_example_on_an_arm_task_has_the_success_table(tmp_path: Path) -> None:
     out = _run("fidelity.py", "--tasks", "WmEval/ArmDrawer-v0", "--episodes", "4", "--horizon", "60", "--out", "fid",
                cwd=tmp_path)

@@ -88,6 +88,9 @@ PLAN: dict[str, Step] = {
                  f"policies=[zoo,{REPO}/policies/WmEval_ArmPush-v0/ppo/manifest.json]", *EVAL_DEBUG),
              says="ppo_s1_0300k"),
     "python examples/gate_power.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
+    "python examples/fidelity.py --episodes 20 --set unseen":
+        Step(None, why="tests/test_examples.py runs it with a tiny budget"),
+    "python examples/trust_calibration.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     "python examples/python_api.py": Step(None, why="tests/test_evaluation.py runs the README's Python example"),
     "python examples/memory.py 200": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     "python examples/block_speed.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
