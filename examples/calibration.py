@@ -15,9 +15,10 @@ For each ``n`` and each of ``--draws`` draws, an interval at ``--confidence`` co
 and we count how often each contains the true mean (coverage) and how wide it is. The true mean is
 itself an estimate, and its noise lowers even an exact interval's hit rate; the column "an exact
 interval" shows by how much (normal approximation). Budgeted selection:
-with ``K`` real episodes in total, spread uniformly over the policies (``K / policies`` each), pick the
-policy with the best estimate (world model: imagined mean for ``K = 0``, PPI for ``K / policies = 1``
-with ``lambda = 1``, PPI++ above; without: a uniformly random pick for ``K = 0``, the real mean above)
+with ``K`` real episodes in total, spread as evenly as they go (``K // policies`` each, one more for
+``K % policies`` random policies), pick the policy with the best estimate (world model: the imagined
+mean for a policy with no real episode, PPI with ``lambda = 1`` for one, PPI++ above; without: a
+uniformly random pick for ``K = 0``, else the best real mean among the policies that got episodes)
 and report the regret (true mean of the best policy minus that of the pick), as a share of the true
 best-worst spread, averaged over draws. Prints one JSON line per task, then Markdown tables.
 """
@@ -100,23 +101,30 @@ def _draws(task: str, returns: dict[str, np.ndarray], *, ns, draws: int, confide
     spread = float(truth_all.max() - truth_all.min()) or 1.0
     regret = {}
     for budget in budgets:
-        k = budget // policies
         with_model, without = [], []
         for _ in range(draws):
-            real_idx, rest, _ = split(k)
-            ys, fs, f_us = pick(true_all, real_idx), pick(imag_all, real_idx), pick(imag_all, rest)
-            if k == 0:
-                scores = [f_u.mean() for f_u in f_us]
-            elif k == 1:  # PPI without power tuning (lambda = 1): one real episode corrects the imagined mean
-                scores = [f_u.mean() + (y - f).mean() for y, f, f_u in zip(ys, fs, f_us)]
-            else:
-                lam = pooled_lambda(ys, fs, f_us)
-                scores = [ppi_mean(y, f, f_u, lam=lam).mean for y, f, f_u in zip(ys, fs, f_us)]
-            plain = [y.mean() for y in ys] if k else list(rng.random(policies))
+            # K episodes spread as evenly as they go: K // P each, one more for K % P random policies
+            n = np.full(policies, budget // policies)
+            n[rng.permutation(policies)[: budget % policies]] += 1
+            order = np.stack([rng.permutation(episodes) for _ in range(policies)])
+            ys = [true_all[p, order[p, :n[p]]] for p in range(policies)]
+            fs = [imag_all[p, order[p, :n[p]]] for p in range(policies)]
+            f_us = [imag_all[p, order[p, n[p]:pool]] for p in range(policies)]
+            many = [p for p in range(policies) if n[p] >= 2]
+            lam = pooled_lambda([ys[p] for p in many], [fs[p] for p in many], [f_us[p] for p in many])
+            scores = []
+            for y, f, f_u, k in zip(ys, fs, f_us, n):
+                if k == 0:  # the imagined mean alone
+                    scores.append(f_u.mean())
+                elif k == 1:  # PPI without power tuning (lambda = 1): one real episode corrects the imagined mean
+                    scores.append(f_u.mean() + (y - f).mean())
+                else:
+                    scores.append(ppi_mean(y, f, f_u, lam=lam).mean)
+            plain = [y.mean() if len(y) else -np.inf for y in ys] if budget else list(rng.random(policies))
             with_model.append(truth_all.max() - truth_all[int(np.argmax(scores))])
             without.append(truth_all.max() - truth_all[int(np.argmax(plain))])
         regret[budget] = {"with_model": float(np.mean(with_model)) / spread, "real_only": float(np.mean(without)) / spread,
-                          "per_policy": k}
+                          "per_policy": budget / policies}
     return {"task": task, "policies": policies, "episodes": episodes, "pool": pool,
             "true_mean_episodes": episodes - pool, "confidence": confidence, "draws": draws, "coverage": coverage,
             "regret": regret, "spearman": float(returns["spearman"])}
@@ -144,7 +152,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         pool = args.pool or args.episodes // 2
         if args.n and min(args.n) < 2:
             parser.error("--n: intervals need at least 2 real episodes")
-        if not max([*args.n, *(b // 12 for b in args.budgets)]) < pool < args.episodes:
+        per_policy = [-(-b // len(returns["true"])) for b in args.budgets]  # the most one policy gets
+        if not max([*args.n, *per_policy]) < pool < args.episodes:
             parser.error(f"--pool {pool} must exceed every n and leave episodes for the true means")
         row = _draws(task, returns, ns=args.n, draws=args.draws, confidence=args.confidence, budgets=args.budgets,
                      seed=args.seed, pool=pool)
@@ -160,7 +169,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print("\n| task | real budget K | regret@1 with the world model | regret@1 real episodes only |\n|---|---|---|---|")
     for r in rows:
         for budget, g in r["regret"].items():
-            print(f"| {r['task']} | {budget} ({g['per_policy']} per policy) | {g['with_model']:.3f} | "
+            print(f"| {r['task']} | {budget} ({g['per_policy']:.2g} per policy) | {g['with_model']:.3f} | "
                   f"{g['real_only']:.3f} |")
     return rows
 
