@@ -91,6 +91,11 @@ PLAN: dict[str, Step] = {
     "python examples/fidelity.py --episodes 20 --set unseen":
         Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     "python examples/trust_calibration.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
+    "python examples/trust_calibration.py measure --task Hopper-v5 --episodes 20":
+        Step(None, why="tests/test_examples.py runs it with a tiny budget"),
+    "python examples/trust_calibration.py overhead": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
+    "python examples/trust_calibration.py fit --write":
+        Step(None, why="tests/test_examples.py runs fit (without --write: it rewrites the embedded models)"),
     "python examples/python_api.py": Step(None, why="tests/test_evaluation.py runs the README's Python example"),
     "python examples/memory.py 200": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     "python examples/block_speed.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
