@@ -107,11 +107,20 @@ def test_train_stores_coverage_and_the_default_risk_model(hopper_dataset: Path, 
 
 
 def test_embedded_models_store_coverage_and_a_risk_model_fitted_without_their_task() -> None:
+    from wm_eval.tasks import time_limit
+
     for task in wm_eval.models.EMBEDDED_TASKS:
         coverage = resolve_model(None, task=task).coverage
-        assert coverage is not None, task
-        if coverage.risk is not None:  # honest risk: this task's own policies took no part in its fit
-            assert task not in coverage.risk["fitted_on"].split(" (")[0].split(", "), task
+        assert coverage is not None and coverage.risk is not None, task
+        fitted_on = coverage.risk["fitted_on"]
+        assert fitted_on.endswith("(leave this task out)"), task  # honest: its own policies took no part
+        assert task not in fitted_on.removeprefix("policies of ").split(" (")[0].split(", "), task
+        assert coverage.risk["horizon"] == time_limit(task)
+        quantiles = coverage.risk["error_quantiles"]
+        assert quantiles["levels"] == [0.5, 0.8, 0.9, 0.95]
+        for group in ("flagged", "unflagged"):
+            assert quantiles[group] == sorted(quantiles[group]) and min(quantiles[group]) >= 0
+    assert default_risk() is not None and "leave" not in default_risk()["fitted_on"]
 
 
 def test_a_diverged_imagination_is_flagged_whatever_the_risk_model_says(covered: Path) -> None:
