@@ -88,6 +88,17 @@ def test_evaluation_reports_coverage_trust_score_and_risk(covered: Path) -> None
             assert p.episodes["imagined_trust_score"][pair.episode] == pytest.approx(score, rel=1e-6)
     assert ev.trust["signal"].startswith("disagreement and coverage; risk model fitted on a test")
     assert ev.trust["flagged"] == [p.name for p in ev.policies if p.summary["flagged"]]
+    pytest.importorskip("rerun")
+    from rerun.chunk import RrdReader
+
+    wm_eval.report(ev, "rep")  # the policy's risk travels with its episodes into trajectories.h5 and Rerun
+    texts = [chunk.to_record_batch().to_pylist()[0]["TextDocument:text"][0]
+             for chunk in RrdReader(Path("rep") / "rollouts.rrd").stream().to_chunks()
+             if chunk.entity_path.endswith("/summary")]
+    assert texts and all("**Policy risk**" in t for t in texts)
+    risks = {f"{p.summary['risk']:.2f}" for p in ev.policies}
+    assert {t.split("**Policy risk** (probability that the imagined mean return is off by more than 20%): ")[1][:4]
+            for t in texts} <= risks
 
     model.coverage = None  # an older checkpoint: disagreement only, and said so
     old = wm_eval.evaluate("Hopper-v5", ["zoo#ppo_0000k"], model=model, episodes=2, horizon=10, progress=False)

@@ -335,6 +335,10 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
         statistics = statistics_for(spec.success)
         results_ = []
         trusts = [S.policy_trust(vals, coverage, horizon) for vals in values]
+        for pairs, policy_trust in zip(kept, trusts):  # the policy's risk travels with its kept episodes (Rerun)
+            for pair in pairs:
+                if policy_trust["risk"] is not None:
+                    pair.imagined.infos["policy_risk"] = float(policy_trust["risk"])
         estimates = S.true_estimates(values, statistics, real=n, confidence=confidence, coverage=coverage,
                                      flagged=[t["flagged"] for t in trusts], horizon=horizon)
         for i, (policy, vals, estimate) in enumerate(zip(loaded, values, estimates)):

@@ -11,7 +11,7 @@ Entity layout, per episode, under ``/episodes/<policy>/ep<episode>`` (timeline `
 step ``t`` is observation ``t``; the reward, termination and uncertainty of transition
 ``t -> t + 1`` are logged at step ``t + 1``)::
 
-    summary                       TextDocument: policy, returns, trust score (static)
+    summary                       TextDocument: policy, returns, trust score, policy risk (static)
     follow                        Transform3D per step: the true robot's root at floor level, origin of the 3D views
     scene/<geom>[/grid]           the world body's geoms, e.g. the floor as a flat box with a 1 m grid (static)
     true/robot/<body>             Transform3D per step (MuJoCo forward kinematics of the true state)
@@ -156,7 +156,16 @@ def _summary(episode: Any, *, task: str, title: str) -> str:
         "**Trust score** (model uncertainty summed over the imagined steps, weighted by distance to the "
         "training data; lower is better): "
         + ("n/a (no uncertainty recorded)" if trust is None else f"{trust:.4f}"),
+        *_risk_lines(episode.imagined.infos.get("policy_risk")),
     ])
+
+
+def _risk_lines(risk: float | None) -> list[str]:
+    """The policy's risk in the summary, with the flag when it is above 0.5 (nothing when not estimated)."""
+    if risk is None:
+        return []
+    flag = " ⚑ **flagged**: its imagined mean return is likely off by more than 20%" if risk > 0.5 else ""
+    return ["", f"**Policy risk** (probability that the imagined mean return is off by more than 20%): {risk:.2f}{flag}"]
 
 
 def _robot(rr: Any, stream: Any, path: str, shapes: list[mjgeom.GeomShape], xpos: np.ndarray, xquat: np.ndarray,

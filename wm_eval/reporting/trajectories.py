@@ -13,7 +13,8 @@ Layout (format ``wm_eval.trajectories/1``)::
                             attrs id, total_steps, seed (the start seed), policy, policy_index, episode
         imagined/           the world model's side from the same start state: observations [T'+1],
                             actions [T'], rewards, terminations, truncations, uncertainty [T'];
-                            attrs trust_score, coverage (the episode's values in report.json)
+                            attrs trust_score, coverage (the episode's values in report.json) and
+                            policy_risk (its policy's risk, when the model estimates one)
     minari/                 a Minari dataset of the ground-truth side, no data copied:
       main_data.hdf5        /episode_<k> -> ExternalLink("../trajectories.h5", "/episode_<k>")
       metadata.json         Minari metadata with the task's env_spec (+ a "wm_eval" block: task, seed)
@@ -104,7 +105,7 @@ def _write_file(tmp: Path, ev: Evaluation, config: dict[str, Any]) -> None:
                 _write_side(side, ep.imagined)
                 if "uncertainty" in ep.imagined.infos:
                     side.create_dataset("uncertainty", data=ep.imagined.infos["uncertainty"], **_PACKED)
-                for name in ("trust_score", "coverage"):  # the episode's values of report.json
+                for name in ("trust_score", "coverage", "policy_risk"):  # the episode's (policy's) report.json values
                     if name in ep.imagined.infos:
                         side.attrs[name] = float(ep.imagined.infos[name])
                 k += 1
@@ -162,7 +163,8 @@ def _read_episode(group: h5py.Group) -> PairedEpisode:
     states = group["infos/sim_state"][()] if "infos/sim_state" in group else None
     side = group["imagined"]
     infos = {"uncertainty": side["uncertainty"][()]} if "uncertainty" in side else {}
-    infos.update({name: float(side.attrs[name]) for name in ("trust_score", "coverage") if name in side.attrs})
+    infos.update({name: float(side.attrs[name]) for name in ("trust_score", "coverage", "policy_risk")
+                  if name in side.attrs})
     return PairedEpisode(policy=str(a["policy"]), policy_index=int(a["policy_index"]), episode=int(a["episode"]),
                          seed=seed, true=_read_side(group, seed=seed, sim_states=states),
                          imagined=_read_side(side, seed=seed, infos=infos))
