@@ -12,13 +12,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["METRIC_NAMES", "Trajectory", "BatchRollout", "PairedEpisode", "PolicyResult", "Evaluation", "ChangeTest",
+__all__ = ["METRIC_NAMES", "RISK_FEATURES", "Trajectory", "BatchRollout", "PairedEpisode", "PolicyResult", "Evaluation", "ChangeTest",
            "PolicyCheck", "RegressResult"]
 
 
 METRIC_NAMES = ("spearman", "kendall", "pearson", "mmrv", "mmrv_normalized", "regret_at_1", "regret_at_3",
                 "normalized_abs_error")
 """The ranking metrics of an :class:`Evaluation`, per statistic."""
+
+RISK_FEATURES = ("log_disagreement", "log_coverage", "return_excess")
+"""The per-policy features a stored risk model may use (:mod:`wm_eval.evaluation.trust_signal` computes
+them; :mod:`wm_eval.models.coverage` stores the model)."""
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from wm_eval.models.coverage import RISK_FEATURES
-from wm_eval.types import BatchRollout
+from wm_eval.types import RISK_FEATURES, BatchRollout
 
 __all__ = ["FEATURES", "RISK_FLAG", "episode_signals", "imagination_diverged", "policy_features", "policy_risk"]
 

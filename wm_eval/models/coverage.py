@@ -37,19 +37,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from wm_eval.errors import CheckpointError
 from wm_eval.fileio import atomic_write
+from wm_eval.types import RISK_FEATURES
 
-__all__ = ["COVERAGE_FILE", "RISK_FEATURES", "Coverage", "build_coverage", "default_risk"]
+__all__ = ["COVERAGE_FILE", "Coverage", "build_coverage", "default_risk"]
 
 COVERAGE_FILE = "coverage.npz"
 FORMAT = "wm_eval.coverage/1"
 BLOCK = 1024
 """Rows per block of :meth:`Coverage.distance`."""
-RISK_FEATURES = ("log_disagreement", "log_coverage", "return_excess")
-"""The features a stored risk model may use (computed by :mod:`wm_eval.evaluation.trust_signal`)."""
 _ARRAYS = ("mean", "std", "sample", "scale", "k", "obs_low", "obs_high", "return_range", "uncertainty_ref",
            "episode_steps", "episode_refs")
 
@@ -94,6 +92,7 @@ class Coverage:
 
         Computed in float32 in padded blocks of :data:`BLOCK` rows, so a row's distance does not
         depend on the other rows of the call."""
+        import torch  # here, so that importing wm_eval stays light
         x = torch.as_tensor(np.concatenate([obs, action], axis=1), dtype=torch.float32)
         x = (x - torch.as_tensor(self.mean, dtype=torch.float32)) / torch.as_tensor(self.std, dtype=torch.float32)
         finite = torch.isfinite(x).all(dim=1)
@@ -173,7 +172,6 @@ def _check_risk(risk: Any) -> None:
                               "re-fit it with examples/trust_calibration.py")
 
 
-@torch.no_grad()
 def build_coverage(model: Any, episodes: list[Any], *, seed: int, size: int = 2048, k: int = 5,
                    risk: dict[str, Any] | None = None) -> Coverage:
     """The :class:`Coverage` of ``model``'s training ``episodes`` (:class:`~wm_eval.types.Trajectory`).
@@ -204,7 +202,8 @@ def build_coverage(model: Any, episodes: list[Any], *, seed: int, size: int = 20
     p_obs, p_act = pairs(probe_eps) if probe_eps else (s_obs, s_act)
     probe = np.random.default_rng(seed + 2).permutation(len(p_obs))[:size]
     scale = max(float(np.median(unit.distance(p_obs[probe], p_act[probe]))), 1e-6)
-    reference = max(float(model.predict(p_obs[probe], p_act[probe]).uncertainty.float().median()), 1e-9)
+    reference = max(float(model.predict(p_obs[probe], p_act[probe]).uncertainty.float().median()), 1e-9)  # no grad:
+    # predict runs under torch.inference_mode
     unit = replace(unit, scale=scale, uncertainty_ref=reference)
     per_episode = [(float(model.predict(e.observations[:-1], e.actions).uncertainty.float().mean()),
                     float(unit.distance(e.observations[:-1].astype(np.float64), e.actions.astype(np.float64)).mean()))
