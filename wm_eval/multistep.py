@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from wm_eval.errors import ConfigError, DatasetError
 from wm_eval.models import GaussianMLPEnsemble
-from wm_eval.training import EnsembleHParams, evaluate_model, fit
+from wm_eval.training import EnsembleHParams, evaluate_model, fit, split_episodes
 from wm_eval.types import Trajectory
 
 __all__ = ["MultiStepHParams", "fit_multistep", "segments"]
@@ -138,10 +138,7 @@ def fit_multistep(
         init, one_step_metrics = fit(episodes, task=task, hparams=hparams, seed=seed, device=device, progress=progress)
     if not isinstance(init, GaussianMLPEnsemble) or init.task != task:
         raise ConfigError(f"init must be a {task} GaussianMLPEnsemble checkpoint")
-    order = np.random.default_rng(seed).permutation(len(episodes))
-    n_val = min(len(episodes) - 1, max(1, round(hparams.val_fraction * len(episodes))))
-    val_episodes = [episodes[i] for i in sorted(order[:n_val])]
-    train_episodes = [episodes[i] for i in sorted(order[n_val:])]
+    train_episodes, val_episodes = split_episodes(episodes, hparams.val_fraction, seed)
     k = hparams.rollout_steps
     train, val = segments(train_episodes, k, device), segments(val_episodes, k, device)
     model = init.select_members(range(init.num_members)).to(device).train()  # a copy

@@ -18,7 +18,7 @@ from wm_eval.models import GaussianMLPEnsemble, WorldModel
 from wm_eval.tasks import TASKS
 from wm_eval.types import Trajectory
 
-__all__ = ["HORIZONS", "EnsembleHParams", "data_fingerprint", "evaluate_model", "fit"]
+__all__ = ["HORIZONS", "EnsembleHParams", "data_fingerprint", "evaluate_model", "fit", "split_episodes"]
 
 HORIZONS = (1, 10, 50, 100)
 _MIN_DELTA = 1e-4  # a member improves when its validation loss drops by more than this
@@ -85,10 +85,7 @@ def fit(
     if len(episodes) < 2:
         raise DatasetError(f"training needs at least 2 episodes (one is held out), got {len(episodes)}; collect more data")
     _check_shapes(episodes)
-    order = np.random.default_rng(seed).permutation(len(episodes))
-    n_val = min(len(episodes) - 1, max(1, round(hparams.val_fraction * len(episodes))))
-    val_episodes = [episodes[i] for i in sorted(order[:n_val])]
-    train_episodes = [episodes[i] for i in sorted(order[n_val:])]
+    train_episodes, val_episodes = split_episodes(episodes, hparams.val_fraction, seed)
     train, val = _transitions(train_episodes, device), _transitions(val_episodes, device)
     if len(train["action"]) == 0 or len(val["action"]) == 0:
         raise DatasetError("the training or held-out episodes contain no transitions; collect longer episodes")
@@ -213,6 +210,13 @@ def evaluate_model(
         "termination_f1_task_rule": rule_f1,
         "open_loop_error": {str(k): _open_loop_error(model, episodes, k, starts_per_episode) for k in horizons},
     }
+
+
+def split_episodes(episodes: list[Trajectory], val_fraction: float, seed: int) -> tuple[list[Trajectory], list[Trajectory]]:
+    """``(train, held_out)``: a seeded ``val_fraction`` of the episodes (at least one, never all) held out."""
+    order = np.random.default_rng(seed).permutation(len(episodes))
+    n_val = min(len(episodes) - 1, max(1, round(val_fraction * len(episodes))))
+    return [episodes[i] for i in sorted(order[n_val:])], [episodes[i] for i in sorted(order[:n_val])]
 
 
 def data_fingerprint(episodes: Sequence[Trajectory]) -> str:
