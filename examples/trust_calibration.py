@@ -43,7 +43,7 @@ from wm_eval.data.hdf5 import load_dataset
 from wm_eval.evaluation import metrics as M
 from wm_eval.evaluation.trust_signal import FEATURES, RISK_FLAG, policy_features, policy_risk
 from wm_eval.fileio import atomic_write_text
-from wm_eval.models.checkpoint import attach_coverage, embedded_model_path, load_checkpoint, read_spec
+from wm_eval.models.checkpoint import attach_coverage, embedded_model_path, load_checkpoint, read_spec, resolve_model
 from wm_eval.models.coverage import build_coverage
 from wm_eval.training import data_fingerprint
 
@@ -75,40 +75,35 @@ def unseen(task: str) -> list[str]:
 def measure(args: argparse.Namespace) -> None:
     """Evaluate zoo + unseen policies of ``--task`` and write their trust records."""
     extra = unseen(args.task)
+    model = resolve_model(args.model, task=args.task)  # checked before minutes of evaluation
+    coverage = model.coverage
+    if coverage is None:
+        raise SystemExit(f"the {args.task} model stores no coverage data: attach it first (the attach subcommand)")
     ev = wm_eval.evaluate(args.task, ["zoo", *extra], episodes=args.episodes, horizon=args.horizon, seed=args.seed,
-                          bootstrap=200, progress=True, model=args.model)
-    coverage = ev_model_coverage(args)
+                          bootstrap=200, progress=True, model=model)
     true = np.array([p.summary["true_return"]["mean"] for p in ev.policies])
     imagined = np.array([p.summary["imagined_return"]["mean"] for p in ev.policies])
+    off = {t: M.return_is_off(imagined_return=imagined, true_return=true, threshold=t) for t in (0.2, 0.25)}
     policies = []
-    for p, t, f in zip(ev.policies, true, imagined):
+    for i, (p, t, f) in enumerate(zip(ev.policies, true, imagined)):
         se = float(np.std(p.episodes["imagined_return"], ddof=1) / math.sqrt(args.episodes))
         row = {"name": p.name, "source": p.source, "true": float(t), "imagined": float(f), "imagined_se": se,
-               "unseen": p.source is not None and any(p.source.startswith(str(Path(e).parent)) for e in extra)}
-        for threshold in (0.2, 0.25):
-            scale = max(abs(t), 0.1 * float(np.abs(true).max()))
-            row[f"off{int(threshold * 100)}"] = bool(abs(f - t) > threshold * scale)
-        row["features"] = policy_features(p.episodes, coverage, ev.horizon) if coverage is not None else None
-        row["floor"] = coverage.return_floor(ev.horizon) if coverage is not None else None
+               "unseen": p.source is not None and any(p.source.startswith(str(Path(e).parent)) for e in extra),
+               "off20": bool(off[0.2][i]), "off25": bool(off[0.25][i])}
+        row["features"] = policy_features(p.episodes, coverage, ev.horizon)
+        row["floor"] = coverage.return_floor(ev.horizon)
         row["risk"] = p.summary.get("risk")
         policies.append(row)
     episodes = {k: np.concatenate([p.episodes[f"imagined_{k}"] for p in ev.policies]).tolist()
                 for k in ("trust_score", "length", "return", "uncertainty", "coverage")}
     episodes["policy"] = [i for i, p in enumerate(ev.policies) for _ in p.episodes["true_return"]]
     episodes["true_return"] = np.concatenate([p.episodes["true_return"] for p in ev.policies]).tolist()
-    if coverage is None:
-        raise SystemExit(f"the {args.task} model stores no coverage data: attach it first (the attach subcommand)")
     out = Path(args.out) / f"{args.task.replace('/', '_')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps({"task": args.task, "episodes": args.episodes, "seed": args.seed,
                                        "horizon": ev.horizon, "policies": policies, "episode_values": episodes},
                                       indent=1))
     print(json.dumps(summarise(args.task, policies, episodes)))
-
-
-def ev_model_coverage(args: argparse.Namespace):
-    path = Path(args.model) if args.model else embedded_model_path(args.task)
-    return load_checkpoint(path).coverage
 
 
 def summarise(task: str, policies: list[dict], episodes: dict) -> dict:

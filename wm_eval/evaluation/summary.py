@@ -112,11 +112,11 @@ def true_estimates(values: Sequence[dict[str, np.ndarray]], statistics: Sequence
     quantiles = risk.get("error_quantiles")
     if quantiles is not None and risk.get("horizon") is not None and risk["horizon"] != horizon:
         quantiles = None  # calibrated on episodes of another length: it does not apply
+    floor = coverage.return_floor(horizon) if coverage is not None and horizon is not None else 0.0
     for s in statistics:
         imagined = [v[f"imagined_{s.name}"] for v in values]
         true = [v[f"true_{s.name}"][:n] for v, n in zip(values, real)]
         lam = E.pooled_lambda(true, [f[:n] for f, n in zip(imagined, real)], [f[n:] for f, n in zip(imagined, real)])
-        floor = coverage.return_floor(horizon) if coverage is not None and horizon is not None else 0.0
         for i, (y, f, n) in enumerate(zip(true, imagined, real)):
             if n == 0:
                 estimate = E.model_only(f, error_quantiles=quantiles if s.name == "return" else None,
