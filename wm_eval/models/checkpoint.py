@@ -1,7 +1,9 @@
-"""Self-describing world-model checkpoints: a directory with ``weights.pt`` and ``spec.json``.
+"""Self-describing world-model checkpoints: a directory with ``weights.pt``, ``spec.json`` and optionally
+``coverage.npz``.
 
-(Slightly over 400 lines: the format, its atomic write and every check on load share the spec; users'
-own models live in :mod:`wm_eval.models.user`.)
+(Over 400 lines: the format, its two atomic writes (save, attach_coverage) and every check on load share
+the spec and the folder swap; the coverage data itself lives in :mod:`wm_eval.models.coverage`, users'
+own models in :mod:`wm_eval.models.user`.)
 
 ``weights.pt`` is a plain state_dict written with ``torch.save`` and read with
 ``torch.load(..., weights_only=True)``, so loading never runs code from the file.
