@@ -9,8 +9,8 @@ Trains SB3 SAC or TD3 with the RL Baselines3 Zoo's MuJoCo settings (10,000 rando
 Gaussian action noise of std 0.1), or PPO with SB3's defaults (the zoo's PPO runs use seed 0), on one CPU thread. Every ``--every`` steps it saves the full checkpoint to
 ``runs/experts/<task>/`` (git-ignored; ``--resume`` continues from the last one) and measures its true return
 (mean undiscounted return over ``--eval-episodes`` seeded MuJoCo episodes); every ``--publish-every`` steps it
-also writes the policy without its optimizer states (about 1.5 MB instead of 3.2 MB; wm_eval reads only
-``policy.pth``) to ``policies/experts/<task>/<algo>_s<seed>_<steps>k.zip`` and rewrites
+also writes it for acting only (no optimizer states, critics zeroed: about 0.35 MB instead of 3.2 MB; see
+:func:`publish`) to ``policies/experts/<task>/<algo>_s<seed>_<steps>k.zip`` and rewrites
 ``policies/experts/<task>/manifest.json`` (format ``wm_eval.zoo/1``) atomically, so a killed run keeps every
 checkpoint it finished. Measured here: SAC on HalfCheetah-v5 takes about 9 min per 50k steps once learning
 (about 90 steps/s; the first 50k, 10k of them random warm-up, took 6.5 min). These policies are
@@ -23,6 +23,7 @@ policies, and are the raw material of expert datasets::
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import zipfile
@@ -42,13 +43,32 @@ ALGOS = {"ppo": PPO, "sac": SAC, "td3": TD3}
 EXCLUDE = ["env", "logger", "ep_info_buffer", "ep_success_buffer", "replay_buffer"]
 
 
+ACTING = ("actor.", "mlp_extractor.", "action_net.", "features_extractor.", "pi_features_extractor.", "log_std")
+"""Prefixes of the ``policy.pth`` tensors that act (SAC/TD3 ``actor``; PPO's policy half and its ``log_std``)."""
+
+
 def publish(full: Path, out: Path) -> None:
-    """Copy the SB3 zip ``full`` to ``out`` without its optimizer states (deflated, written atomically)."""
+    """Copy the SB3 zip ``full`` to ``out`` for acting only, written atomically.
+
+    Drops the optimizer states and zeroes every tensor of ``policy.pth`` that does not act (SAC/TD3 critics
+    and target networks, PPO's value head): zeroed tensors deflate to almost nothing, so a published SAC
+    checkpoint takes about a tenth of its full size, while ``policy.pth`` keeps SB3's layout (wm_eval's
+    strict loader reads it) and acts exactly as the full one. Continue training from the full zip
+    in ``runs/experts`` instead: a published critic is zero.
+    """
     tmp = out.with_suffix(".tmp")
     with zipfile.ZipFile(full) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
         for item in src.infolist():
-            if not item.filename.endswith("optimizer.pth"):
-                dst.writestr(item.filename, src.read(item.filename))
+            if item.filename.endswith("optimizer.pth"):
+                continue
+            raw = src.read(item.filename)
+            if item.filename == "policy.pth":
+                state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+                state = {k: v if k.startswith(ACTING) else torch.zeros_like(v) for k, v in state.items()}
+                buffer = io.BytesIO()
+                torch.save(state, buffer)
+                raw = buffer.getvalue()
+            dst.writestr(item.filename, raw)
     tmp.replace(out)
 
 
