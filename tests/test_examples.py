@@ -121,10 +121,10 @@ def test_calibration_example(tmp_path: Path) -> None:
     assert "| Hopper-v5 | 3 |" in out and f"| Hopper-v5 | 36 ({36 / row['policies']:.2g} per policy) |" in out
 
 
-def test_user_model_example(tmp_path: Path) -> None:
-    row = json.loads(_run("user_model.py", "6", "40", cwd=tmp_path).strip().splitlines()[-1])
+def test_custom_model_example(tmp_path: Path) -> None:
+    row = json.loads(_run("custom_model.py", "6", "40", cwd=tmp_path).strip().splitlines()[-1])
     assert row["same_numbers"] and row["checkpoint_refused_without_allow_code"]
-    assert row["model"] == "user_model:make_model" and len(row["policies"]) == 3
+    assert row["model"] == "custom_model:make_model" and len(row["policies"]) == 3
 
 
 def test_trust_calibration_example(tmp_path: Path, tiny_model: Path, hopper_dataset: Path) -> None:

@@ -127,9 +127,9 @@ PLAN: dict[str, Step] = {
     "python -c \"import gymnasium as gym, wm_eval; env = gym.make('WmEval/ArmPush-v0'); print(env.reset(seed=0)[0])\"":
         Step([sys.executable, "-c", "import gymnasium as gym, wm_eval; env = gym.make('WmEval/ArmPush-v0'); "
               "print(env.reset(seed=0)[0])"], says="["),
-    "PYTHONPATH=examples wm-eval evaluate task=Hopper-v5 model=user_model:make_model":
+    "PYTHONPATH=examples wm-eval evaluate task=Hopper-v5 model=custom_model:make_model":
         Step(None, why="tests/test_user_models.py::test_cli_evaluates_a_user_model runs it"),
-    "python examples/user_model.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
+    "python examples/custom_model.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     'pip install "wm_eval[ray]"': Step(None, why=".ci/setup installs the ray extra (pip install -e .[test,ray])"),
     "wm-eval evaluate executor=ray ray_address=local episodes=4 horizon=100":
         Step(None, why="tests/test_ray.py::test_cli_ray_local_equals_local runs it against executor=local"),

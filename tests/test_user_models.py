@@ -21,7 +21,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     (tmp_path / "my_models.py").write_text(
         "import torch\n"
-        "from user_model import LinearModel\n\n"
+        "from custom_model import LinearModel\n\n"
         "def good(task, observation_space, action_space):\n"
         "    return LinearModel(task=task, obs_dim=observation_space.shape[0], act_dim=action_space.shape[0])\n\n"
         "def not_a_model():\n    return 3\n\n"
@@ -55,17 +55,17 @@ def test_checkpoint_naming_user_code_needs_allow_code(user_module: str, tmp_path
         load_checkpoint(folder)
     loaded = load_checkpoint(folder, allow_code=True)
     assert type(loaded).__name__ == "LinearModel"
-    spec = (folder / "spec.json").read_text().replace("user_model:LinearModel", "gone_module_xyz:LinearModel")
+    spec = (folder / "spec.json").read_text().replace("custom_model:LinearModel", "gone_module_xyz:LinearModel")
     (folder / "spec.json").write_text(spec)
     with pytest.raises(CheckpointError, match="cannot import gone_module_xyz"):
         load_checkpoint(folder, allow_code=True)
 
 
 def test_cli_evaluates_a_user_model(tmp_path: Path) -> None:
-    """README: ``wm-eval evaluate task=Hopper-v5 model=user_model:make_model`` with examples/ on PYTHONPATH."""
+    """README: ``wm-eval evaluate task=Hopper-v5 model=custom_model:make_model`` with examples/ on PYTHONPATH."""
     run = subprocess.run([str(Path(sys.executable).parent / "wm-eval"), "evaluate", "task=Hopper-v5",
-                          "model=user_model:make_model", "episodes=2", "horizon=20", "workers=1", "bootstrap=50",
+                          "model=custom_model:make_model", "episodes=2", "horizon=20", "workers=1", "bootstrap=50",
                           f"out={tmp_path / 'run'}"], capture_output=True, text=True, timeout=600,
                          env={**os.environ, "PYTHONPATH": str(EXAMPLES), "MUJOCO_GL": "egl"})
     assert run.returncode == 0, run.stderr[-2000:]
-    assert "report:" in run.stdout and '"model": "user_model:make_model"' in (tmp_path / "run" / "report.json").read_text()
+    assert "report:" in run.stdout and '"model": "custom_model:make_model"' in (tmp_path / "run" / "report.json").read_text()

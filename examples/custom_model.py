@@ -1,11 +1,11 @@
 """Bring your own world model: a linear model fitted with numpy, evaluated end to end by wm_eval.
 
-    python examples/user_model.py              # fit on 40 collected Hopper episodes, evaluate the zoo
-    python examples/user_model.py 6 40         # quick: episodes to fit on, horizon
+    python examples/custom_model.py              # fit on 40 collected Hopper episodes, evaluate the zoo
+    python examples/custom_model.py 6 40         # quick: episodes to fit on, horizon
 
 ``LinearModel`` subclasses :class:`wm_eval.models.WorldModel` (its docstring is the contract: batched
 ``step(state [B, obs_dim], action [B, act_dim]) -> (state, Prediction)``); ``make_model`` is a factory,
-so any wm_eval command takes it as ``model=user_model:make_model`` (with ``examples/`` on PYTHONPATH).
+so any wm_eval command takes it as ``model=custom_model:make_model`` (with ``examples/`` on PYTHONPATH).
 The script evaluates the model three ways and checks that they agree bit for bit: as an object in
 memory, through the factory, and saved as a checkpoint and loaded back (which names this module's
 class, so loading it needs ``allow_code=True``). Prints one JSON line.
@@ -83,20 +83,20 @@ FIT_EPISODES = 40
 
 
 def make_model(task: str = TASK) -> LinearModel:
-    """The factory behind ``model=user_model:make_model``."""
+    """The factory behind ``model=custom_model:make_model``."""
     return fit(task, episodes=FIT_EPISODES)
 
 
 def main(episodes: int = 40, horizon: int = 1000) -> dict:
     import importlib
 
-    # The module by its importable name (not __main__), as model=user_model:make_model and the checkpoint see it
-    mod = importlib.import_module("user_model")
+    # The module by its importable name (not __main__), as model=custom_model:make_model and the checkpoint see it
+    mod = importlib.import_module("custom_model")
     mod.FIT_EPISODES = episodes
     kw = dict(episodes=5, horizon=horizon, seed=0, bootstrap=200, workers=1, progress=False)
     model = mod.make_model()
     in_memory = wm_eval.evaluate(TASK, POLICIES, model=model, **kw)
-    by_factory = wm_eval.evaluate(TASK, POLICIES, model="user_model:make_model", **kw)
+    by_factory = wm_eval.evaluate(TASK, POLICIES, model="custom_model:make_model", **kw)
     with tempfile.TemporaryDirectory() as tmp:
         space = spaces(TASK)
         save_checkpoint(model, Path(tmp) / "linear", data_fingerprint="example", metrics={}, config={}, seed=0, **space)
