@@ -12,8 +12,8 @@ units; ``mmrv_normalized`` divides it by the true best - worst spread::
     python examples/fidelity.py --tasks Hopper-v5 --model Hopper-v5=runs/models/Hopper-v5-multistep --set unseen
 
 ``--model TASK=PATH`` evaluates another checkpoint for a task (default: the embedded model); ``--set unseen``
-evaluates the policies the model never saw instead of the zoo (``policies/experts/<task>`` and PPO of
-other seeds, as listed by ``examples/trust_calibration.py``), ``--set all`` both.
+evaluates the policies the model never saw instead of the zoo (held-out checkpoints of other seeds and
+algorithms, as listed by ``unseen`` in ``examples/trust_calibration.py``), ``--set all`` both.
 """
 
 from __future__ import annotations

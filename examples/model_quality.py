@@ -7,6 +7,11 @@ task's rule applied to predicted next states) and the open-loop k-step normalise
 
     python examples/model_quality.py
     python examples/model_quality.py --tasks Hopper-v5 --dataset Hopper-v5=datasets/data/Hopper-v5-seed0
+    python examples/model_quality.py --tasks Hopper-v5 --model Hopper-v5=runs/models/Hopper-v5-multistep
+
+``--model TASK=PATH`` measures another checkpoint (another family, or one trained on other data) on the
+held-out episodes its own seed and validation fraction select from ``--dataset``: two models with the same
+seed and fraction, given the same dataset, are scored on the same episodes.
 """
 
 from __future__ import annotations
@@ -29,15 +34,15 @@ def held_out(episodes: list, *, seed: int, val_fraction: float) -> list:
     return [episodes[i] for i in sorted(order[:n_val])]
 
 
-def quality(task: str, dataset: Path) -> dict:
-    """Held-out metrics of the embedded model of ``task`` on ``dataset``."""
-    path = embedded_model_path(task)
+def quality(task: str, dataset: Path, model: Path | None = None) -> dict:
+    """Held-out metrics of ``model`` (default: the embedded model of ``task``) on ``dataset``."""
+    path = model or embedded_model_path(task)
     spec = read_spec(path)
     config = spec.get("config", {})
     episodes = load_dataset(dataset, sim_states=False).episodes
     val = held_out(episodes, seed=int(spec.get("seed", 0)), val_fraction=float(config.get("val_fraction", 0.1)))
     metrics = evaluate_model(load_checkpoint(path, task=task), val)
-    return {"task": task, "held_out_episodes": len(val), "train_seconds": spec["metrics"].get("train_seconds"),
+    return {"task": task, "model": str(path), "held_out_episodes": len(val), "train_seconds": spec["metrics"].get("train_seconds"),
             **{k: metrics[k] for k in ("reward_r2", "termination_f1", "termination_f1_task_rule",
                                        "open_loop_error")}}
 
@@ -62,11 +67,14 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"])
     parser.add_argument("--dataset", nargs="*", default=[], metavar="TASK=PATH",
                         help="dataset per task (default: datasets/data/<task, / as _>-seed0)")
+    parser.add_argument("--model", nargs="*", default=[], metavar="TASK=PATH",
+                        help="checkpoint per task (default: the embedded model)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
+    models = {task: Path(path) for task, path in (item.split("=", 1) for item in args.model)}
     paths = {task: Path(f"datasets/data/{task.replace('/', '_')}-seed0") for task in args.tasks}  # as configs/collect
     paths.update(dict(item.split("=", 1) for item in args.dataset))
-    rows = [quality(task, Path(paths[task])) for task in args.tasks]
+    rows = [quality(task, Path(paths[task]), models.get(task)) for task in args.tasks]
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     print(markdown(rows))

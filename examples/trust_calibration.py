@@ -10,8 +10,8 @@ checkpoint (default: the task's embedded model); the dataset must be the one the
 (same data fingerprint). ``wm-eval train`` does this itself for new models.
 
 ``measure`` evaluates, fully paired (imagined and MuJoCo from the same start states), the task's zoo
-and every policy the model never saw (``policies/experts/<task>/manifest.json`` and
-``policies/<task>/ppo/manifest.json`` where they exist), and writes per policy its imagined-side risk
+and every policy the model never saw (:func:`unseen`: ``policies/unseen/<task>``, the arm tasks' PPO runs,
+and ``policies/experts/<task>`` while those experts have not joined the zoo), and writes per policy its imagined-side risk
 features and whether its imagined mean return is off by more than 20% and 25% (of
 ``max(|true|, 10% of the task's largest |true|)``), plus per episode the trust score, the imagined
 length and whether the episode's return is off by more than 20%.
@@ -66,9 +66,15 @@ def attach(args: argparse.Namespace) -> None:
 
 
 def unseen(task: str) -> list[str]:
-    """Manifests of the policies in neither the zoo nor the training data."""
+    """Manifests of the policies in neither the zoo nor the training data: the held-out checkpoints
+    (``policies/unseen``), the arm tasks' PPO runs, and the experts while they have not joined the zoo."""
     folder = task.replace("/", "_")
-    found = [ROOT / "policies" / "experts" / folder / "manifest.json", ROOT / "policies" / folder / "ppo" / "manifest.json"]
+    policies = ROOT / "policies"
+    zoo = json.loads((policies / folder / "manifest.json").read_text(encoding="utf-8"))
+    in_zoo = any(e.get("file", "").startswith("../experts/") for e in zoo["policies"])
+    found = [policies / "unseen" / folder / "manifest.json", policies / folder / "ppo" / "manifest.json"]
+    if not in_zoo:
+        found.insert(0, policies / "experts" / folder / "manifest.json")
     return [str(p) for p in found if p.is_file()]
 
 

@@ -13,9 +13,11 @@ also writes it for acting only (no optimizer states, critics zeroed: about 0.35 
 :func:`publish`) to ``policies/experts/<task>/<algo>_s<seed>_<steps>k.zip`` and rewrites
 ``policies/experts/<task>/manifest.json`` (format ``wm_eval.zoo/1``) atomically, so a killed run keeps every
 checkpoint it finished. Measured here: SAC on HalfCheetah-v5 takes about 9 min per 50k steps once learning
-(about 90 steps/s; the first 50k, 10k of them random warm-up, took 6.5 min). These policies are
-in neither the zoo nor the embedded models' datasets: they measure fidelity on unseen (and stronger)
-policies, and are the raw material of expert datasets::
+(about 90 steps/s; the first 50k, 10k of them random warm-up, took 6.5 min). Until
+``train_zoo.py --add-experts`` adds them to the zoo (and a dataset recipe names them), these policies are in
+neither the zoo nor the embedded models' datasets, so they measure fidelity on unseen, stronger policies.
+``--held-out`` publishes to ``policies/unseen/<task>/`` instead: checkpoints kept out of the zoo and the
+datasets for good, the unseen set of a task whose experts joined its zoo::
 
     wm-eval evaluate task=HalfCheetah-v5 policies=[policies/experts/HalfCheetah-v5/manifest.json]
 """
@@ -88,10 +90,13 @@ def main() -> None:
     parser.add_argument("--publish-every", type=int, default=100_000, help="steps between published checkpoints")
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    parser.add_argument("--held-out", action="store_true",
+                        help="publish to policies/unseen/<task>: kept out of the zoo and the datasets")
     args = parser.parse_args()
     torch.set_num_threads(1)
     quiet_mujoco()
-    out, full = HERE / "experts" / args.task, HERE.parent / "runs" / "experts" / args.task
+    out = HERE / ("unseen" if args.held_out else "experts") / args.task
+    full = HERE.parent / "runs" / "experts" / args.task
     out.mkdir(parents=True, exist_ok=True)
     full.mkdir(parents=True, exist_ok=True)
     cls, prefix = ALGOS[args.algo], f"{args.algo}_s{args.seed}"
@@ -126,7 +131,8 @@ def main() -> None:
              "seed": args.seed, "true_return": ret}]
         manifest["eval_episodes"] = args.eval_episodes
         manifest.setdefault("recipes", {})[prefix] = (f"python policies/train_experts.py --task {args.task} --algo "
-                                                      f"{args.algo} --seed {args.seed} --steps {args.steps}")
+                                                      f"{args.algo} --seed {args.seed} --steps {args.steps}"
+                                                      + (" --held-out" if args.held_out else ""))
         tmp = manifest_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
         tmp.replace(manifest_path)

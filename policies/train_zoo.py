@@ -3,6 +3,7 @@
 Usage (from the repository root, after the quick-start set-up)::
 
     python policies/train_zoo.py --task HalfCheetah-v5 [--ppo-steps 300000] [--seed 0]
+    python policies/train_zoo.py --task Hopper-v5 --add-experts   # then: the experts join the zoo
 
 For each task it writes ``policies/<task>/*.zip`` (plain SB3 zips, loaded by
 ``wm_eval.policy`` without unpickling code) and ``policies/<task>/manifest.json``
@@ -10,6 +11,11 @@ with each policy's algorithm, training steps and measured true return (mean
 undiscounted return over ``--eval-episodes`` deterministic MuJoCo episodes).
 The zoo spans poor to strong on purpose, as the off-policy-evaluation
 benchmarks do: a ranking evaluator needs policies of every quality.
+
+``--add-experts`` trains nothing: it adds the off-policy experts published by ``train_experts.py`` in
+``policies/experts/<task>/`` (SAC/TD3 checkpoints along their training, far stronger than PPO/A2C here) to
+the task's zoo manifest, as entries whose ``file`` points there, so the zoo's ladder reaches expert level.
+Checkpoints published with ``--held-out`` (``policies/unseen/<task>/``) never join the zoo.
 """
 
 from __future__ import annotations
@@ -81,6 +87,24 @@ def perturb(model, scale: float, seed: int) -> None:
             p.add_(torch.randn(p.shape, generator=gen) * std * scale)
 
 
+def add_experts(task: str, root: Path = HERE) -> None:
+    """Add (or refresh) the entries of ``<root>/experts/<task>/manifest.json`` in the task's zoo manifest
+    ``<root>/<task>/manifest.json`` (``root``: the ``policies`` folder)."""
+    folder = task.replace("/", "_")
+    zoo_path, experts_path = root / folder / "manifest.json", root / "experts" / folder / "manifest.json"
+    zoo, experts = (json.loads(p.read_text(encoding="utf-8")) for p in (zoo_path, experts_path))
+    added = [dict(e, file=f"../experts/{folder}/{e['file']}", eval_episodes=experts["eval_episodes"])
+             for e in experts["policies"]]
+    names = {e["name"] for e in added}
+    zoo["policies"] = sorted([e for e in zoo["policies"] if e["name"] not in names] + added,
+                             key=lambda e: e["true_return"])
+    zoo["experts_recipes"] = experts.get("recipes", {})
+    tmp = zoo_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(zoo, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(zoo_path)
+    print(f"{task}: zoo holds {len(zoo['policies'])} policies, {len(added)} of them experts")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", required=True)
@@ -88,7 +112,11 @@ def main() -> None:
     parser.add_argument("--a2c-steps", type=int, default=300_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-episodes", type=int, default=5)
+    parser.add_argument("--add-experts", action="store_true", help="add policies/experts/<task> to the zoo; no training")
     args = parser.parse_args()
+    if args.add_experts:
+        add_experts(args.task)
+        return
     torch.set_num_threads(1)
     quiet_mujoco()
     out = HERE / args.task

@@ -76,6 +76,13 @@ def test_model_quality_example(tmp_path: Path, hopper_dataset: Path) -> None:
                "--json", "q.json", cwd=tmp_path)
     row = json.loads((tmp_path / "q.json").read_text())[0]
     assert row["task"] == "Hopper-v5" and row["reward_r2"] is not None and "| Hopper-v5 |" in out
+    # --model names a checkpoint: the embedded one by path scores the same held-out episodes the same
+    from wm_eval.models.checkpoint import embedded_model_path
+
+    path = embedded_model_path("Hopper-v5")
+    _run("model_quality.py", "--tasks", "Hopper-v5", "--dataset", f"Hopper-v5={hopper_dataset}",
+         "--model", f"Hopper-v5={path}", "--json", "q2.json", cwd=tmp_path)
+    assert json.loads((tmp_path / "q2.json").read_text())[0] == dict(row, model=str(path))
 
 
 def test_memory_example(tmp_path: Path) -> None:

@@ -53,3 +53,32 @@ def test_published_experts_load_and_act(manifest: Path) -> None:
     assert policies and all(np.isfinite(p.metadata["true_return"]) for p in policies)
     obs = np.stack([env.reset(seed=s)[0] for s in range(3)])
     assert policies[-1].act(obs).shape == (3, *env.action_space.shape)
+
+
+def test_add_experts_joins_the_zoo_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    monkeypatch.syspath_prepend(str(EXPERTS.parent))
+    sys.modules.pop("train_zoo", None)
+    from train_zoo import add_experts
+
+    shutil.copytree(EXPERTS.parent / "HalfCheetah-v5", tmp_path / "HalfCheetah-v5")
+    zoo = json.loads((tmp_path / "HalfCheetah-v5" / "manifest.json").read_text())
+    zoo["policies"] = [e for e in zoo["policies"] if not e["file"].startswith("../")]  # the PPO/A2C zoo alone
+    (tmp_path / "HalfCheetah-v5" / "manifest.json").write_text(json.dumps(zoo))
+    shutil.copytree(EXPERTS / "HalfCheetah-v5", tmp_path / "experts" / "HalfCheetah-v5")
+    experts = json.loads((EXPERTS / "HalfCheetah-v5" / "manifest.json").read_text())["policies"]
+    add_experts("HalfCheetah-v5", root=tmp_path)
+    add_experts("HalfCheetah-v5", root=tmp_path)  # refreshes, never duplicates
+    merged = json.loads((tmp_path / "HalfCheetah-v5" / "manifest.json").read_text())
+    assert len(merged["policies"]) == len(zoo["policies"]) + len(experts)
+    returns = [e["true_return"] for e in merged["policies"]]
+    assert returns == sorted(returns) and returns[-1] == max(e["true_return"] for e in experts)
+    env = gym.make("HalfCheetah-v5")
+    loaded = load_policies(str(tmp_path / "HalfCheetah-v5" / "manifest.json"), task="HalfCheetah-v5",
+                           observation_space=env.observation_space, action_space=env.action_space)
+    best = next(p for p in loaded if p.name == experts[-1]["name"])
+    (direct,) = load_policies(str(EXPERTS / "HalfCheetah-v5" / experts[-1]["file"]),
+                              observation_space=env.observation_space, action_space=env.action_space)
+    obs = np.stack([env.reset(seed=s)[0] for s in range(3)])
+    np.testing.assert_array_equal(best.act(obs), direct.act(obs))
