@@ -5,7 +5,7 @@
 
 One fully paired evaluation per task (``--episodes`` per policy, imagined and MuJoCo from the same start
 states) of the zoo plus the policies the model never saw (``examples/trust_calibration.py``'s list:
-``policies/experts/<task>`` and other PPO seeds; ``--no-unseen`` leaves them out). Each draw splits every policy's episodes at random: ``n`` real (paired) episodes, ``--pool - n``
+held-out checkpoints of other seeds and algorithms; ``--no-unseen`` leaves them out). Each draw splits every policy's episodes at random: ``n`` real (paired) episodes, ``--pool - n``
 imagined-only ones, and the rest (150 at the defaults), whose MuJoCo mean is the policy's true mean.
 For each ``n`` and each of ``--draws`` draws, an interval at ``--confidence`` comes from
 

@@ -7,7 +7,8 @@
 
 ``attach`` stores the coverage of a model's training data (:mod:`wm_eval.models.coverage`) in its
 checkpoint (default: the task's embedded model); the dataset must be the one the model was trained on
-(same data fingerprint). ``wm-eval train`` does this itself for new models.
+(same data fingerprint). ``wm-eval train`` does this itself for new models, with the default risk model;
+``--risk-from Hopper-v5`` gives a new model of a task the risk model fitted for that task (on the other tasks).
 
 ``measure`` evaluates, fully paired (imagined and MuJoCo from the same start states), the task's zoo
 and every policy the model never saw (:func:`unseen`: ``policies/unseen/<task>``, the arm tasks' PPO runs,
@@ -60,8 +61,12 @@ def attach(args: argparse.Namespace) -> None:
     if data_fingerprint(episodes) != spec["data_fingerprint"]:
         raise SystemExit(f"{args.dataset} is not the data {path} was trained on (data fingerprint differs)")
     model = load_checkpoint(path)
-    old = model.coverage
-    attach_coverage(path, build_coverage(model, episodes, seed=spec["seed"], risk=old.risk if old else None))
+    donor = model
+    if args.risk_from:
+        source = Path(args.risk_from)
+        donor = load_checkpoint(source if source.is_dir() else embedded_model_path(args.risk_from))
+    risk = donor.coverage.risk if donor.coverage else None
+    attach_coverage(path, build_coverage(model, episodes, seed=spec["seed"], risk=risk))
     print(f"stored the coverage of {len(episodes)} episodes in {path}")
 
 
@@ -292,6 +297,8 @@ def main() -> None:
     a.add_argument("--task", required=True)
     a.add_argument("--dataset", nargs="+", required=True)
     a.add_argument("--model", default=None, help="checkpoint folder (default: the task's embedded model)")
+    a.add_argument("--risk-from", default=None, help="keep the risk model of this checkpoint (folder or task "
+                   "name; default: the model's own), e.g. the leave-one-task-out fit of the model it replaces")
     m = sub.add_parser("measure")
     m.add_argument("--task", required=True)
     m.add_argument("--model", default=None)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+HOPPER_ZOO = len(json.loads((EXAMPLES.parent / "policies" / "Hopper-v5" / "manifest.json").read_text())["policies"])
 
 
 def _run(script: str, *args: str, cwd: Path) -> str:
@@ -27,10 +28,10 @@ def test_gym_env_example(tmp_path: Path) -> None:
 def test_fidelity_example(tmp_path: Path) -> None:
     out = _run("fidelity.py", "--tasks", "Hopper-v5", "--episodes", "2", "--horizon", "10", "--out", "fid",
                cwd=tmp_path)
-    assert "| Hopper-v5 | 12 × 2 |" in out and "| mmrv | mmrv_normalized |" in out
+    assert f"| Hopper-v5 | {HOPPER_ZOO} × 2 |" in out and "| mmrv | mmrv_normalized |" in out
     (row,) = json.loads((tmp_path / "fid" / "fidelity.json").read_text())
     report = json.loads((tmp_path / "fid" / "Hopper-v5" / "report.json").read_text())
-    assert row["task"] == "Hopper-v5" and (report["episodes"], report["horizon"], len(report["policies"])) == (2, 10, 12)
+    assert row["task"] == "Hopper-v5" and (report["episodes"], report["horizon"], len(report["policies"])) == (2, 10, HOPPER_ZOO)
     assert all(row[m] == report["metrics_ci"][m] for m in ("spearman", "mmrv", "mmrv_normalized"))
     assert row["trust_auroc"] == report["trust"]["auroc"]
     assert (tmp_path / "fid" / "Hopper-v5" / "trajectories.h5").is_file()
@@ -95,7 +96,7 @@ def test_memory_example(tmp_path: Path) -> None:
 def test_precision_example(tmp_path: Path) -> None:
     out = _run("precision.py", "--tasks", "Hopper-v5", "--episodes", "2", "--horizon", "20", cwd=tmp_path)
     row = json.loads(out.strip().splitlines()[-1])
-    assert row["task"] == "Hopper-v5" and row["policies"] == 12 and 0 <= row["outside_interval"] <= 12
+    assert row["task"] == "Hopper-v5" and row["policies"] == HOPPER_ZOO and 0 <= row["outside_interval"] <= HOPPER_ZOO
     assert set(row["metrics_float32_bfloat16"]) >= {"spearman", "mmrv_normalized"}
 
 
@@ -119,9 +120,9 @@ def test_calibration_example(tmp_path: Path) -> None:
     out = _run("calibration.py", "--tasks", "Hopper-v5", "--episodes", "12", "--pool", "6", "--horizon", "30", "--draws", "5",
                "--n", "3", "5", "--budgets", "0", "12", "36", cwd=tmp_path)
     row = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
-    experts = EXAMPLES.parent / "policies" / "experts" / "Hopper-v5" / "manifest.json"  # unseen policies, when trained
-    unseen = len(json.loads(experts.read_text())["policies"]) if experts.is_file() else 0
-    assert row["policies"] == 12 + unseen and row["true_mean_episodes"] == 6 and set(row["coverage"]) == {"3", "5"}
+    held_out = EXAMPLES.parent / "policies" / "unseen" / "Hopper-v5" / "manifest.json"  # unseen policies, when trained
+    unseen = len(json.loads(held_out.read_text())["policies"]) if held_out.is_file() else 0
+    assert row["policies"] == HOPPER_ZOO + unseen and row["true_mean_episodes"] == 6 and set(row["coverage"]) == {"3", "5"}
     for c in row["coverage"].values():
         assert 0 <= c["ppi"] <= 1 and c["intervals"] == 5 * row["policies"] and c["width_ppi"] > 0
     assert set(row["regret"]) == {"0", "12", "36"} and all(0 <= g["with_model"] <= 1 for g in row["regret"].values())
@@ -137,13 +138,16 @@ def test_custom_model_example(tmp_path: Path) -> None:
 def test_trust_calibration_example(tmp_path: Path, tiny_model: Path, hopper_dataset: Path) -> None:
     import shutil
 
-    from wm_eval.models.checkpoint import load_checkpoint
+    from wm_eval.models.checkpoint import embedded_model_path, load_checkpoint
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)
     out = _run("trust_calibration.py", "attach", "--task", "Hopper-v5", "--dataset", str(hopper_dataset), "--model",
                str(model), cwd=tmp_path)
     assert "stored the coverage of 12 episodes" in out and load_checkpoint(model).coverage is not None
+    _run("trust_calibration.py", "attach", "--task", "Hopper-v5", "--dataset", str(hopper_dataset), "--model",
+         str(model), "--risk-from", "Walker2d-v5", cwd=tmp_path)  # the risk model of another checkpoint
+    assert load_checkpoint(model).coverage.risk == load_checkpoint(embedded_model_path("Walker2d-v5")).coverage.risk
     for task, extra in (("Hopper-v5", ["--model", str(model)]), ("Walker2d-v5", [])):
         row = json.loads(_run("trust_calibration.py", "measure", "--task", task, "--episodes", "3", "--horizon", "20",
                               "--out", "t", *extra, cwd=tmp_path).strip().splitlines()[-1])
