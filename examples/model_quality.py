@@ -1,7 +1,7 @@
 """Model-quality benchmark: held-out accuracy of the embedded world models (the README's table).
 
-For each task it loads the dataset the embedded model was trained on (regenerate it with
-``wm-eval collect --config configs/collect/<task>.yaml``), takes the same held-out episodes as
+For each task it loads the dataset the embedded model was trained on (the one its spec names; regenerate
+it with the task's recipe in ``configs/collect``, see ``datasets/<task>.md``), takes the same held-out episodes as
 training did (same seed and fraction), and reports reward R^2, termination F1 (learned head, and the
 task's rule applied to predicted next states) and the open-loop k-step normalised state error::
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from wm_eval.data import load_dataset
 from wm_eval.models.checkpoint import embedded_model_path, load_checkpoint, read_spec
-from wm_eval.training import evaluate_model
+from wm_eval.training import data_fingerprint, evaluate_model
 
 
 def held_out(episodes: list, *, seed: int, val_fraction: float) -> list:
@@ -34,12 +34,24 @@ def held_out(episodes: list, *, seed: int, val_fraction: float) -> list:
     return [episodes[i] for i in sorted(order[:n_val])]
 
 
+def trained_on(task: str, model: Path) -> Path:
+    """The dataset folder the checkpoint's spec names (as its recipe in ``configs/train`` does), else the
+    default output of ``configs/collect/<task>.yaml`` (``datasets/data/<task, / as _>-seed0``)."""
+    named = [Path(d) for d in read_spec(model).get("config", {}).get("dataset") or []]
+    if len(named) == 1 and named[0].is_dir():
+        return named[0]
+    return Path(f"datasets/data/{task.replace('/', '_')}-seed0")
+
+
 def quality(task: str, dataset: Path, model: Path | None = None) -> dict:
     """Held-out metrics of ``model`` (default: the embedded model of ``task``) on ``dataset``."""
     path = model or embedded_model_path(task)
     spec = read_spec(path)
     config = spec.get("config", {})
     episodes = load_dataset(dataset, sim_states=False).episodes
+    if data_fingerprint(episodes) != spec["data_fingerprint"]:
+        print(f"note: {dataset} is not the data {path} was trained on: its held-out episodes are chosen by the "
+              "model's seed from this dataset, and may overlap the model's training data")
     val = held_out(episodes, seed=int(spec.get("seed", 0)), val_fraction=float(config.get("val_fraction", 0.1)))
     metrics = evaluate_model(load_checkpoint(path, task=task), val)
     return {"task": task, "model": str(path), "held_out_episodes": len(val), "train_seconds": spec["metrics"].get("train_seconds"),
@@ -66,15 +78,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"])
     parser.add_argument("--dataset", nargs="*", default=[], metavar="TASK=PATH",
-                        help="dataset per task (default: datasets/data/<task, / as _>-seed0)")
+                        help="dataset per task (default: the one the model's spec names, as configs/collect writes it)")
     parser.add_argument("--model", nargs="*", default=[], metavar="TASK=PATH",
                         help="checkpoint per task (default: the embedded model)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     models = {task: Path(path) for task, path in (item.split("=", 1) for item in args.model)}
-    paths = {task: Path(f"datasets/data/{task.replace('/', '_')}-seed0") for task in args.tasks}  # as configs/collect
-    paths.update(dict(item.split("=", 1) for item in args.dataset))
-    rows = [quality(task, Path(paths[task]), models.get(task)) for task in args.tasks]
+    paths = dict(item.split("=", 1) for item in args.dataset)
+    rows = [quality(task, Path(paths.get(task) or trained_on(task, models.get(task) or embedded_model_path(task))),
+                    models.get(task)) for task in args.tasks]
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     print(markdown(rows))
