@@ -54,9 +54,18 @@ def quality(task: str, dataset: Path, model: Path | None = None) -> dict:
               "model's seed from this dataset, and may overlap the model's training data")
     val = held_out(episodes, seed=int(spec.get("seed", 0)), val_fraction=float(config.get("val_fraction", 0.1)))
     metrics = evaluate_model(load_checkpoint(path, task=task), val)
-    return {"task": task, "model": str(path), "held_out_episodes": len(val), "train_seconds": spec["metrics"].get("train_seconds"),
+    # a multi-step model records its fine-tuning time (its one-step start is another checkpoint's training)
+    seconds, finetune = spec["metrics"].get("train_seconds"), spec["metrics"].get("finetune_seconds")
+    return {"task": task, "model": str(path), "held_out_episodes": len(val), "train_seconds": seconds,
+            "finetune_seconds": finetune,
             **{k: metrics[k] for k in ("reward_r2", "termination_f1", "termination_f1_task_rule",
                                        "open_loop_error")}}
+
+
+def _minutes(row: dict) -> str:
+    if row["train_seconds"] is not None:
+        return f"{row['train_seconds'] / 60:.1f} min"
+    return f"+ {row['finetune_seconds'] / 60:.1f} min (fine-tuning)" if row["finetune_seconds"] is not None else "n/a"
 
 
 def markdown(rows: list[dict]) -> str:
@@ -70,7 +79,7 @@ def markdown(rows: list[dict]) -> str:
         errors = " / ".join(num(r["open_loop_error"][k]) for k in ("1", "10", "50", "100"))
         lines.append(f"| {r['task']} | {r['held_out_episodes']} | {num(r['reward_r2'])} | "
                      f"{num(r['termination_f1'])} / {num(r['termination_f1_task_rule'])} | {errors} | "
-                     f"{r['train_seconds'] / 60:.1f} min |")
+                     f"{_minutes(r)} |")
     return "\n".join(lines)
 
 

@@ -90,13 +90,15 @@ def main() -> None:
     parser.add_argument("--publish-every", type=int, default=100_000, help="steps between published checkpoints")
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    parser.add_argument("--root", type=Path, default=HERE.parent,
+                        help="repository root to write policies/ and runs/ under (default: this repository)")
     parser.add_argument("--held-out", action="store_true",
                         help="publish to policies/unseen/<task>: kept out of the zoo and the datasets")
     args = parser.parse_args()
     torch.set_num_threads(1)
     quiet_mujoco()
-    out = HERE / ("unseen" if args.held_out else "experts") / args.task
-    full = HERE.parent / "runs" / "experts" / args.task
+    out = args.root / "policies" / ("unseen" if args.held_out else "experts") / args.task
+    full = args.root / "runs" / "experts" / args.task
     out.mkdir(parents=True, exist_ok=True)
     full.mkdir(parents=True, exist_ok=True)
     cls, prefix = ALGOS[args.algo], f"{args.algo}_s{args.seed}"

@@ -82,3 +82,24 @@ def test_add_experts_joins_the_zoo_once(tmp_path: Path, monkeypatch: pytest.Monk
                               observation_space=env.observation_space, action_space=env.action_space)
     obs = np.stack([env.reset(seed=s)[0] for s in range(3)])
     np.testing.assert_array_equal(best.act(obs), direct.act(obs))
+
+
+@pytest.mark.parametrize("algo", ["sac", "td3"])
+def test_train_experts_publishes_a_resumable_ladder(tmp_path: Path, algo: str) -> None:
+    """The README's ``train_experts.py`` commands, debug-sized: checkpoints along the run, published for acting
+    (held out with ``--held-out``), a manifest with true returns and the recipe; ``--resume`` continues."""
+    import subprocess
+
+    script = EXPERTS.parent / "train_experts.py"
+    base = [sys.executable, str(script), "--task", "Hopper-v5", "--algo", algo, "--seed", "3", "--every", "1000",
+            "--publish-every", "1000", "--eval-episodes", "1", "--root", str(tmp_path), "--held-out"]
+    for steps, extra in ((2000, []), (3000, ["--resume"])):
+        done = subprocess.run([*base, "--steps", str(steps), *extra], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+    manifest = json.loads((tmp_path / "policies" / "unseen" / "Hopper-v5" / "manifest.json").read_text())
+    assert [e["training_steps"] for e in manifest["policies"]] == [1000, 2000, 3000]
+    assert manifest["recipes"][f"{algo}_s3"].endswith("--held-out") and not (tmp_path / "policies" / "experts").exists()
+    env = gym.make("Hopper-v5")
+    policies = load_policies(str(tmp_path / "policies" / "unseen" / "Hopper-v5" / "manifest.json"), task="Hopper-v5",
+                             observation_space=env.observation_space, action_space=env.action_space)
+    assert len(policies) == 3 and all(np.isfinite(p.metadata["true_return"]) for p in policies)
