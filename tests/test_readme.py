@@ -60,9 +60,28 @@ PLAN: dict[str, Step] = {
     "wm-eval evaluate task=Hopper-v5 model=runs/models/hopper":
         Step(_wm("evaluate", "task=Hopper-v5", "model=runs/models/hopper", *EVAL_DEBUG), says="report:"),
     "wm-eval <command> --help": Step(_wm("evaluate", "--help"), says="episodes"),
-    "wm-eval train --config configs/train/Hopper-v5-multistep.yaml":
-        Step(_wm("train", "--config", str(REPO / "configs/train/Hopper-v5-multistep.yaml"),
-                 "dataset=datasets/data/hopper", "out=runs/models/hopper-ms", "rollout_steps=3", "finetune_epochs=1"),
+    "python policies/train_experts.py --task Hopper-v5 --algo sac --seed 11 --steps 350000":
+        Step(None, why="tests/test_experts.py::test_train_experts_publishes_a_resumable_ladder runs it debug-sized"),
+    "python policies/train_zoo.py --task Hopper-v5 --add-experts":
+        Step(None, why="tests/test_experts.py::test_add_experts_joins_the_zoo_once runs it on a copy of the zoo"),
+    "python policies/train_experts.py --task Hopper-v5 --algo td3 --seed 12 --steps 150000 --held-out":
+        Step(None, why="tests/test_experts.py::test_train_experts_publishes_a_resumable_ladder runs it debug-sized"),
+    "wm-eval train --config configs/train/Hopper-v5.yaml":
+        Step(_wm("train", "--config", str(REPO / "configs/train/Hopper-v5.yaml"), "--preset", "debug",
+                 "dataset=datasets/data/hopper", "out=runs/models/hopper-previous"), says="trained Hopper-v5 model"),
+    "python examples/model_quality.py --tasks Hopper-v5 --model Hopper-v5=runs/models/Hopper-v5":
+        Step(None, why="tests/test_examples.py runs model_quality.py with --model on a tiny dataset"),
+    "wm-eval collect --config configs/collect/Hopper-v5-experts.yaml":
+        Step(_wm("collect", "--config", str(REPO / "configs/collect/Hopper-v5-experts.yaml"), "episodes=4",
+                 "max_steps=50", "out=datasets/data/hopper-experts"), says="wrote 4 episodes"),
+    "wm-eval train --config configs/train/Hopper-v5-experts.yaml":
+        Step(_wm("train", "--config", str(REPO / "configs/train/Hopper-v5-experts.yaml"), "--preset", "debug",
+                 "dataset=datasets/data/hopper-experts", "out=runs/models/hopper-experts"),
+             says="trained Hopper-v5 model"),
+    "wm-eval train --config configs/train/Hopper-v5-experts-multistep.yaml":
+        Step(_wm("train", "--config", str(REPO / "configs/train/Hopper-v5-experts-multistep.yaml"),
+                 "dataset=datasets/data/hopper-experts", "init=runs/models/hopper-experts",
+                 "out=runs/models/hopper-experts-ms", "rollout_steps=3", "finetune_epochs=1"),
              says="trained Hopper-v5 model"),
     "wm-eval view runs/evaluate-<time>": Step(_wm("view", "runs/mine"), code=2, says="no display"),
     "wm-eval view <run>": Step(_wm("view", "runs/mine"), code=2, says="no display"),
