@@ -123,8 +123,8 @@ PLAN: dict[str, Step] = {
     "wm-eval evaluate task=Hopper-v5 real_episodes=3 episodes=20":
         Step(_wm("evaluate", "task=Hopper-v5", "real_episodes=3", "episodes=20", "episodes=4", "horizon=30",
                  "workers=1", "bootstrap=50"), says="Recommended:"),
-    "wm-eval evaluate task=Hopper-v5 real_budget=30 episodes=10":
-        Step(_wm("evaluate", "task=Hopper-v5", "real_budget=30", "episodes=10", "episodes=4", "horizon=30",
+    "wm-eval evaluate task=Hopper-v5 real_budget=60 episodes=10":
+        Step(_wm("evaluate", "task=Hopper-v5", "real_budget=60", "episodes=10", "episodes=4", "horizon=30",
                  "workers=1", "bootstrap=50"), says="Recommended:"),
     "python examples/calibration.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     "wm-eval evaluate task=Hopper-v5 real_episodes=0 episodes=20":
