@@ -43,9 +43,8 @@ def trained_on(task: str, model: Path) -> Path:
     return Path(f"datasets/data/{task.replace('/', '_')}-seed0")
 
 
-def quality(task: str, dataset: Path, model: Path | None = None) -> dict:
-    """Held-out metrics of ``model`` (default: the embedded model of ``task``) on ``dataset``."""
-    path = model or embedded_model_path(task)
+def quality(task: str, dataset: Path, path: Path) -> dict:
+    """Held-out metrics of the checkpoint at ``path`` on ``dataset``."""
     spec = read_spec(path)
     config = spec.get("config", {})
     episodes = load_dataset(dataset, sim_states=False).episodes
@@ -93,9 +92,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     models = {task: Path(path) for task, path in (item.split("=", 1) for item in args.model)}
+    models = {task: models.get(task) or embedded_model_path(task) for task in args.tasks}
     paths = dict(item.split("=", 1) for item in args.dataset)
-    rows = [quality(task, Path(paths.get(task) or trained_on(task, models.get(task) or embedded_model_path(task))),
-                    models.get(task)) for task in args.tasks]
+    rows = [quality(task, Path(paths.get(task) or trained_on(task, models[task])), models[task]) for task in args.tasks]
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     print(markdown(rows))

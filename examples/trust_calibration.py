@@ -61,10 +61,7 @@ def attach(args: argparse.Namespace) -> None:
     if data_fingerprint(episodes) != spec["data_fingerprint"]:
         raise SystemExit(f"{args.dataset} is not the data {path} was trained on (data fingerprint differs)")
     model = load_checkpoint(path)
-    donor = model
-    if args.risk_from:
-        source = Path(args.risk_from)
-        donor = load_checkpoint(source if source.is_dir() else embedded_model_path(args.risk_from))
+    donor = resolve_model(args.risk_from, task=None) if args.risk_from else model  # a folder or an embedded task
     risk = donor.coverage.risk if donor.coverage else None
     attach_coverage(path, build_coverage(model, episodes, seed=spec["seed"], risk=risk))
     print(f"stored the coverage of {len(episodes)} episodes in {path}")

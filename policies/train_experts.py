@@ -37,6 +37,7 @@ from stable_baselines3 import PPO, SAC, TD3
 from stable_baselines3.common.noise import NormalActionNoise
 
 from train_zoo import true_return  # noqa: E402  (policies/ is this script's folder)
+from wm_eval.fileio import atomic_write, atomic_write_text
 from wm_eval.tasks import make_env, quiet_mujoco
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -58,20 +59,21 @@ def publish(full: Path, out: Path) -> None:
     strict loader reads it) and acts exactly as the full one. Continue training from the full zip
     in ``runs/experts`` instead: a published critic is zero.
     """
-    tmp = out.with_suffix(".tmp")
-    with zipfile.ZipFile(full) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
-        for item in src.infolist():
-            if item.filename.endswith("optimizer.pth"):
-                continue
-            raw = src.read(item.filename)
-            if item.filename == "policy.pth":
-                state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-                state = {k: v if k.startswith(ACTING) else torch.zeros_like(v) for k, v in state.items()}
-                buffer = io.BytesIO()
-                torch.save(state, buffer)
-                raw = buffer.getvalue()
-            dst.writestr(item.filename, raw)
-    tmp.replace(out)
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(full) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
+            for item in src.infolist():
+                if item.filename.endswith("optimizer.pth"):
+                    continue
+                raw = src.read(item.filename)
+                if item.filename == "policy.pth":
+                    state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+                    state = {k: v if k.startswith(ACTING) else torch.zeros_like(v) for k, v in state.items()}
+                    buffer = io.BytesIO()
+                    torch.save(state, buffer)
+                    raw = buffer.getvalue()
+                dst.writestr(item.filename, raw)
+
+    atomic_write(out, write)
 
 
 def _manifest(path: Path, task: str) -> dict:
@@ -135,9 +137,7 @@ def main() -> None:
         manifest.setdefault("recipes", {})[prefix] = (f"python policies/train_experts.py --task {args.task} --algo "
                                                       f"{args.algo} --seed {args.seed} --steps {args.steps}"
                                                       + (" --held-out" if args.held_out else ""))
-        tmp = manifest_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-        tmp.replace(manifest_path)
+        atomic_write_text(manifest_path, json.dumps(manifest, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import torch
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.callbacks import BaseCallback
 
+from wm_eval.fileio import atomic_write_text
 from wm_eval.tasks import quiet_mujoco
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -99,9 +100,7 @@ def add_experts(task: str, root: Path = HERE) -> None:
     zoo["policies"] = sorted([e for e in zoo["policies"] if e["name"] not in names] + added,
                              key=lambda e: e["true_return"])
     zoo["experts_recipes"] = experts.get("recipes", {})
-    tmp = zoo_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(zoo, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(zoo_path)
+    atomic_write_text(zoo_path, json.dumps(zoo, indent=2) + "\n")
     print(f"{task}: zoo holds {len(zoo['policies'])} policies, {len(added)} of them experts")
 
 
