@@ -7,7 +7,10 @@ Usage (from the repository root, after the quick-start set-up; one run at a time
 
 Trains SB3 SAC or TD3 with the RL Baselines3 Zoo's MuJoCo settings (10,000 random warm-up steps; TD3 with
 Gaussian action noise of std 0.1), or PPO with SB3's defaults (the zoo's PPO runs use seed 0), on one CPU thread. Every ``--every`` steps it saves the full checkpoint to
-``runs/experts/<task>/`` (git-ignored; ``--resume`` continues from the last one) and measures its true return
+``runs/experts/<task>/`` (git-ignored) with its replay buffer (``<algo>_s<seed>_replay.pkl``, one per run, rewritten
+each time: about 110 MB for Hopper, 170 MB for Walker2d), so ``--resume`` continues from the last checkpoint with the
+buffer it had (a run killed between the two writes resumes with a buffer at most one checkpoint older); it also
+measures its true return
 (mean undiscounted return over ``--eval-episodes`` seeded MuJoCo episodes); every ``--publish-every`` steps it
 also writes it for acting only (no optimizer states, critics zeroed: about 0.35 MB instead of 3.2 MB; see
 :func:`publish`) to ``policies/experts/<task>/<algo>_s<seed>_<steps>k.zip`` and rewrites
@@ -82,6 +85,11 @@ def _manifest(path: Path, task: str) -> dict:
     return {"format": "wm_eval.zoo/1", "task": task, "eval_seed": 10_000, "policies": []}
 
 
+def _save_replay(model: SAC | TD3, tmp: Path) -> None:
+    with tmp.open("wb") as file:  # an open file: SB3 would append ".pkl" to the temporary name
+        model.save_replay_buffer(file)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", required=True)
@@ -108,9 +116,14 @@ def main() -> None:
     manifest_path = out / "manifest.json"
     manifest = _manifest(manifest_path, args.task)
     saved = sorted(full.glob(f"{prefix}_*k.zip"))
+    replay = full / f"{prefix}_replay.pkl"
     if args.resume and saved:
-        model = cls.load(saved[-1], env=env, device="cpu")  # the replay buffer is not kept: it refills
+        model = cls.load(saved[-1], env=env, device="cpu")
         done = int(saved[-1].stem.rsplit("_", 1)[1][:-1]) * 1000
+        if args.algo != "ppo" and replay.is_file():
+            model.load_replay_buffer(replay)
+        kept = model.replay_buffer.size() if args.algo != "ppo" else 0
+        print(f"resumed {saved[-1].name} with {kept} transitions in its replay buffer", flush=True)
     else:
         kwargs = {} if args.algo == "ppo" else {"learning_starts": 10_000}
         if args.algo == "td3":
@@ -124,6 +137,8 @@ def main() -> None:
         model.learn(step, reset_num_timesteps=False, progress_bar=False)
         done += step
         name = f"{prefix}_{done // 1000:04d}k"
+        if args.algo != "ppo":
+            atomic_write(replay, lambda tmp: _save_replay(model, tmp))
         model.save(full / f"{name}.zip", exclude=EXCLUDE)
         ret = true_return(model, args.task, args.eval_episodes, 10_000)
         print(f"{name}: true return {ret:9.1f}", flush=True)

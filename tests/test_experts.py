@@ -96,6 +96,8 @@ def test_train_experts_publishes_a_resumable_ladder(tmp_path: Path, algo: str) -
     for steps, extra in ((2000, []), (3000, ["--resume"])):
         done = subprocess.run([*base, "--steps", str(steps), *extra], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resumed {algo}_s3_0002k.zip with 2000 transitions in its replay buffer" in done.stdout
+    assert (tmp_path / "runs" / "experts" / "Hopper-v5" / f"{algo}_s3_replay.pkl").is_file()
     manifest = json.loads((tmp_path / "policies" / "unseen" / "Hopper-v5" / "manifest.json").read_text())
     assert [e["training_steps"] for e in manifest["policies"]] == [1000, 2000, 3000]
     assert manifest["recipes"][f"{algo}_s3"].endswith("--held-out") and not (tmp_path / "policies" / "experts").exists()
