@@ -69,3 +69,16 @@ def test_cli_evaluates_a_user_model(tmp_path: Path) -> None:
                          env={**os.environ, "PYTHONPATH": str(EXAMPLES), "MUJOCO_GL": "egl"})
     assert run.returncode == 0, run.stderr[-2000:]
     assert "report:" in run.stdout and '"model": "custom_model:make_model"' in (tmp_path / "run" / "report.json").read_text()
+
+
+def test_cli_points_at_the_line_of_user_code_that_raised(tmp_path: Path) -> None:
+    """A user's factory that raises is one line and exit 2, naming the file and line it raised at."""
+    (tmp_path / "broken_models.py").write_text("def make(task):\n    raise ValueError('no gain set')\n")
+    run = subprocess.run([str(Path(sys.executable).parent / "wm-eval"), "evaluate", "task=Hopper-v5",
+                          "model=broken_models:make", "episodes=2", "horizon=20", f"out={tmp_path / 'run'}"],
+                         capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path), "MUJOCO_GL": "egl"})
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    (line,) = run.stderr.strip().splitlines()
+    assert "raised ValueError: no gain set" in line
+    assert line.endswith(f"(raised at {tmp_path / 'broken_models.py'}:2 in make)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 
 from wm_eval.config import describe, load_config
@@ -78,6 +79,16 @@ def _runner(command: str) -> Callable[..., int | None]:
     return getattr(importlib.import_module(module), function)
 
 
+def _raised_at(exc: WmEvalError) -> str:
+    """`` (raised at FILE:LINE in FUNC)``: where the user code behind ``exc`` (its chained cause: a user's
+    factory, policy or env that raised) failed, so that a bug in it is found without a traceback; else ``""``."""
+    cause = exc.__cause__
+    if cause is None or isinstance(cause, WmEvalError) or cause.__traceback__ is None:
+        return ""
+    frame = traceback.extract_tb(cause.__traceback__)[-1]
+    return f" (raised at {frame.filename}:{frame.lineno} in {frame.name})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``wm-eval``; returns the exit code."""
     parser = _parser()
@@ -95,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           overrides=args.overrides + _flag_overrides(args.command, args))
         code = _runner(args.command)(cfg)
     except WmEvalError as exc:
-        print(f"wm-eval {args.command}: error: {exc}", file=sys.stderr)
+        print(f"wm-eval {args.command}: error: {exc}{_raised_at(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"wm-eval {args.command}: interrupted", file=sys.stderr)
