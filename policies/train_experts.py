@@ -6,12 +6,13 @@ Usage (from the repository root, after the quick-start set-up; one run at a time
     python policies/train_experts.py --task HalfCheetah-v5 --algo sac --seed 11 --steps 400000
 
 Trains SB3 SAC or TD3 with the RL Baselines3 Zoo's MuJoCo settings (10,000 random warm-up steps; TD3 with
-Gaussian action noise of std 0.1), or PPO with SB3's defaults (the zoo's PPO runs use seed 0), on one CPU thread. Every ``--every`` steps it saves the full checkpoint to
-``runs/experts/<task>/`` (git-ignored) with its replay buffer (``<algo>_s<seed>_replay.pkl``, one per run, rewritten
-each time: about 110 MB for Hopper, 170 MB for Walker2d), so ``--resume`` continues from the last checkpoint with the
-buffer it had (a run killed between the two writes resumes with a buffer at most one checkpoint older); it also
-measures its true return
-(mean undiscounted return over ``--eval-episodes`` seeded MuJoCo episodes); every ``--publish-every`` steps it
+Gaussian action noise of std 0.1), or PPO with SB3's defaults (the zoo's PPO runs use seed 0), on one CPU
+thread. Every ``--every`` steps it saves the full checkpoint to ``runs/experts/<task>/`` (git-ignored) with
+its replay buffer (``<algo>_s<seed>_replay.pkl``, one per run, rewritten each time: SB3 pickles all of its
+1M slots, 308 MB for Walker2d here), so ``--resume`` continues from the last checkpoint with the buffer it
+had (a run killed between the two writes resumes with a buffer at most one checkpoint older); it also
+measures its true return (mean undiscounted return over ``--eval-episodes`` seeded MuJoCo episodes);
+every ``--publish-every`` steps it
 also writes it for acting only (no optimizer states, critics zeroed: about 0.35 MB instead of 3.2 MB; see
 :func:`publish`) to ``policies/experts/<task>/<algo>_s<seed>_<steps>k.zip`` and rewrites
 ``policies/experts/<task>/manifest.json`` (format ``wm_eval.zoo/1``) atomically, so a killed run keeps every
