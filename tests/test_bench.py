@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -140,6 +141,7 @@ def test_timed_evaluation_runs_in_a_fresh_process(tmp_path):
     from wm_eval.bench import _evaluate_seconds
 
     result = _evaluate_seconds("HalfCheetah-v5", "cpu", None, tmp_path / "evaluate")
-    assert (result["policies"], result["episodes"], result["horizon"]) == (12, 10, 1000)
+    zoo = json.loads((Path(__file__).resolve().parents[1] / "policies" / "HalfCheetah-v5" / "manifest.json").read_text())
+    assert (result["policies"], result["episodes"], result["horizon"]) == (len(zoo["policies"]), 10, 1000)
     assert 0 < result["recording"] < result["total"] and result["peak_memory_mb"] > 300
     assert (tmp_path / "evaluate" / "report.json").is_file()

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+CHEETAH_ZOO = len(json.loads((EXAMPLES.parent / "policies" / "HalfCheetah-v5" / "manifest.json").read_text())["policies"])
 HOPPER_ZOO = len(json.loads((EXAMPLES.parent / "policies" / "Hopper-v5" / "manifest.json").read_text())["policies"])
 
 
@@ -89,7 +90,7 @@ def test_model_quality_example(tmp_path: Path, hopper_dataset: Path) -> None:
 def test_memory_example(tmp_path: Path) -> None:
     out = _run("memory.py", "2", "20", cwd=tmp_path)
     result = json.loads(out.strip().splitlines()[-1])
-    assert (result["episodes"], result["horizon"], result["policies"]) == (2, 20, 12)
+    assert (result["episodes"], result["horizon"], result["policies"]) == (2, 20, CHEETAH_ZOO)
     assert result["peak_memory_mb"] > 100 and result["trajectories_h5_mb"] > 0
 
 
@@ -111,7 +112,7 @@ def test_scale_out_example(tmp_path: Path) -> None:
     out = _run("scale_out.py", "2", "30", "3", cwd=tmp_path)
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert [r["executor"] for r in rows] == ["local", "ray"] and rows[1]["nodes"] == 3
-    assert rows[1]["identical"] and rows[1]["units"] == 12 and rows[1]["overhead_ms_per_unit"] > 0
+    assert rows[1]["identical"] and rows[1]["units"] == CHEETAH_ZOO and rows[1]["overhead_ms_per_unit"] > 0
     assert rows[1]["nodes_used"] == 2  # the model actor holds the third node's CPU
     assert "| ray | 3 × 1 |" in out
 
