@@ -113,6 +113,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     full.mkdir(parents=True, exist_ok=True)
     cls, prefix = ALGOS[args.algo], f"{args.algo}_s{args.seed}"
+    off_policy = args.algo != "ppo"  # has a replay buffer to keep
     env = make_env(args.task)
     manifest_path = out / "manifest.json"
     manifest = _manifest(manifest_path, args.task)
@@ -121,12 +122,12 @@ def main() -> None:
     if args.resume and saved:
         model = cls.load(saved[-1], env=env, device="cpu")
         done = int(saved[-1].stem.rsplit("_", 1)[1][:-1]) * 1000
-        if args.algo != "ppo" and replay.is_file():
+        if off_policy and replay.is_file():
             model.load_replay_buffer(replay)
-        kept = model.replay_buffer.size() if args.algo != "ppo" else 0
+        kept = model.replay_buffer.size() if off_policy else 0
         print(f"resumed {saved[-1].name} with {kept} transitions in its replay buffer", flush=True)
     else:
-        kwargs = {} if args.algo == "ppo" else {"learning_starts": 10_000}
+        kwargs = {"learning_starts": 10_000} if off_policy else {}
         if args.algo == "td3":
             n = env.action_space.shape[0]
             kwargs["action_noise"] = NormalActionNoise(np.zeros(n), 0.1 * np.ones(n))
@@ -138,7 +139,7 @@ def main() -> None:
         model.learn(step, reset_num_timesteps=False, progress_bar=False)
         done += step
         name = f"{prefix}_{done // 1000:04d}k"
-        if args.algo != "ppo":
+        if off_policy:
             atomic_write(replay, lambda tmp: _save_replay(model, tmp))
         model.save(full / f"{name}.zip", exclude=EXCLUDE)
         ret = true_return(model, args.task, args.eval_episodes, 10_000)

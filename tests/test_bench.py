@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +15,7 @@ from wm_eval.commands import bench as run_bench
 from wm_eval.config import load_config
 from wm_eval.models import GaussianMLPEnsemble, load_checkpoint, save_checkpoint
 from wm_eval.models.ensemble import FUSED_MIN_ROWS, fused_inference_available
+from wm_eval.policy import zoo_manifest
 
 OBS_DIM, ACT_DIM = 17, 6
 
@@ -141,7 +141,7 @@ def test_timed_evaluation_runs_in_a_fresh_process(tmp_path):
     from wm_eval.bench import _evaluate_seconds
 
     result = _evaluate_seconds("HalfCheetah-v5", "cpu", None, tmp_path / "evaluate")
-    zoo = json.loads((Path(__file__).resolve().parents[1] / "policies" / "HalfCheetah-v5" / "manifest.json").read_text())
+    zoo = json.loads(zoo_manifest("HalfCheetah-v5").read_text())
     assert (result["policies"], result["episodes"], result["horizon"]) == (len(zoo["policies"]), 10, 1000)
     assert 0 < result["recording"] < result["total"] and result["peak_memory_mb"] > 300
     assert (tmp_path / "evaluate" / "report.json").is_file()

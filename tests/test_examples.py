@@ -9,8 +9,13 @@ import sys
 from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-CHEETAH_ZOO = len(json.loads((EXAMPLES.parent / "policies" / "HalfCheetah-v5" / "manifest.json").read_text())["policies"])
-HOPPER_ZOO = len(json.loads((EXAMPLES.parent / "policies" / "Hopper-v5" / "manifest.json").read_text())["policies"])
+
+
+def _zoo_size(task: str) -> int:
+    return len(json.loads((EXAMPLES.parent / "policies" / task / "manifest.json").read_text())["policies"])
+
+
+CHEETAH_ZOO, HOPPER_ZOO = _zoo_size("HalfCheetah-v5"), _zoo_size("Hopper-v5")
 
 
 def _run(script: str, *args: str, cwd: Path) -> str:
