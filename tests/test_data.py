@@ -106,6 +106,17 @@ def test_collect_is_deterministic_and_truncates_at_max_steps(tmp_path: Path) -> 
         assert np.all(np.abs(e.actions) <= 1.0) and e.sim_states.shape == (21, 91)
 
 
+def test_collected_policy_episodes_do_not_depend_on_the_batch(tmp_path: Path) -> None:
+    """Policies act in fixed blocks, so the first episodes of a larger, differently batched collection
+    are the same episodes (with the whole lockstep batch per call they differ at step one here)."""
+    kwargs = dict(task="HalfCheetah-v5", max_steps=100, seed=2, noise_scales=[0.0, 0.1], progress=False, config={},
+                  behaviour=["zoo:HalfCheetah-v5#sac_s11_0250k", "zoo:HalfCheetah-v5#ppo_0600k"])
+    big = load_dataset(collect(episodes=12, batch_size=6, out=tmp_path / "big", **kwargs))
+    small = load_dataset(collect(episodes=5, batch_size=1, out=tmp_path / "small", **kwargs))
+    _assert_same_episodes(big.episodes[:5], small.episodes)
+    assert [e.infos["policy"] for e in small.episodes] == ["sac_s11_0250k"] * 2 + ["ppo_0600k"] * 2 + ["sac_s11_0250k"]
+
+
 def test_recorded_state_replays_exactly(tmp_path: Path) -> None:
     ds = load_dataset(collect(task="Hopper-v5", episodes=3, max_steps=30, seed=0, behaviour=["random"],
                               out=tmp_path / "ds", config={}, progress=False))
@@ -176,6 +187,8 @@ def test_collect_rejects_bad_arguments(tmp_path: Path) -> None:
         collect(**{**kwargs, "episodes": 0})
     with pytest.raises(ConfigError, match="max_steps must be a positive integer"):
         collect(**{**kwargs, "max_steps": 0})
+    with pytest.raises(ConfigError, match="policy_block must be a positive integer or null"):
+        collect(**{**kwargs, "policy_block": 0})
     (tmp_path / "file").write_text("")
     with pytest.raises(DatasetError, match="cannot write a dataset"):
         collect(**{**kwargs, "out": tmp_path / "file" / "ds"})

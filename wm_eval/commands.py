@@ -36,7 +36,8 @@ def collect(cfg: Any) -> int:
         cfg.behaviour = default_behaviour(cfg.task)
     path = run(task=cfg.task, episodes=cfg.episodes, max_steps=cfg.max_steps, seed=cfg.seed,
                behaviour=list(cfg.behaviour), noise_scales=list(cfg.noise_scales), out=cfg.out,
-               overwrite=cfg.overwrite, config=to_dict(cfg), executor=cfg.executor, ray_address=cfg.ray_address)
+               overwrite=cfg.overwrite, config=to_dict(cfg), policy_block=cfg.policy_block, executor=cfg.executor,
+               ray_address=cfg.ray_address)
     save_config(cfg, path)
     print(f"wrote {cfg.episodes} episodes of {cfg.task} to {path}")
     return 0

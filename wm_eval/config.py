@@ -60,6 +60,8 @@ class CollectConfig:
                                        "(default: random plus the task's zoo where it has one)", None)
     noise_scales: list[float] = _doc("Gaussian action-noise std levels mixed over episodes",
                                      factory=lambda: [0.0, 0.1, 0.3])
+    policy_block: int | None = _doc("rows per behaviour-policy call, so an episode's data does not depend on the "
+                                    "episodes beside it; null: the whole lockstep batch (older recipes)", 64)
     executor: str = _doc("where rollouts run: local (this machine) or ray (a Ray cluster; same numbers)", "local")
     ray_address: str | None = _doc("Ray cluster with executor=ray: an address, local (a private Ray here) or "
                                    "unset (RAY_ADDRESS, else a cluster started with ray start)", None)

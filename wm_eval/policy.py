@@ -55,10 +55,29 @@ from gymnasium import spaces
 from wm_eval.errors import PolicyError, SpaceMismatchError, WmEvalError, did_you_mean
 from wm_eval.zoo_manifests import ZOO_FORMAT, load_manifest, zoo_manifest, zoo_tasks
 
-__all__ = ["ZOO_FORMAT", "Policy", "LoadedPolicy", "ConstantPolicy", "LinearPolicy", "RandomPolicy", "load_policies",
-           "policy_file", "zoo_manifest", "zoo_tasks"]
+__all__ = ["ZOO_FORMAT", "POLICY_BLOCK", "Policy", "LoadedPolicy", "ConstantPolicy", "LinearPolicy", "RandomPolicy",
+           "act_in_blocks", "load_policies", "policy_file", "zoo_manifest", "zoo_tasks"]
 
 _MODULE_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+
+
+POLICY_BLOCK = 64
+"""Rows per policy call in :func:`act_in_blocks`."""
+
+
+def act_in_blocks(policy: Any, obs: np.ndarray, block: int = POLICY_BLOCK) -> np.ndarray:
+    """``policy.act`` on ``obs`` ``[K, obs_dim]`` in padded blocks of ``block`` rows; ``[K, act_dim]``.
+
+    Every call has the same shape, so a row's action does not depend on how many other rows are
+    acting (a batched matrix product may round differently for a different batch size); evaluation
+    and collection call policies through it. A policy declared single-observation (``batched = False``)
+    acts row by row anyway: no padding."""
+    k = len(obs)
+    if getattr(getattr(policy, "actor", None), "batched", True) is False:
+        return policy.act(obs)
+    padded = -(-k // block) * block
+    rows = np.concatenate([obs, np.repeat(obs[:1], padded - k, axis=0)])
+    return np.concatenate([policy.act(rows[lo:lo + block]) for lo in range(0, padded, block)])[:k]
 
 
 @runtime_checkable

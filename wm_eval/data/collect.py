@@ -17,8 +17,16 @@ combination ``i mod K`` of the ``K`` (policy, noise scale) pairs, in the order
 given. Noisy actions are ``clip(a + N(0, scale^2), low, high)``.
 
 Speed: episodes run in lockstep batches, one per behaviour policy, so a policy is
-called once per step for the whole batch. ``executor="ray"`` runs the same batches as Ray tasks
-(behaviour policies shipped by value), written in episode order: the same dataset.
+called once per step for the batch's running episodes, in padded blocks of ``policy_block`` rows
+(:func:`wm_eval.policy.act_in_blocks`): an episode's actions then do not depend on which episodes
+run beside it, so the same seed gives the same episodes whatever ``episodes``, ``batch_size`` or the
+executor. ``policy_block=None`` calls the policy on the whole lockstep batch instead, as collection
+first did (the recipes of the embedded models trained on such data keep it): the data then depends
+on the batch's composition and on the number of threads at the rounding level, which chaotic
+dynamics amplify, so only the same seed, ``episodes``, ``batch_size`` and thread count give the same
+data (measured: Walker2d's 728-episode expert recipe with ``OMP_NUM_THREADS=1`` instead of 2 changes
+18 episodes; with blocks, both give the same data). ``executor="ray"`` runs the same batches
+as Ray tasks (behaviour policies shipped by value), written in episode order: the same dataset.
 """
 
 from __future__ import annotations
@@ -34,7 +42,8 @@ import numpy as np
 from tqdm import tqdm
 
 from wm_eval.data.hdf5 import DatasetWriter
-from wm_eval.errors import ConfigError, DatasetError, PolicyError, WmEvalError
+from wm_eval.errors import ConfigError, DatasetError, WmEvalError
+from wm_eval.policy import POLICY_BLOCK, act_in_blocks
 from wm_eval.ray_cluster import map_ordered, session
 from wm_eval.tasks import allow_task_code, get_state, get_task, make_env
 from wm_eval.types import Trajectory
@@ -44,10 +53,10 @@ __all__ = ["collect"]
 
 @dataclass(frozen=True)
 class _Behaviour:
-    """A behaviour policy: ``act`` maps observations ``[B, obs_dim]`` to actions; ``None`` is uniform random."""
+    """A behaviour policy (a :class:`~wm_eval.policy.LoadedPolicy`); ``policy=None`` is uniform random."""
 
     name: str
-    act: Any
+    policy: Any
 
 
 @dataclass(frozen=True)
@@ -73,14 +82,14 @@ def _load_behaviours(specs: Sequence[str], task: str, env: Any) -> list[_Behavio
             except WmEvalError:
                 raise DatasetError(f"task {task} has no policy zoo; use behaviour=[random] or pass policy files") from None
         loaded = load_policies(spec, observation_space=env.observation_space, action_space=env.action_space, task=task)
-        behaviours.extend(_Behaviour(p.name, p.act) for p in loaded)
+        behaviours.extend(_Behaviour(p.name, p) for p in loaded)
     return behaviours
 
 
 def _plan(episodes: int, seed: int, behaviours: list[_Behaviour], noise_scales: Sequence[float]) -> list[_EpisodePlan]:
-    combos = [(b, 0.0 if behaviour.act is None else float(scale))
+    combos = [(b, 0.0 if behaviour.policy is None else float(scale))
               for b, behaviour in enumerate(behaviours)
-              for scale in ([0.0] if behaviour.act is None else noise_scales)]
+              for scale in ([0.0] if behaviour.policy is None else noise_scales)]
     plans = []
     for i, child in enumerate(np.random.SeedSequence(seed).spawn(episodes)):
         reset_ss, noise_ss = child.spawn(2)
@@ -89,8 +98,10 @@ def _plan(episodes: int, seed: int, behaviours: list[_Behaviour], noise_scales: 
     return plans
 
 
-def _rollout(envs: list[Any], behaviour: _Behaviour, plans: list[_EpisodePlan], max_steps: int) -> list[Trajectory]:
-    """Run the episodes of ``plans`` in lockstep, one env each; the policy sees the whole batch every step."""
+def _rollout(envs: list[Any], behaviour: _Behaviour, plans: list[_EpisodePlan], max_steps: int,
+             policy_block: int | None) -> list[Trajectory]:
+    """Run the episodes of ``plans`` in lockstep, one env each; the policy acts on the running episodes
+    in blocks of ``policy_block`` rows (``None``: on the whole batch every step)."""
     space = envs[0].action_space
     low, high = space.low.astype(np.float64), space.high.astype(np.float64)
     rngs = [np.random.default_rng(p.noise_seed) for p in plans]
@@ -101,13 +112,13 @@ def _rollout(envs: list[Any], behaviour: _Behaviour, plans: list[_EpisodePlan], 
     ]
     active = np.ones(len(plans), dtype=bool)
     for t in range(max_steps):
-        if behaviour.act is None:
+        if behaviour.policy is None:
             base = np.stack([rng.uniform(low, high) if on else low for rng, on in zip(rngs, active)])
+        elif policy_block is None:
+            base = np.asarray(behaviour.policy.act(obs), dtype=np.float64)
         else:
-            base = np.asarray(behaviour.act(obs), dtype=np.float64)
-            if base.shape != (len(plans), *space.shape):
-                raise PolicyError(f"policy {behaviour.name} returned actions of shape {base.shape} for "
-                                  f"{len(plans)} observations; expected {(len(plans), *space.shape)}")
+            base = np.zeros((len(plans), *space.shape))
+            base[active] = act_in_blocks(behaviour.policy, obs[active], policy_block)
         for i in np.flatnonzero(active):
             action = base[i]
             if plans[i].noise_scale > 0:
@@ -136,7 +147,7 @@ def _rollout(envs: list[Any], behaviour: _Behaviour, plans: list[_EpisodePlan], 
 
 
 def _chunk(envs: list[Any], behaviours: list[_Behaviour], plans: list[_EpisodePlan], max_steps: int,
-           make: Any) -> list[Trajectory]:
+           policy_block: int | None, make: Any) -> list[Trajectory]:
     """The episodes of ``plans``, one lockstep batch per behaviour, in episode order (``make()`` adds envs)."""
     finished: dict[int, Trajectory] = {}
     for b, beh in enumerate(behaviours):
@@ -144,7 +155,7 @@ def _chunk(envs: list[Any], behaviours: list[_Behaviour], plans: list[_EpisodePl
         if not group:
             continue
         envs += [make() for _ in range(len(group) - len(envs))]
-        finished.update(zip((p.index for p in group), _rollout(envs[: len(group)], beh, group, max_steps)))
+        finished.update(zip((p.index for p in group), _rollout(envs[: len(group)], beh, group, max_steps, policy_block)))
     return [finished[i] for i in sorted(finished)]
 
 
@@ -152,7 +163,8 @@ _WORKER: dict[str, Any] = {}
 """A Ray worker's behaviours (by object id) and envs, kept across the chunks it collects."""
 
 
-def _remote_chunk(task: str, box: list[Any], plans: list[_EpisodePlan], max_steps: int) -> list[Trajectory]:
+def _remote_chunk(task: str, box: list[Any], plans: list[_EpisodePlan], max_steps: int,
+                  policy_block: int | None) -> list[Trajectory]:
     """Ray task: :func:`_chunk` with the behaviours in ``box`` (``[ObjectRef]``), fetched once per worker."""
     import ray
 
@@ -161,7 +173,7 @@ def _remote_chunk(task: str, box: list[Any], plans: list[_EpisodePlan], max_step
         for env in _WORKER.get("envs", []):
             env.close()
         _WORKER.update(key=(task, box[0].hex()), behaviours=ray.get(box[0]), envs=[])
-    return _chunk(_WORKER["envs"], _WORKER["behaviours"], plans, max_steps, lambda: make_env(task))
+    return _chunk(_WORKER["envs"], _WORKER["behaviours"], plans, max_steps, policy_block, lambda: make_env(task))
 
 
 def default_behaviour(task: str) -> list[str]:
@@ -174,7 +186,8 @@ def default_behaviour(task: str) -> list[str]:
 def collect(*, task: str, episodes: int, max_steps: int, seed: int, out: str | os.PathLike[str],
             behaviour: Sequence[str] | None = None, noise_scales: Sequence[float] = (0.0, 0.1, 0.3),
             overwrite: bool = False, config: dict[str, Any] | None = None, progress: bool = True,
-            batch_size: int = 32, executor: str = "local", ray_address: str | None = None) -> Path:
+            batch_size: int = 32, policy_block: int | None = POLICY_BLOCK, executor: str = "local",
+            ray_address: str | None = None) -> Path:
     """Roll out behaviour policies in ``task`` and write a dataset folder at ``out`` (see :mod:`wm_eval.data.hdf5`).
 
     Args:
@@ -189,7 +202,10 @@ def collect(*, task: str, episodes: int, max_steps: int, seed: int, out: str | o
         overwrite: replace an existing dataset at ``out``.
         config: resolved configuration recorded in the dataset metadata.
         progress: show a progress bar over episodes.
-        batch_size: episodes run in lockstep per behaviour policy; does not change the data's seeds.
+        batch_size: episodes run in lockstep per behaviour policy; does not change the data (with a
+            ``policy_block``).
+        policy_block: rows per behaviour-policy call (see the module docstring); ``None``: the whole
+            lockstep batch, which makes the data depend on ``episodes`` and ``batch_size``.
         executor: ``"local"`` (this process) or ``"ray"`` (one Ray task per batch, on the cluster at
             ``ray_address``; see :func:`wm_eval.ray_cluster.connect`); the same dataset either way.
 
@@ -202,6 +218,8 @@ def collect(*, task: str, episodes: int, max_steps: int, seed: int, out: str | o
     for name, value in (("episodes", episodes), ("max_steps", max_steps), ("batch_size", batch_size)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if policy_block is not None and (not isinstance(policy_block, (int, np.integer)) or policy_block < 1):
+        raise ConfigError(f"policy_block must be a positive integer or null, got {policy_block!r}")
     if behaviour is None:
         behaviour = default_behaviour(task)
     if not behaviour:
@@ -231,11 +249,11 @@ def collect(*, task: str, episodes: int, max_steps: int, seed: int, out: str | o
 
             if ray is None:
                 for i, part in enumerate(chunks):
-                    write(i, _chunk(envs, behaviours, part, max_steps, lambda: make_env(task)))
+                    write(i, _chunk(envs, behaviours, part, max_steps, policy_block, lambda: make_env(task)))
             else:
                 box = [ray.put(behaviours)]
                 window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
-                map_ordered(_remote_chunk, [(task, box, part, max_steps) for part in chunks], window=window,
+                map_ordered(_remote_chunk, [(task, box, part, max_steps, policy_block) for part in chunks], window=window,
                             on_result=write)
         return writer.path
     finally:

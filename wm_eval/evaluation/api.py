@@ -26,10 +26,10 @@ from wm_eval.evaluation import summary as S
 from wm_eval.evaluation.executor import EXECUTORS, Job, open_executor
 from wm_eval.evaluation.budget import FIRST, add_timings, check_budget, spend
 from wm_eval.evaluation.plan import Unit, plan, start_seeds
-from wm_eval.evaluation.rollout import POLICY_BLOCK
 from wm_eval.evaluation.statistics import statistics_for
 from wm_eval.evaluation.units import UnitResult, load_unit, reduce_unit, save_unit
 from wm_eval.fileio import atomic_write_text
+from wm_eval.policy import POLICY_BLOCK
 from wm_eval.streams import BOOTSTRAP, policy_key
 from wm_eval.types import Evaluation, PairedEpisode, PolicyResult
 

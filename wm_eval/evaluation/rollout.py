@@ -6,7 +6,7 @@ The imagined side is a :class:`~wm_eval.world_model_env.WorldModelVectorEnv` and
 tests validate is what produces the numbers. :func:`run_episodes` drives either with policies acting
 on slices of the batch (closed loop) or with fixed actions (open-loop replay).
 
-Policies are called on fixed blocks of :data:`POLICY_BLOCK` rows (the running rows of a slice,
+Policies are called on fixed blocks of :data:`~wm_eval.policy.POLICY_BLOCK` rows (the running rows of a slice,
 packed, the last block padded), so, as for the model, an action does not depend on how many other
 episodes are running.
 """
@@ -18,25 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from wm_eval.policy import act_in_blocks
 from wm_eval.types import BatchRollout
 
-__all__ = ["POLICY_BLOCK", "act_in_blocks", "run_episodes", "imagined_env", "real_env"]
-
-POLICY_BLOCK = 64
-"""Rows per policy call (see the module docstring)."""
-
-
-def act_in_blocks(policy: Any, obs: np.ndarray, block: int = POLICY_BLOCK) -> np.ndarray:
-    """``policy.act`` on ``obs`` ``[K, obs_dim]`` in padded blocks of ``block`` rows; ``[K, act_dim]``.
-
-    A policy declared single-observation (``batched = False``) acts row by row anyway: no padding."""
-    k = len(obs)
-    if getattr(getattr(policy, "actor", None), "batched", True) is False:
-        return policy.act(obs)
-    padded = -(-k // block) * block
-    rows = np.concatenate([obs, np.repeat(obs[:1], padded - k, axis=0)])
-    return np.concatenate([policy.act(rows[lo:lo + block]) for lo in range(0, padded, block)])[:k]
-
+__all__ = ["run_episodes", "imagined_env", "real_env"]
 
 def imagined_env(model: Any, num_envs: int, *, horizon: int, device: str = "cpu", propagation: str = "mean",
                  sample: bool = False) -> Any:
