@@ -317,9 +317,13 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
             if any(u.imagined_only for u in todo):
                 add_timings(timings, runner.run(job, [u for u in todo if u.imagined_only], done, truth=False))
             n = [n_real] * len(loaded)
+            # trust reads imagined episodes only, all of which exist now: computed once, before any real budget
+            trusts = [S.policy_trust(v, coverage, horizon)
+                      for v in S.policy_values(units, results, len(loaded), episodes)]
             if real_budget is not None:
                 n, loaded_extra = spend(job, runner, done, units, results, store, bar, timings, budget=real_budget,
-                                         chunk=chunk, episodes=episodes, confidence=confidence)
+                                         chunk=chunk, episodes=episodes, confidence=confidence,
+                                         flagged=[t["flagged"] for t in trusts])
                 resumed += loaded_extra
             values = S.policy_values(units, results, len(loaded), episodes)
             kept = _kept(job, runner, units, results, [S.paired(v, k) for v, k in zip(values, n)], seeds, timings,
@@ -334,7 +338,6 @@ def evaluate(task: str, policies: Sequence[Any], *, model: Any = None, episodes:
         t0 = time.perf_counter()
         statistics = statistics_for(spec.success)
         results_ = []
-        trusts = [S.policy_trust(vals, coverage, horizon) for vals in values]
         for pairs, policy_trust in zip(kept, trusts):  # the policy's risk travels with its kept episodes (Rerun)
             for pair in pairs:
                 if policy_trust["risk"] is not None:

@@ -78,15 +78,13 @@ def next_allocation(estimates: Sequence[dict], n: Sequence[int], *, give: int, e
 
 
 def spend(job: Job, runner: Any, done: Any, units: list[Unit], results: dict[str, UnitResult], store: Path | None,
-           bar: Any, timings: dict[str, float], *, budget: int, chunk: int, episodes: int, confidence: float
-           ) -> tuple[list[int], int]:
+           bar: Any, timings: dict[str, float], *, budget: int, chunk: int, episodes: int, confidence: float,
+           flagged: Sequence[bool]) -> tuple[list[int], int]:
     """Hand out ``budget`` real episodes in rounds (:mod:`~wm_eval.evaluation.budget`), running each
     round's new paired units; returns the real episodes per policy and how many of the new units were
-    resumed from ``store``. ``units`` grows with them."""
+    resumed from ``store``. ``units`` grows with them. ``flagged``: per policy, whether the trust signal
+    (computed from the imagined episodes, which are all done before the first round) flags it."""
     names = [p.name for p in job.policies]
-    coverage = getattr(job.model, "coverage", None)
-    flagged = [S.policy_trust(v, coverage, job.horizon)["flagged"]
-               for v in S.policy_values(units, results, len(names), episodes)]
     n = [min(FIRST, episodes)] * len(names)
     round_size = max(1, -(-(budget - sum(n)) // 3))
     loaded = 0
