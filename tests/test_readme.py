@@ -71,15 +71,18 @@ PLAN: dict[str, Step] = {
                  "dataset=datasets/data/hopper", "out=runs/models/hopper-previous"), says="trained Hopper-v5 model"),
     "python examples/model_quality.py --tasks Hopper-v5 --model Hopper-v5=runs/models/Hopper-v5":
         Step(None, why="tests/test_examples.py runs model_quality.py with --model on a tiny dataset"),
-    "wm-eval collect --config configs/collect/Hopper-v5-experts.yaml":
-        Step(_wm("collect", "--config", str(REPO / "configs/collect/Hopper-v5-experts.yaml"), "episodes=4",
+    "python policies/train_experts.py --task Hopper-v5 --algo td3 --seed 13 --steps 250000 --every 25000 "
+    "--publish-every 50000":
+        Step(None, why="tests/test_experts.py::test_train_experts_publishes_a_resumable_ladder runs it debug-sized"),
+    "wm-eval collect --config configs/collect/Hopper-v5-sac-td3.yaml":
+        Step(_wm("collect", "--config", str(REPO / "configs/collect/Hopper-v5-sac-td3.yaml"), "episodes=4",
                  "max_steps=50", "out=datasets/data/hopper-experts"), says="wrote 4 episodes"),
-    "wm-eval train --config configs/train/Hopper-v5-experts.yaml":
-        Step(_wm("train", "--config", str(REPO / "configs/train/Hopper-v5-experts.yaml"), "--preset", "debug",
+    "wm-eval train --config configs/train/Hopper-v5-sac-td3.yaml":
+        Step(_wm("train", "--config", str(REPO / "configs/train/Hopper-v5-sac-td3.yaml"), "--preset", "debug",
                  "dataset=datasets/data/hopper-experts", "out=runs/models/hopper-experts"),
              says="trained Hopper-v5 model"),
-    "wm-eval train --config configs/train/Hopper-v5-experts-multistep.yaml":
-        Step(_wm("train", "--config", str(REPO / "configs/train/Hopper-v5-experts-multistep.yaml"),
+    "wm-eval train --config configs/train/Hopper-v5-sac-td3-multistep.yaml":
+        Step(_wm("train", "--config", str(REPO / "configs/train/Hopper-v5-sac-td3-multistep.yaml"),
                  "dataset=datasets/data/hopper-experts", "init=runs/models/hopper-experts",
                  "out=runs/models/hopper-experts-ms", "rollout_steps=3", "finetune_epochs=1"),
              says="trained Hopper-v5 model"),
