@@ -19,7 +19,7 @@ TRAIN = sorted((REPO / "configs" / "train").glob("*.yaml"))
 @pytest.mark.parametrize("recipe", COLLECT, ids=lambda p: p.stem)
 def test_collection_recipe_loads_every_behaviour_and_runs(recipe: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(REPO)  # recipes name policies relative to the repository root
+    monkeypatch.chdir(tmp_path)  # recipes name shipped policies (zoo:<task>#<name>), valid from any folder
     out = tmp_path / "ds"
     assert main(["collect", "--config", str(recipe), "episodes=1", "max_steps=3", f"out={out}"]) == 0
     data = load_dataset(out)
