@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from wm_eval.cli import main
+from wm_eval.config import CollectConfig
 from wm_eval.data import load_dataset
+from wm_eval.policy import POLICY_BLOCK
 
 REPO = Path(__file__).resolve().parents[1]
 COLLECT = sorted((REPO / "configs" / "collect").glob("*.yaml"))
@@ -34,3 +36,8 @@ def test_training_recipe_has_only_known_keys(recipe: Path, capsys: pytest.Captur
     assert main(["train", "--config", str(recipe), "dataset=[/nonexistent/ds]", "out=/nonexistent/out"]) == 2
     err = capsys.readouterr().err
     assert "/nonexistent/ds" in err and "unknown" not in err.lower(), err
+
+
+def test_collect_config_defaults_to_the_api_policy_block() -> None:
+    # config.py stays light (no gymnasium at import), so it repeats the literal; they must agree
+    assert CollectConfig().policy_block == POLICY_BLOCK

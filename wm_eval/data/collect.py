@@ -155,7 +155,8 @@ def _chunk(envs: list[Any], behaviours: list[_Behaviour], plans: list[_EpisodePl
         if not group:
             continue
         envs += [make() for _ in range(len(group) - len(envs))]
-        finished.update(zip((p.index for p in group), _rollout(envs[: len(group)], beh, group, max_steps, policy_block)))
+        rolled = _rollout(envs[: len(group)], beh, group, max_steps, policy_block)
+        finished.update(zip((p.index for p in group), rolled))
     return [finished[i] for i in sorted(finished)]
 
 
@@ -253,8 +254,8 @@ def collect(*, task: str, episodes: int, max_steps: int, seed: int, out: str | o
             else:
                 box = [ray.put(behaviours)]
                 window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
-                map_ordered(_remote_chunk, [(task, box, part, max_steps, policy_block) for part in chunks], window=window,
-                            on_result=write)
+                map_ordered(_remote_chunk, [(task, box, part, max_steps, policy_block) for part in chunks],
+                            window=window, on_result=write)
         return writer.path
     finally:
         for env in envs:

@@ -6,9 +6,9 @@ The imagined side is a :class:`~wm_eval.world_model_env.WorldModelVectorEnv` and
 tests validate is what produces the numbers. :func:`run_episodes` drives either with policies acting
 on slices of the batch (closed loop) or with fixed actions (open-loop replay).
 
-Policies are called on fixed blocks of :data:`~wm_eval.policy.POLICY_BLOCK` rows (the running rows of a slice,
-packed, the last block padded), so, as for the model, an action does not depend on how many other
-episodes are running.
+Policies are called on fixed blocks of :data:`~wm_eval.policy.POLICY_BLOCK` rows (the running rows
+of a slice, packed, the last block padded), so, as for the model, an action does not depend on how many
+other episodes are running.
 """
 
 from __future__ import annotations
