@@ -3,6 +3,7 @@
     python examples/trust_calibration.py attach --task Hopper-v5 --dataset datasets/data/Hopper-v5-seed0
     python examples/trust_calibration.py measure --task Hopper-v5 --episodes 20 --out runs/trust
     python examples/trust_calibration.py fit --out runs/trust --write
+    python examples/trust_calibration.py score --out runs/trust   # the shipped risk models on the records
     python examples/trust_calibration.py overhead --task HalfCheetah-v5   # cost of the coverage signal
 
 ``attach`` stores the coverage of a model's training data (:mod:`wm_eval.models.coverage`) in its
@@ -172,14 +173,53 @@ def error_quantiles(policies: list[dict], risk: dict) -> dict:
     return out
 
 
-def fit(args: argparse.Namespace) -> None:
-    """Leave-one-task-out risk models within each family; prints and (``--write``) stores them."""
+def _records(folder: str) -> dict[str, dict]:
+    """The trust records ``measure`` wrote to ``folder``, by task (each policy also names its task)."""
     records = {}
-    for path in sorted(Path(args.out).glob("*.json")):
+    for path in sorted(Path(folder).glob("*.json")):
         record = json.loads(path.read_text())
         for p in record["policies"]:
             p["task"] = record["task"]
         records[record["task"]] = record
+    return records
+
+
+def _covered90(policy: dict, risk: float, quantiles: dict | None, episodes: int) -> bool | None:
+    """Whether the model-only 90% interval (t quantile as in reports, widened by the calibrated error
+    ``quantiles`` of the policy's flag) covers its true mean; None without quantiles."""
+    if quantiles is None:
+        return None
+    e = quantiles["flagged" if risk > RISK_FLAG else "unflagged"][LEVELS.index(0.9)]
+    half = stats.t.ppf(0.95, episodes - 1) * policy["imagined_se"] + e * max(abs(policy["imagined"]), policy["floor"])
+    return bool(abs(policy["true"] - policy["imagined"]) <= half)
+
+
+def score(args: argparse.Namespace) -> None:
+    """The shipped risk models on the records: each record's stored ``risk`` (the model it was measured
+    with) and the error quantiles of the task's embedded checkpoint; no fitting. Prints per task the
+    risk AUROCs and the model-only coverage, then the pooled AUROCs (over the records with risk)."""
+    scored = []
+    for task, record in _records(args.out).items():
+        ps = [p for p in record["policies"] if p.get("risk") is not None]
+        if not ps:
+            print(json.dumps({"task": task, "skipped": "its record stores no risk (measured without a risk model)"}))
+            continue
+        model = load_checkpoint(embedded_model_path(task))
+        risk = model.coverage.risk if model.coverage else None
+        quantiles = risk.get("error_quantiles") if risk and risk.get("horizon") == record["horizon"] else None
+        covered = [_covered90(p, p["risk"], quantiles, record["episodes"]) for p in ps]
+        print(json.dumps({"task": task, "policies": len(ps), "off25": sum(p["off25"] for p in ps),
+                          "policy_auroc": _auroc(ps), "policy_auroc_unseen": _auroc([p for p in ps if p["unseen"]]),
+                          "model_only_coverage90": float(np.mean(covered)) if quantiles else math.nan}))
+        scored += ps
+    print(json.dumps({"pooled_policies": len(scored), "pooled_off25": sum(p["off25"] for p in scored),
+                      "pooled_policy_auroc": _auroc(scored),
+                      "pooled_policy_auroc_unseen": _auroc([p for p in scored if p["unseen"]])}))
+
+
+def fit(args: argparse.Namespace) -> None:
+    """Leave-one-task-out risk models within each family; prints and (``--write``) stores them."""
+    records = _records(args.out)
 
     def fitted(tasks: list[str]) -> dict:
         ps = [p for t in tasks for p in records[t]["policies"]]
@@ -204,16 +244,10 @@ def fit(args: argparse.Namespace) -> None:
             risk["error_quantiles"] = None
         ps = records[task]["policies"]
         best_seen = max(p["true"] for p in ps if not p["unseen"])
-        at = LEVELS.index(0.9)
         quantiles = risk["error_quantiles"]
         for p in ps:
             r = policy_risk(p["features"], risk)
-            covered = None
-            if quantiles is not None:  # the model-only 90% interval (t quantile as in reports)
-                e = quantiles["flagged" if r > RISK_FLAG else "unflagged"][at]
-                half = stats.t.ppf(0.95, records[task]["episodes"] - 1) * p["imagined_se"] + e * max(abs(p["imagined"]),
-                                                                                                 p["floor"])
-                covered = bool(abs(p["true"] - p["imagined"]) <= half)
+            covered = _covered90(p, r, quantiles, records[task]["episodes"])
             scored.append({**p, "risk": r, "covered90": covered, "stronger": p["true"] > best_seen})
         mine = scored[-len(ps):]
         episodes = summarise(task, ps, records[task]["episode_values"])
@@ -306,6 +340,8 @@ def main() -> None:
     f = sub.add_parser("fit")
     f.add_argument("--out", default="runs/trust")
     f.add_argument("--write", action="store_true", help="store the risk models in the embedded models")
+    c = sub.add_parser("score")
+    c.add_argument("--out", default="runs/trust")
     o = sub.add_parser("overhead")
     o.add_argument("--task", default="HalfCheetah-v5")
     o.add_argument("--policy", default="ppo_0400k")
@@ -313,7 +349,7 @@ def main() -> None:
     o.add_argument("--horizon", type=int, default=1000)
     o.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    {"attach": attach, "measure": measure, "fit": fit, "overhead": overhead}[args.command](args)
+    {"attach": attach, "measure": measure, "fit": fit, "score": score, "overhead": overhead}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -118,6 +118,8 @@ PLAN: dict[str, Step] = {
     "python examples/trust_calibration.py measure --task Hopper-v5 --episodes 20":
         Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     "python examples/trust_calibration.py overhead": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
+    "python examples/trust_calibration.py score --out runs/trust":
+        Step(None, why="tests/test_examples.py runs it on tiny records"),
     "python examples/trust_calibration.py fit --write":
         Step(None, why="tests/test_examples.py runs fit (without --write: it rewrites the embedded models)"),
     "python examples/python_api.py": Step(None, why="tests/test_evaluation.py runs the README's Python example"),
