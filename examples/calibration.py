@@ -26,6 +26,7 @@ best-worst spread, averaged over draws. Prints one JSON line per task, then Mark
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
@@ -35,17 +36,22 @@ import wm_eval
 from scipy import stats
 
 from wm_eval.evaluation.estimators import pooled_lambda, ppi_mean, real_mean
+from wm_eval.models.checkpoint import embedded_model_path
 
-from trust_calibration import unseen  # noqa: E402  (examples/ is this script's folder)
+from trust_calibration import ROOT, unseen  # noqa: E402  (examples/ is this script's folder)
 
 
 def _returns(task: str, args: argparse.Namespace) -> dict[str, np.ndarray]:
     """``true``, ``imagined`` ``[policies, episodes]`` returns and the evaluation's Spearman (cached)."""
     extra = unseen(task) if args.unseen else []
     cache = None
-    if args.cache:
-        cache = Path(args.cache) / (f"{task.replace('/', '_')}-{args.episodes}x{args.horizon}-seed{args.seed}"
-                                    f"{'-unseen' if extra else ''}.npz")
+    if args.cache:  # keyed by the embedded model and the policy manifests too: a new model or zoo re-measures
+        folder = task.replace("/", "_")
+        key = hashlib.sha256((embedded_model_path(task) / "spec.json").read_bytes())
+        for manifest in [str(ROOT / "policies" / folder / "manifest.json"), *extra]:
+            key.update(Path(manifest).read_bytes())
+        cache = Path(args.cache) / (f"{folder}-{args.episodes}x{args.horizon}-seed{args.seed}"
+                                    f"{'-unseen' if extra else ''}-{key.hexdigest()[:10]}.npz")
         if cache.is_file():
             with np.load(cache) as data:
                 return {k: data[k] for k in data.files}

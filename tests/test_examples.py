@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -124,8 +126,16 @@ def test_scale_out_example(tmp_path: Path) -> None:
 
 
 def test_calibration_example(tmp_path: Path) -> None:
-    out = _run("calibration.py", "--tasks", "Hopper-v5", "--episodes", "12", "--pool", "6", "--horizon", "30", "--draws", "5",
-               "--n", "3", "5", "--budgets", "0", "12", "36", cwd=tmp_path)
+    args = ["--tasks", "Hopper-v5", "--episodes", "12", "--pool", "6", "--horizon", "30", "--draws", "5", "--n", "3", "5",
+            "--budgets", "0", "12", "36", "--cache", "c"]
+    out = _run("calibration.py", *args, cwd=tmp_path)
+    cached = list((tmp_path / "c").iterdir())  # keyed by the model and the manifests: a new model re-measures
+    assert len(cached) == 1 and re.fullmatch(r"Hopper-v5-12x30-seed0(-unseen)?-[0-9a-f]{10}\.npz", cached[0].name)
+    with np.load(cached[0]) as data:
+        saved = {k: data[k] for k in data.files}
+    np.savez(cached[0], **{**saved, "spearman": np.array(0.125)})
+    again = json.loads(next(line for line in _run("calibration.py", *args, cwd=tmp_path).splitlines() if line[0] == "{"))
+    assert again["spearman"] == 0.125  # the second run read the cache instead of evaluating
     row = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
     held_out = EXAMPLES.parent / "policies" / "unseen" / "Hopper-v5" / "manifest.json"  # unseen policies, when trained
     unseen = len(json.loads(held_out.read_text())["policies"]) if held_out.is_file() else 0
