@@ -148,7 +148,8 @@ def main() -> None:
             continue
         publish(full / f"{name}.zip", out / f"{name}.zip")
         manifest["policies"] = [e for e in manifest["policies"] if e["name"] != name] + [
-            {"name": name, "file": f"{name}.zip", "algorithm": args.algo.upper(), "training_steps": done,
+            {"name": name, "file": f"{name}.zip", "algorithm": args.algo.upper(),
+             "training_steps": int(model.num_timesteps),  # PPO learns in whole rollouts: a little over `done`
              "seed": args.seed, "true_return": ret}]
         manifest["eval_episodes"] = args.eval_episodes
         manifest.setdefault("recipes", {})[prefix] = (f"python policies/train_experts.py --task {args.task} --algo "

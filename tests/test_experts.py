@@ -17,6 +17,7 @@ import torch
 from wm_eval.policy import load_policies
 
 EXPERTS = Path(__file__).resolve().parents[1] / "policies" / "experts"
+UNSEEN = EXPERTS.parent / "unseen"  # held-out runs: kept out of the zoos and the data
 
 
 def test_publish_strips_optimizers_and_keeps_the_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,7 +45,8 @@ def test_publish_strips_optimizers_and_keeps_the_policy(tmp_path: Path, monkeypa
     np.testing.assert_allclose(policy.act(obs), expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("manifest", sorted(EXPERTS.glob("*/manifest.json")), ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("manifest", sorted(EXPERTS.glob("*/manifest.json")) + sorted(UNSEEN.glob("*/manifest.json")),
+                         ids=lambda p: f"{p.parent.parent.name}/{p.parent.name}")
 def test_published_experts_load_and_act(manifest: Path) -> None:
     task = json.loads(manifest.read_text())["task"]
     env = gym.make(task)
@@ -84,7 +86,7 @@ def test_add_experts_joins_the_zoo_once(tmp_path: Path, monkeypatch: pytest.Monk
     np.testing.assert_array_equal(best.act(obs), direct.act(obs))
 
 
-@pytest.mark.parametrize("algo", ["sac", "td3"])
+@pytest.mark.parametrize("algo", ["sac", "td3", "ppo"])
 def test_train_experts_publishes_a_resumable_ladder(tmp_path: Path, algo: str) -> None:
     """The README's ``train_experts.py`` commands, debug-sized: checkpoints along the run, published for acting
     (held out with ``--held-out``), a manifest with true returns and the recipe; ``--resume`` continues."""
@@ -96,10 +98,12 @@ def test_train_experts_publishes_a_resumable_ladder(tmp_path: Path, algo: str) -
     for steps, extra in ((2000, []), (3000, ["--resume"])):
         done = subprocess.run([*base, "--steps", str(steps), *extra], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-2000:]
-    assert f"resumed {algo}_s3_0002k.zip with 2000 transitions in its replay buffer" in done.stdout
-    assert (tmp_path / "runs" / "experts" / "Hopper-v5" / f"{algo}_s3_replay.pkl").is_file()
+    kept = 0 if algo == "ppo" else 2000  # on-policy PPO has no replay buffer to keep
+    assert f"resumed {algo}_s3_0002k.zip with {kept} transitions in its replay buffer" in done.stdout
+    assert (tmp_path / "runs" / "experts" / "Hopper-v5" / f"{algo}_s3_replay.pkl").is_file() == (algo != "ppo")
     manifest = json.loads((tmp_path / "policies" / "unseen" / "Hopper-v5" / "manifest.json").read_text())
-    assert [e["training_steps"] for e in manifest["policies"]] == [1000, 2000, 3000]
+    steps = [e["training_steps"] for e in manifest["policies"]]  # PPO learns in whole rollouts of 2048 steps
+    assert steps == ([2048, 4096, 6144] if algo == "ppo" else [1000, 2000, 3000])
     assert manifest["recipes"][f"{algo}_s3"].endswith("--held-out") and not (tmp_path / "policies" / "experts").exists()
     env = gym.make("Hopper-v5")
     policies = load_policies(str(tmp_path / "policies" / "unseen" / "Hopper-v5" / "manifest.json"), task="Hopper-v5",

@@ -66,6 +66,8 @@ PLAN: dict[str, Step] = {
         Step(None, why="tests/test_experts.py::test_add_experts_joins_the_zoo_once runs it on a copy of the zoo"),
     "python policies/train_experts.py --task Hopper-v5 --algo td3 --seed 12 --steps 150000 --held-out":
         Step(None, why="tests/test_experts.py::test_train_experts_publishes_a_resumable_ladder runs it debug-sized"),
+    "python policies/train_experts.py --task Walker2d-v5 --algo ppo --seed 1 --steps 600000 --every 100000 --held-out":
+        Step(None, why="tests/test_experts.py::test_train_experts_publishes_a_resumable_ladder runs PPO debug-sized"),
     "wm-eval train --config configs/train/Hopper-v5.yaml":
         Step(_wm("train", "--config", str(REPO / "configs/train/Hopper-v5.yaml"), "--preset", "debug",
                  "dataset=datasets/data/hopper", "out=runs/models/hopper-previous"), says="trained Hopper-v5 model"),
@@ -114,6 +116,8 @@ PLAN: dict[str, Step] = {
     "python examples/gate_power.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     "python examples/fidelity.py --episodes 20 --set unseen":
         Step(None, why="tests/test_examples.py runs it with a tiny budget"),
+    "python examples/fidelity.py --tasks Walker2d-v5 --episodes 20 --set unseen":
+        Step(None, why="tests/test_examples.py runs fidelity.py --set unseen with a tiny budget"),
     "python examples/trust_calibration.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     "python examples/trust_calibration.py measure --task Hopper-v5 --episodes 20":
         Step(None, why="tests/test_examples.py runs it with a tiny budget"),
