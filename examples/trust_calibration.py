@@ -110,7 +110,8 @@ def measure(args: argparse.Namespace) -> None:
     out = Path(args.out) / f"{args.task.replace('/', '_')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps({"task": args.task, "episodes": args.episodes, "seed": args.seed,
-                                       "horizon": ev.horizon, "policies": policies, "episode_values": episodes},
+                                       "horizon": ev.horizon, "model": args.model or "embedded",
+                                       "policies": policies, "episode_values": episodes},
                                       indent=1))
     print(json.dumps(summarise(args.task, policies, episodes)))
 
@@ -201,8 +202,10 @@ def score(args: argparse.Namespace) -> None:
     scored = []
     for task, record in _records(args.out).items():
         ps = [p for p in record["policies"] if p.get("risk") is not None]
-        if not ps:
-            print(json.dumps({"task": task, "skipped": "its record stores no risk (measured without a risk model)"}))
+        if not ps or record.get("model", "embedded") != "embedded":
+            why = "its record stores no risk (measured without a risk model)" if not ps else \
+                f"measured with {record['model']}, not the embedded model whose error quantiles score it"
+            print(json.dumps({"task": task, "skipped": why}))
             continue
         model = load_checkpoint(embedded_model_path(task))
         risk = model.coverage.risk if model.coverage else None
