@@ -114,6 +114,8 @@ PLAN: dict[str, Step] = {
                  f"policies=[zoo,{REPO}/policies/WmEval_ArmPush-v0/ppo/manifest.json]", *EVAL_DEBUG),
              says="ppo_s1_0300k"),
     "python examples/gate_power.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
+    "python examples/gate_power.py --trials 100":
+        Step(None, why="tests/test_examples.py runs gate_power.py with a tiny budget"),
     "python examples/fidelity.py --episodes 20 --set unseen":
         Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     "python examples/fidelity.py --tasks Walker2d-v5 --episodes 20 --set unseen":
