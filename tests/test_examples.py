@@ -134,7 +134,8 @@ def test_calibration_example(tmp_path: Path) -> None:
     with np.load(cached[0]) as data:
         saved = {k: data[k] for k in data.files}
     np.savez(cached[0], **{**saved, "spearman": np.array(0.125)})
-    again = json.loads(next(line for line in _run("calibration.py", *args, cwd=tmp_path).splitlines() if line[0] == "{"))
+    again = json.loads(next(line for line in _run("calibration.py", *args, cwd=tmp_path).splitlines()
+                            if line.startswith("{")))
     assert again["spearman"] == 0.125  # the second run read the cache instead of evaluating
     row = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
     held_out = EXAMPLES.parent / "policies" / "unseen" / "Hopper-v5" / "manifest.json"  # unseen policies, when trained
