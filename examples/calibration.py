@@ -17,7 +17,8 @@ itself an estimate, and its noise lowers even an exact interval's hit rate; the 
 interval" shows by how much (normal approximation). Budgeted selection:
 with ``K`` real episodes in total, spread as evenly as they go (``K // policies`` each, one more for
 ``K % policies`` random policies), pick the policy with the best estimate (world model: the imagined
-mean for a policy with no real episode, PPI with ``lambda = 1`` for one, PPI++ above; without: a
+mean for a policy with no real episode, PPI for one (the pooled ``lambda`` of the policies with 2 or more,
+else :func:`single_episode_lambda`), PPI++ above; without: a
 uniformly random pick for ``K = 0``, else the best real mean among the policies that got episodes)
 and report the regret (true mean of the best policy minus that of the pick), as a share of the true
 best-worst spread, averaged over draws. Prints one JSON line per task, then Markdown tables.
@@ -64,6 +65,24 @@ def _returns(task: str, args: argparse.Namespace) -> dict[str, np.ndarray]:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, **out)
     return out
+
+
+def single_episode_lambda(ys: list[np.ndarray], fs: list[np.ndarray], f_us: list[np.ndarray]) -> float:
+    """A PPI ``lambda`` that policies with a single real episode can tune, clipped to ``[0, 1]``.
+
+    One episode has no covariance of its own, so each paired episode is centred on its policy's
+    imagined-only mean instead: ``sum (y - mean f_u)(f - mean f_u) / sum n (1 + n/N) var(f_u)``. The
+    policies' model biases cancel in expectation but not in noise: the estimate is the noisier the more
+    the biases spread; ``var(f_u) / N`` biases the numerator up slightly.
+    """
+    num = den = 0.0
+    for y, f, f_u in zip(ys, fs, f_us):
+        if len(y) == 0 or len(f_u) < 2:
+            continue
+        centre = f_u.mean()
+        num += float(np.sum((y - centre) * (f - centre)))
+        den += len(y) * (1 + len(y) / len(f_u)) * float(np.var(f_u, ddof=1))
+    return float(np.clip(num / den, 0.0, 1.0)) if den > 0 else 0.0
 
 
 def _draws(task: str, returns: dict[str, np.ndarray], *, ns, draws: int, confidence: float, budgets,
@@ -118,12 +137,14 @@ def _draws(task: str, returns: dict[str, np.ndarray], *, ns, draws: int, confide
             f_us = [imag_all[p, order[p, n[p]:pool]] for p in range(policies)]
             many = [p for p in range(policies) if n[p] >= 2]
             lam = pooled_lambda([ys[p] for p in many], [fs[p] for p in many], [f_us[p] for p in many])
+            # one real episode: the pooled lambda when some policy has 2 or more, else one tuned from single episodes
+            lam_one = lam if many else single_episode_lambda(ys, fs, f_us)
             scores = []
             for y, f, f_u, k in zip(ys, fs, f_us, n):
                 if k == 0:  # the imagined mean alone
                     scores.append(f_u.mean())
-                elif k == 1:  # PPI without power tuning (lambda = 1): one real episode corrects the imagined mean
-                    scores.append(f_u.mean() + (y - f).mean())
+                elif k == 1:  # PPI with a lambda that single episodes can tune (below)
+                    scores.append(lam_one * f_u.mean() + (y - lam_one * f).mean())
                 else:
                     scores.append(ppi_mean(y, f, f_u, lam=lam).mean)
             plain = [y.mean() if len(y) else -np.inf for y in ys] if budget else list(rng.random(policies))

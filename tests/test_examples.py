@@ -147,6 +147,26 @@ def test_calibration_example(tmp_path: Path) -> None:
     assert "| Hopper-v5 | 3 |" in out and f"| Hopper-v5 | 36 ({36 / row['policies']:.2g} per policy) |" in out
 
 
+def test_single_episode_lambda_recovers_the_optimal_lambda() -> None:
+    """One real episode per policy: centring on the imagined-only mean still finds cov(Y, f) / var(f)."""
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from calibration import single_episode_lambda
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    rng = np.random.default_rng(0)
+    policies, imagined = 20000, 50
+    offsets = rng.normal(0, 100, policies)  # policies' true means vary widely, their model biases less
+    biases = rng.normal(0, 3, policies)
+    for rho, want in ((0.6, 0.6 / (1 + 1 / imagined)), (0.0, 0.0)):
+        noise = rng.normal(0, 1, (policies, imagined + 1))
+        f_all = offsets[:, None] + biases[:, None] + noise  # imagined returns, var 1 within a policy
+        y = offsets + rho * noise[:, 0] + np.sqrt(1 - rho ** 2) * rng.normal(0, 1, policies)
+        lam = single_episode_lambda([y[p:p + 1] for p in range(policies)], [f_all[p, :1] for p in range(policies)],
+                                    [f_all[p, 1:] for p in range(policies)])
+        assert abs(lam - want) < 0.1, (rho, lam)
+
+
 def test_custom_model_example(tmp_path: Path) -> None:
     row = json.loads(_run("custom_model.py", "6", "40", cwd=tmp_path).strip().splitlines()[-1])
     assert row["same_numbers"] and row["checkpoint_refused_without_allow_code"]
