@@ -46,7 +46,7 @@ from wm_eval.evaluation import metrics as M
 from wm_eval.evaluation.trust_signal import FEATURES, RISK_FLAG, policy_features, policy_risk
 from wm_eval.fileio import atomic_write_text
 from wm_eval.models.checkpoint import attach_coverage, embedded_model_path, load_checkpoint, read_spec, resolve_model
-from wm_eval.models.coverage import build_coverage
+from wm_eval.models.coverage import build_coverage, error_quantiles_at
 from wm_eval.training import data_fingerprint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,7 +209,7 @@ def score(args: argparse.Namespace) -> None:
             continue
         model = load_checkpoint(embedded_model_path(task))
         risk = model.coverage.risk if model.coverage else None
-        quantiles = risk.get("error_quantiles") if risk and risk.get("horizon") == record["horizon"] else None
+        quantiles = error_quantiles_at(risk, record["horizon"])
         covered = [_covered90(p, p["risk"], quantiles, record["episodes"]) for p in ps]
         print(json.dumps({"task": task, "policies": len(ps), "off25": sum(p["off25"] for p in ps),
                           "policy_auroc": _auroc(ps), "policy_auroc_unseen": _auroc([p for p in ps if p["unseen"]]),
@@ -243,11 +243,9 @@ def fit(args: argparse.Namespace) -> None:
             continue
         risk = fitted(others)
         risk["fitted_on"] += " (leave this task out)"
-        if risk["horizon"] != records[task]["horizon"]:  # the task's own horizon: that is where intervals apply
-            risk["error_quantiles"] = None
         ps = records[task]["policies"]
         best_seen = max(p["true"] for p in ps if not p["unseen"])
-        quantiles = risk["error_quantiles"]
+        quantiles = error_quantiles_at(risk, records[task]["horizon"])  # intervals apply at their own horizon
         for p in ps:
             r = policy_risk(p["features"], risk)
             covered = _covered90(p, r, quantiles, records[task]["episodes"])
