@@ -83,8 +83,8 @@ PLAN: dict[str, Step] = {
         Step(_wm("train", "--config", str(REPO / "configs/train/Hopper-v5-sac-td3.yaml"), "--preset", "debug",
                  "dataset=datasets/data/hopper-experts", "out=runs/models/hopper-experts"),
              says="trained Hopper-v5 model"),
-    "wm-eval train --config configs/train/Hopper-v5-sac-td3-multistep.yaml":
-        Step(_wm("train", "--config", str(REPO / "configs/train/Hopper-v5-sac-td3-multistep.yaml"),
+    "wm-eval train --config configs/train/Hopper-v5-sac-td3-multistep-k10.yaml":
+        Step(_wm("train", "--config", str(REPO / "configs/train/Hopper-v5-sac-td3-multistep-k10.yaml"),
                  "dataset=datasets/data/hopper-experts", "init=runs/models/hopper-experts",
                  "out=runs/models/hopper-experts-ms", "rollout_steps=3", "finetune_epochs=1"),
              says="trained Hopper-v5 model"),
