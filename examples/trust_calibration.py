@@ -43,10 +43,11 @@ from scipy.optimize import minimize
 import wm_eval
 from wm_eval.data.hdf5 import load_dataset
 from wm_eval.evaluation import metrics as M
+from wm_eval.evaluation.estimators import error_quantiles_at
 from wm_eval.evaluation.trust_signal import FEATURES, RISK_FLAG, policy_features, policy_risk
 from wm_eval.fileio import atomic_write_text
 from wm_eval.models.checkpoint import attach_coverage, embedded_model_path, load_checkpoint, read_spec, resolve_model
-from wm_eval.models.coverage import build_coverage, error_quantiles_at
+from wm_eval.models.coverage import build_coverage
 from wm_eval.training import data_fingerprint
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -164,12 +164,3 @@ def test_malformed_risk_models_and_mismatched_coverage_are_refused(covered: Path
     with pytest.raises(CheckpointError, match="coverage data is for 3 observation dimensions"):
         attach_coverage(other, replace(coverage, obs_low=coverage.obs_low[:3]))
 
-
-def test_error_quantiles_apply_only_at_the_horizon_they_were_calibrated_at() -> None:
-    from wm_eval.models.coverage import error_quantiles_at
-
-    quantiles = {"levels": [0.9], "flagged": [0.5], "unflagged": [0.1]}
-    assert error_quantiles_at({**RISK, "error_quantiles": quantiles, "horizon": 1000}, 1000) == quantiles
-    assert error_quantiles_at({**RISK, "error_quantiles": quantiles, "horizon": 1000}, 300) is None
-    assert error_quantiles_at({**RISK, "error_quantiles": quantiles}, 300) == quantiles  # no horizon: any length
-    assert error_quantiles_at({**RISK, "horizon": 1000}, 1000) is None and error_quantiles_at(None, 1000) is None

@@ -9,7 +9,7 @@ import pytest
 
 import wm_eval
 from wm_eval.errors import WmEvalError
-from wm_eval.evaluation.estimators import best_policy, model_only, pooled_lambda, ppi_mean, real_mean
+from wm_eval.evaluation.estimators import best_policy, error_quantiles_at, model_only, pooled_lambda, ppi_mean, real_mean
 
 
 def _data(rng: np.random.Generator, n: int, big_n: int, rho: float, bias: float = 0.0):
@@ -202,3 +202,12 @@ def test_real_episodes_zero_runs_no_mujoco_and_says_model_only(tmp_path) -> None
     for p in report["policies"]:
         ep = p["episodes"]
         assert ep["total_uncertainty"] == pytest.approx(np.multiply(ep["uncertainty"], ep["imagined_length"]))
+
+
+def test_error_quantiles_apply_only_at_the_horizon_they_were_calibrated_at() -> None:
+    risk = {"features": ["log_coverage"], "weights": [1.0], "bias": 0.0, "fitted_on": "a test"}
+    quantiles = {"levels": [0.9], "flagged": [0.5], "unflagged": [0.1]}
+    assert error_quantiles_at({**risk, "error_quantiles": quantiles, "horizon": 1000}, 1000) == quantiles
+    assert error_quantiles_at({**risk, "error_quantiles": quantiles, "horizon": 1000}, 300) is None
+    assert error_quantiles_at({**risk, "error_quantiles": quantiles}, 300) == quantiles  # no horizon: any length
+    assert error_quantiles_at({**risk, "horizon": 1000}, 1000) is None and error_quantiles_at(None, 1000) is None

@@ -32,13 +32,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
 from wm_eval.errors import WmEvalError
 
-__all__ = ["Estimate", "ppi_mean", "pooled_lambda", "real_mean", "model_only", "best_policy"]
+__all__ = ["Estimate", "ppi_mean", "pooled_lambda", "real_mean", "model_only", "error_quantiles_at", "best_policy"]
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,18 @@ def real_mean(y: np.ndarray, *, confidence: float = 0.95) -> Estimate:
     q = _quantile(confidence, len(y) - 1)
     mean = float(y.mean())
     return Estimate(mean, mean - q * se, mean + q * se, se, "real-only (t)", len(y), 0, 0.0, float(len(y)))
+
+
+def error_quantiles_at(risk: dict[str, Any] | None, horizon: int | None) -> dict[str, Any] | None:
+    """A risk model's ``error_quantiles`` if they apply to episodes of ``horizon`` steps, else ``None``.
+
+    Errors are calibrated on episodes of one length (the risk model's ``horizon``) and apply only
+    there; a risk model without a ``horizon`` applies at any length."""
+    risk = risk or {}
+    quantiles = risk.get("error_quantiles")
+    if quantiles is None or risk.get("horizon") is None:
+        return quantiles
+    return quantiles if risk["horizon"] == horizon else None
 
 
 def model_only(f_u: np.ndarray, *, error_quantiles: dict | None, flagged: bool, floor: float,

@@ -31,7 +31,6 @@ from wm_eval.evaluation import trust_signal as T
 from wm_eval.evaluation.statistics import Statistic, interval
 from wm_eval.evaluation.plan import Unit
 from wm_eval.evaluation.units import UnitResult
-from wm_eval.models.coverage import error_quantiles_at
 from wm_eval.types import METRIC_NAMES
 
 __all__ = ["merge_values", "policy_values", "paired", "policy_summary", "policy_trust", "true_estimates", "ranking",
@@ -109,7 +108,7 @@ def true_estimates(values: Sequence[dict[str, np.ndarray]], statistics: Sequence
     model's return floor at ``horizon`` (:meth:`~wm_eval.models.coverage.Coverage.return_floor`); an error
     calibrated at another horizon gives no interval."""
     out: list[dict[str, dict[str, Any]]] = [{} for _ in values]
-    quantiles = error_quantiles_at(getattr(coverage, "risk", None), horizon)
+    quantiles = E.error_quantiles_at(getattr(coverage, "risk", None), horizon)
     floor = coverage.return_floor(horizon) if coverage is not None and horizon is not None else 0.0
     for s in statistics:
         imagined = [v[f"imagined_{s.name}"] for v in values]

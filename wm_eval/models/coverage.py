@@ -42,7 +42,7 @@ from wm_eval.errors import CheckpointError
 from wm_eval.fileio import atomic_write
 from wm_eval.types import RISK_FEATURES
 
-__all__ = ["COVERAGE_FILE", "Coverage", "build_coverage", "default_risk", "error_quantiles_at"]
+__all__ = ["COVERAGE_FILE", "Coverage", "build_coverage", "default_risk"]
 
 COVERAGE_FILE = "coverage.npz"
 FORMAT = "wm_eval.coverage/1"
@@ -158,17 +158,6 @@ class Coverage:
                    return_high=float(a["return_range"][1]), uncertainty_ref=float(a["uncertainty_ref"]),
                    episode_steps=int(a["episode_steps"]), episode_uncertainty_ref=float(a["episode_refs"][0]),
                    episode_coverage_ref=float(a["episode_refs"][1]), risk=risk)
-
-
-def error_quantiles_at(risk: dict[str, Any] | None, horizon: int | None) -> dict[str, Any] | None:
-    """A risk model's ``error_quantiles`` if they apply to episodes of ``horizon`` steps, else ``None``.
-
-    Errors are calibrated on episodes of one length (the risk model's ``horizon``) and apply only
-    there; a risk model without a ``horizon`` applies at any length."""
-    quantiles = (risk or {}).get("error_quantiles")
-    if quantiles is None or risk.get("horizon") is None:
-        return quantiles
-    return quantiles if risk["horizon"] == horizon else None
 
 
 def _check_risk(risk: Any) -> None:
