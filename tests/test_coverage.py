@@ -163,4 +163,3 @@ def test_malformed_risk_models_and_mismatched_coverage_are_refused(covered: Path
 
     with pytest.raises(CheckpointError, match="coverage data is for 3 observation dimensions"):
         attach_coverage(other, replace(coverage, obs_low=coverage.obs_low[:3]))
-
