@@ -102,6 +102,8 @@ PLAN: dict[str, Step] = {
                                                                 "--json", "b.json"), says="wrote"),
     "wm-eval bench device=cuda": Step(_wm("bench", "--preset", "debug", "device=cuda"), code=2, says="CUDA"),
     "python examples/model_quality.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
+    "python examples/model_quality.py --tasks Walker2d-v5":
+        Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     "python examples/fidelity.py --episodes 50": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     "python examples/fidelity.py --tasks Walker2d-v5 --episodes 50":
         Step(None, why="tests/test_examples.py runs fidelity.py with a tiny budget"),
