@@ -21,7 +21,10 @@ checkpoint it finished. Measured here: SAC on HalfCheetah-v5 takes about 9 min p
 ``train_zoo.py --add-experts`` adds them to the zoo (and a dataset recipe names them), these policies are in
 neither the zoo nor the embedded models' datasets, so they measure fidelity on unseen, stronger policies.
 ``--held-out`` publishes to ``policies/unseen/<task>/`` instead: checkpoints kept out of the zoo and the
-datasets for good, the unseen set of a task whose experts joined its zoo::
+datasets for good, the unseen set of a task whose experts joined its zoo. ``--publish-only STEPS ...``
+trains nothing: it publishes the run's saved checkpoints at those step counts (measuring their true returns
+as training does), to choose a run's published ladder after the fact. Every manifest write re-reads the
+file, so runs of several seeds of one task may train at once (one per core)::
 
     wm-eval evaluate task=HalfCheetah-v5 policies=[policies/experts/HalfCheetah-v5/manifest.json]
 """
@@ -86,6 +89,39 @@ def _manifest(path: Path, task: str) -> dict:
     return {"format": "wm_eval.zoo/1", "task": task, "eval_seed": 10_000, "policies": []}
 
 
+def _update_manifest(path: Path, task: str, prefix: str, entry: dict | None = None, recipe: str | None = None,
+                     eval_episodes: int | None = None) -> None:
+    """Re-read ``path``, replace this run's entry named like ``entry`` (or, with no entry, drop all of the
+    run's entries: a fresh run's old checkpoints are stale) and write it back atomically. Re-reading keeps the
+    entries that concurrent runs of other seeds wrote since; the run's own entries stay in step order."""
+    manifest = _manifest(path, task)
+    mine = [e for e in manifest["policies"] if e["name"].startswith(prefix + "_")]
+    others = [e for e in manifest["policies"] if not e["name"].startswith(prefix + "_")]
+    if entry is None:
+        mine = []
+    else:
+        mine = sorted([e for e in mine if e["name"] != entry["name"]] + [entry], key=lambda e: e["training_steps"])
+    manifest["policies"] = others + mine
+    if eval_episodes is not None:
+        manifest["eval_episodes"] = eval_episodes
+    if recipe is not None:
+        manifest.setdefault("recipes", {})[prefix] = recipe
+    atomic_write_text(path, json.dumps(manifest, indent=1) + "\n")
+
+
+def _publish_checkpoint(model: PPO | SAC | TD3, name: str, full: Path, out: Path, args: argparse.Namespace,
+                        recipe: str | None) -> None:
+    """Measure the true return of the saved checkpoint ``full/<name>.zip`` (``model``), publish it to
+    ``out`` and record it in ``out/manifest.json``."""
+    ret = true_return(model, args.task, args.eval_episodes, 10_000)
+    print(f"{name}: true return {ret:9.1f}", flush=True)
+    publish(full / f"{name}.zip", out / f"{name}.zip")
+    entry = {"name": name, "file": f"{name}.zip", "algorithm": args.algo.upper(),
+             "training_steps": int(model.num_timesteps),  # PPO learns in whole rollouts: a little over the count
+             "seed": args.seed, "true_return": ret}
+    _update_manifest(out / "manifest.json", args.task, f"{args.algo}_s{args.seed}", entry, recipe, args.eval_episodes)
+
+
 def _save_replay(model: SAC | TD3, tmp: Path) -> None:
     with tmp.open("wb") as file:  # an open file: SB3 would append ".pkl" to the temporary name
         model.save_replay_buffer(file)
@@ -105,6 +141,8 @@ def main() -> None:
                         help="repository root to write policies/ and runs/ under (default: this repository)")
     parser.add_argument("--held-out", action="store_true",
                         help="publish to policies/unseen/<task>: kept out of the zoo and the datasets")
+    parser.add_argument("--publish-only", type=int, nargs="+", metavar="STEPS",
+                        help="train nothing: publish the run's saved checkpoints at these step counts")
     args = parser.parse_args()
     torch.set_num_threads(1)
     quiet_mujoco()
@@ -114,9 +152,18 @@ def main() -> None:
     full.mkdir(parents=True, exist_ok=True)
     cls, prefix = ALGOS[args.algo], f"{args.algo}_s{args.seed}"
     off_policy = args.algo != "ppo"  # has a replay buffer to keep
+    recipe = (f"python policies/train_experts.py --task {args.task} --algo {args.algo} --seed {args.seed} "
+              f"--steps {args.steps}" + (" --held-out" if args.held_out else ""))
+    if args.publish_only:
+        names = [f"{prefix}_{steps // 1000:04d}k" for steps in args.publish_only]
+        missing = [n for n in names if not (full / f"{n}.zip").is_file()]
+        if missing:
+            parser.error(f"no saved checkpoint {', '.join(missing)}.zip in {full}: pass step counts the run saved "
+                         f"({', '.join(p.stem for p in sorted(full.glob(prefix + '_*k.zip'))) or 'none'})")
+        for name in names:
+            _publish_checkpoint(cls.load(full / f"{name}.zip", device="cpu"), name, full, out, args, recipe=None)
+        return
     env = make_env(args.task)
-    manifest_path = out / "manifest.json"
-    manifest = _manifest(manifest_path, args.task)
     saved = sorted(full.glob(f"{prefix}_*k.zip"))
     replay = full / f"{prefix}_replay.pkl"
     if args.resume and saved:
@@ -133,7 +180,7 @@ def main() -> None:
             kwargs["action_noise"] = NormalActionNoise(np.zeros(n), 0.1 * np.ones(n))
         model = cls("MlpPolicy", env, seed=args.seed, device="cpu", verbose=0, **kwargs)
         done = 0
-        manifest["policies"] = [e for e in manifest["policies"] if not e["name"].startswith(prefix + "_")]
+        _update_manifest(out / "manifest.json", args.task, prefix)  # a fresh run: its old entries are stale
     while done < args.steps:
         step = min(args.every, args.steps - done)
         model.learn(step, reset_num_timesteps=False, progress_bar=False)
@@ -142,20 +189,10 @@ def main() -> None:
         if off_policy:
             atomic_write(replay, lambda tmp: _save_replay(model, tmp))
         model.save(full / f"{name}.zip", exclude=EXCLUDE)
-        ret = true_return(model, args.task, args.eval_episodes, 10_000)
-        print(f"{name}: true return {ret:9.1f}", flush=True)
         if done % args.publish_every and done < args.steps:
+            print(f"{name}: true return {true_return(model, args.task, args.eval_episodes, 10_000):9.1f}", flush=True)
             continue
-        publish(full / f"{name}.zip", out / f"{name}.zip")
-        manifest["policies"] = [e for e in manifest["policies"] if e["name"] != name] + [
-            {"name": name, "file": f"{name}.zip", "algorithm": args.algo.upper(),
-             "training_steps": int(model.num_timesteps),  # PPO learns in whole rollouts: a little over `done`
-             "seed": args.seed, "true_return": ret}]
-        manifest["eval_episodes"] = args.eval_episodes
-        manifest.setdefault("recipes", {})[prefix] = (f"python policies/train_experts.py --task {args.task} --algo "
-                                                      f"{args.algo} --seed {args.seed} --steps {args.steps}"
-                                                      + (" --held-out" if args.held_out else ""))
-        atomic_write_text(manifest_path, json.dumps(manifest, indent=1) + "\n")
+        _publish_checkpoint(model, name, full, out, args, recipe)
 
 
 if __name__ == "__main__":

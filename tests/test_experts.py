@@ -109,3 +109,37 @@ def test_train_experts_publishes_a_resumable_ladder(tmp_path: Path, algo: str) -
     policies = load_policies(str(tmp_path / "policies" / "unseen" / "Hopper-v5" / "manifest.json"), task="Hopper-v5",
                              observation_space=env.observation_space, action_space=env.action_space)
     assert len(policies) == 3 and all(np.isfinite(p.metadata["true_return"]) for p in policies)
+
+
+def test_publish_only_adds_saved_checkpoints_and_keeps_other_runs(tmp_path: Path) -> None:
+    """``--publish-only`` publishes a run's saved checkpoints after the fact, in step order, without dropping
+    the entries another seed's run wrote to the same manifest meanwhile; an unsaved step count is a one-line
+    error (exit 2)."""
+    import subprocess
+
+    script = EXPERTS.parent / "train_experts.py"
+    base = [sys.executable, str(script), "--task", "Hopper-v5", "--algo", "td3", "--seed", "3", "--eval-episodes", "1",
+            "--root", str(tmp_path)]
+    done = subprocess.run([*base, "--steps", "2000", "--every", "1000", "--publish-every", "2000"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    path = tmp_path / "policies" / "experts" / "Hopper-v5" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    assert [e["name"] for e in manifest["policies"]] == ["td3_s3_0002k"]
+    other = {"name": "td3_s4_0001k", "file": "td3_s4_0001k.zip", "algorithm": "TD3", "training_steps": 1000,
+             "seed": 4, "true_return": 1.0}  # as a concurrent run of seed 4 would have written it
+    manifest["policies"].append(other)
+    path.write_text(json.dumps(manifest))
+    done = subprocess.run([*base, "--publish-only", "1000"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "td3_s3_0001k: true return" in done.stdout
+    manifest = json.loads(path.read_text())
+    assert [e["name"] for e in manifest["policies"]] == ["td3_s4_0001k", "td3_s3_0001k", "td3_s3_0002k"]
+    assert manifest["recipes"]["td3_s3"].endswith("--steps 2000")  # the training command stays the recipe
+    env = gym.make("Hopper-v5")
+    (policy,) = load_policies(str(path.parent / "td3_s3_0001k.zip"), observation_space=env.observation_space,
+                              action_space=env.action_space)
+    assert policy.act(env.reset(seed=0)[0][None]).shape == (1, 3)
+    bad = subprocess.run([*base, "--publish-only", "5000"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "no saved checkpoint td3_s3_0005k.zip" in bad.stderr
+    assert "Traceback" not in bad.stderr and json.loads(path.read_text()) == manifest
