@@ -72,7 +72,8 @@ def test_cli_evaluates_a_user_model(tmp_path: Path) -> None:
 
 
 def test_cli_points_at_the_line_of_user_code_that_raised(tmp_path: Path) -> None:
-    """A user's factory that raises is one line and exit 2, naming the file and line it raised at."""
+    """A user's factory that raises is one line and exit 2, naming the file and line it raised at; with
+    ``WM_EVAL_TRACEBACK=1`` the user code's traceback comes first."""
     (tmp_path / "broken_models.py").write_text("def make(task):\n    raise ValueError('no gain set')\n")
     run = subprocess.run([str(Path(sys.executable).parent / "wm-eval"), "evaluate", "task=Hopper-v5",
                           "model=broken_models:make", "episodes=2", "horizon=20", f"out={tmp_path / 'run'}"],
@@ -81,4 +82,10 @@ def test_cli_points_at_the_line_of_user_code_that_raised(tmp_path: Path) -> None
     assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
     (line,) = run.stderr.strip().splitlines()
     assert "raised ValueError: no gain set" in line
-    assert line.endswith(f"(raised at {tmp_path / 'broken_models.py'}:2 in make)")
+    assert line.endswith(f"(raised at {tmp_path / 'broken_models.py'}:2 in make; WM_EVAL_TRACEBACK=1 shows the "
+                         "traceback)")
+    run = subprocess.run(run.args, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path), "MUJOCO_GL": "egl", "WM_EVAL_TRACEBACK": "1"})
+    assert run.returncode == 2 and run.stderr.startswith("Traceback"), run.stderr[-2000:]
+    assert f'File "{tmp_path / "broken_models.py"}", line 2, in make' in run.stderr
+    assert run.stderr.strip().splitlines()[-1] == line  # the same one-line error, after the traceback

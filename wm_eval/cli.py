@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -79,6 +80,10 @@ def _runner(command: str) -> Callable[..., int | None]:
     return getattr(importlib.import_module(module), function)
 
 
+TRACEBACK_ENV = "WM_EVAL_TRACEBACK"
+"""Set to ``1`` to print the traceback of the user code (factory, policy, env) behind an error as well."""
+
+
 def _raised_at(exc: WmEvalError) -> str:
     """`` (raised at FILE:LINE in FUNC)``: where the user code behind ``exc`` (its chained cause: a user's
     factory, policy or env that raised) failed, so that a bug in it is found without a traceback; else ``""``."""
@@ -86,7 +91,7 @@ def _raised_at(exc: WmEvalError) -> str:
     if cause is None or isinstance(cause, WmEvalError) or cause.__traceback__ is None:
         return ""
     frame = traceback.extract_tb(cause.__traceback__)[-1]
-    return f" (raised at {frame.filename}:{frame.lineno} in {frame.name})"
+    return f" (raised at {frame.filename}:{frame.lineno} in {frame.name}; {TRACEBACK_ENV}=1 shows the traceback)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,7 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                           overrides=args.overrides + _flag_overrides(args.command, args))
         code = _runner(args.command)(cfg)
     except WmEvalError as exc:
-        print(f"wm-eval {args.command}: error: {exc}{_raised_at(exc)}", file=sys.stderr)
+        where = _raised_at(exc)
+        if where and os.environ.get(TRACEBACK_ENV):
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
+        print(f"wm-eval {args.command}: error: {exc}{where}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"wm-eval {args.command}: interrupted", file=sys.stderr)
