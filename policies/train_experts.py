@@ -158,8 +158,9 @@ def main() -> None:
         names = [f"{prefix}_{steps // 1000:04d}k" for steps in args.publish_only]
         missing = [n for n in names if not (full / f"{n}.zip").is_file()]
         if missing:
+            saved = [str(int(p.stem.rsplit("_", 1)[1][:-1]) * 1000) for p in sorted(full.glob(f"{prefix}_*k.zip"))]
             parser.error(f"no saved checkpoint {', '.join(missing)}.zip in {full}: pass step counts the run saved "
-                         f"({', '.join(p.stem for p in sorted(full.glob(prefix + '_*k.zip'))) or 'none'})")
+                         f"({' '.join(saved) or 'none'})")
         for name in names:
             _publish_checkpoint(cls.load(full / f"{name}.zip", device="cpu"), name, full, out, args, recipe=None)
         return

@@ -142,4 +142,5 @@ def test_publish_only_adds_saved_checkpoints_and_keeps_other_runs(tmp_path: Path
     assert policy.act(env.reset(seed=0)[0][None]).shape == (1, 3)
     bad = subprocess.run([*base, "--publish-only", "5000"], capture_output=True, text=True)
     assert bad.returncode == 2 and "no saved checkpoint td3_s3_0005k.zip" in bad.stderr
+    assert bad.stderr.strip().endswith("pass step counts the run saved (1000 2000)")
     assert "Traceback" not in bad.stderr and json.loads(path.read_text()) == manifest
