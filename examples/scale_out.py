@@ -12,9 +12,9 @@ and the largest share on one node. Every Ray run is checked to give the local ru
 numbers bit for bit. Prints one JSON line per configuration, then a Markdown table.
 """
 
+import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
@@ -78,5 +78,9 @@ def main(episodes: int = 40, horizon: int = 1000, nodes: tuple[int, ...] = (2, 4
 
 
 if __name__ == "__main__":
-    args = [int(a) for a in sys.argv[1:]]
-    main(*args[:2], *([tuple(args[2:])] if len(args) > 2 else []))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("episodes", type=int, nargs="?", default=40, help="paired episodes per policy")
+    parser.add_argument("horizon", type=int, nargs="?", default=1000, help="steps per episode")
+    parser.add_argument("nodes", type=int, nargs="*", default=[2, 4], help="simulated node counts to compare")
+    args = parser.parse_args()
+    main(args.episodes, args.horizon, tuple(args.nodes))
