@@ -122,6 +122,16 @@ def _publish_checkpoint(model: PPO | SAC | TD3, name: str, full: Path, out: Path
     _update_manifest(out / "manifest.json", args.task, f"{args.algo}_s{args.seed}", entry, recipe, args.eval_episodes)
 
 
+def _checkpoint_name(prefix: str, steps: int) -> str:
+    """``<algo>_s<seed>_<thousands of steps>k``, the stem of a run's checkpoint after ``steps`` steps."""
+    return f"{prefix}_{steps // 1000:04d}k"
+
+
+def _checkpoint_steps(path: Path) -> int:
+    """The step count a checkpoint file is named after (inverse of :func:`_checkpoint_name`)."""
+    return int(path.stem.rsplit("_", 1)[1][:-1]) * 1000
+
+
 def _save_replay(model: SAC | TD3, tmp: Path) -> None:
     with tmp.open("wb") as file:  # an open file: SB3 would append ".pkl" to the temporary name
         model.save_replay_buffer(file)
@@ -154,22 +164,21 @@ def main() -> None:
     off_policy = args.algo != "ppo"  # has a replay buffer to keep
     recipe = (f"python policies/train_experts.py --task {args.task} --algo {args.algo} --seed {args.seed} "
               f"--steps {args.steps}" + (" --held-out" if args.held_out else ""))
+    saved = sorted(full.glob(f"{prefix}_*k.zip"))
     if args.publish_only:
-        names = [f"{prefix}_{steps // 1000:04d}k" for steps in args.publish_only]
+        names = [_checkpoint_name(prefix, steps) for steps in args.publish_only]
         missing = [n for n in names if not (full / f"{n}.zip").is_file()]
         if missing:
-            saved = [str(int(p.stem.rsplit("_", 1)[1][:-1]) * 1000) for p in sorted(full.glob(f"{prefix}_*k.zip"))]
             parser.error(f"no saved checkpoint {', '.join(missing)}.zip in {full}: pass step counts the run saved "
-                         f"({' '.join(saved) or 'none'})")
+                         f"({' '.join(str(_checkpoint_steps(p)) for p in saved) or 'none'})")
         for name in names:
             _publish_checkpoint(cls.load(full / f"{name}.zip", device="cpu"), name, full, out, args, recipe=None)
         return
     env = make_env(args.task)
-    saved = sorted(full.glob(f"{prefix}_*k.zip"))
     replay = full / f"{prefix}_replay.pkl"
     if args.resume and saved:
         model = cls.load(saved[-1], env=env, device="cpu")
-        done = int(saved[-1].stem.rsplit("_", 1)[1][:-1]) * 1000
+        done = _checkpoint_steps(saved[-1])
         if off_policy and replay.is_file():
             model.load_replay_buffer(replay)
         kept = model.replay_buffer.size() if off_policy else 0
@@ -186,7 +195,7 @@ def main() -> None:
         step = min(args.every, args.steps - done)
         model.learn(step, reset_num_timesteps=False, progress_bar=False)
         done += step
-        name = f"{prefix}_{done // 1000:04d}k"
+        name = _checkpoint_name(prefix, done)
         if off_policy:
             atomic_write(replay, lambda tmp: _save_replay(model, tmp))
         model.save(full / f"{name}.zip", exclude=EXCLUDE)
