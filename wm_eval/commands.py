@@ -80,8 +80,18 @@ def train(cfg: Any) -> int:
                                    finetune_epochs=cfg.finetune_epochs, finetune_patience=cfg.finetune_patience,
                                    init=cfg.init)
         init = None if cfg.init is None else resolve_model(cfg.init, task=first.task, device=cfg.device)
+        select = None
+        if cfg.select_policies is not None:
+            from wm_eval.evaluation.selection import ClosedLoopSelector
+
+            select = ClosedLoopSelector(first.task, list(cfg.select_policies), episodes=cfg.select_episodes,
+                                        seed=cfg.select_seed, metric=cfg.select_metric,
+                                        statistic=cfg.select_statistic)
         model, metrics = fit_multistep(episodes, task=first.task, hparams=hparams, seed=cfg.seed, device=cfg.device,
-                                       init=init)
+                                       init=init, select=select, select_every=cfg.select_every)
+        if select is not None:
+            metrics["selection"].update(metric=cfg.select_metric, statistic=cfg.select_statistic,
+                                        policies=select.names, per_epoch=select.history)
     else:
         model, metrics = fit(episodes, task=first.task, hparams=EnsembleHParams(**common), seed=cfg.seed,
                              device=cfg.device)
@@ -93,6 +103,10 @@ def train(cfg: Any) -> int:
     summary = {k: metrics[k] for k in ("nll", "reward_r2", "termination_f1", "termination_f1_task_rule",
                                        "open_loop_error") if k in metrics}
     print(f"trained {first.task} model on {len(episodes)} episodes -> {out}")
+    if "selection" in metrics:
+        sel = metrics["selection"]
+        print(f"kept epoch {sel['chosen_epoch']} of {metrics['finetune_epochs_run']} (0: the start) by closed-loop "
+              f"{sel['metric']} on {len(sel['policies'])} policies: {sel['per_epoch'][sel['epochs'].index(sel['chosen_epoch'])][sel['metric']]:.3f}")
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -91,7 +91,7 @@ class TrainConfig:
     threads: int = _doc("torch CPU threads (0: torch's default)", 0)
     overwrite: bool = _doc("replace an existing checkpoint at out", False)
     model_type: str = _doc("model family: ensemble (one-step loss) or multistep (k-step rollout loss; adds the "
-                           "keys rollout_steps, finetune_lr, finetune_epochs, finetune_patience, init)", "ensemble")
+                           "keys rollout_steps, finetune_lr, finetune_epochs, finetune_patience, init, select_*)", "ensemble")
 
 
 @dataclass
@@ -104,6 +104,15 @@ class MultiStepTrainConfig(TrainConfig):
     finetune_patience: int = _doc("multi-step epochs without validation improvement before stopping", 5)
     init: str | None = _doc("one-step checkpoint to start from (embedded task name or folder; default: train one "
                             "first)", None)
+    select_policies: list[str] | None = _doc("policies (zoo, zips, manifests) whose closed-loop ranking against "
+                                             "MuJoCo chooses the epoch kept; default: each member's best epoch by "
+                                             "validation loss", None)
+    select_episodes: int = _doc("paired episodes per policy for select_policies", 10)
+    select_seed: int = _doc("seed of select_policies' episodes (not the one you will evaluate with)", 1)
+    select_metric: str = _doc("what select_policies maximises: spearman, kendall, pearson, or minimises: "
+                              "mmrv_normalized, regret_at_1, normalized_abs_error", "spearman")
+    select_statistic: str = _doc("per-episode value ranked: discounted_return, return, success", "discounted_return")
+    select_every: int = _doc("epochs between closed-loop scores (the start and the last epoch are always scored)", 1)
 
 
 TRAIN_SCHEMAS: dict[str, type] = {"ensemble": TrainConfig, "multistep": MultiStepTrainConfig}

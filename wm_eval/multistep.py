@@ -14,13 +14,16 @@ trust signal) is unchanged. Training starts from a one-step model: ``init`` (a c
 example the embedded model) or, without it, a one-step :func:`wm_eval.training.fit` on the same
 data; the multi-step fine-tuning then runs on the same train/validation split of episodes (each
 epoch a random ``1/k`` of the overlapping windows, so about as many predicted steps as a one-step
-epoch), stops on the validation k-step loss, and keeps each member's best epoch.
+epoch), stops on the validation k-step loss, and keeps each member's best epoch; or, given a ``select``
+score (closed-loop fidelity on policies, :class:`wm_eval.evaluation.selection.ClosedLoopSelector`),
+keeps the whole ensemble of the best-scoring epoch, the starting model included.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,19 +123,29 @@ def fit_multistep(
     device: str = "cpu",
     progress: bool = True,
     init: GaussianMLPEnsemble | None = None,
+    select: Callable[[GaussianMLPEnsemble], float] | None = None,
+    select_every: int = 1,
 ) -> tuple[GaussianMLPEnsemble, dict[str, Any]]:
     """A multi-step-trained ensemble and its held-out metrics (the module docstring says how).
 
     ``init`` (or the checkpoint ``hparams.init``, loaded by the caller) is the one-step model to start
     from; without it a one-step :func:`~wm_eval.training.fit` runs first. The held-out episodes are
     those of :func:`~wm_eval.training.fit` with the same ``seed`` and ``val_fraction``. Deterministic on
-    CPU for given data, ``hparams``, ``seed`` and thread count.
+    CPU for given data, ``hparams``, ``seed`` and thread count (and ``select``, if it is deterministic).
+
+    ``select`` scores a copy of the ensemble (higher is better): the starting model, then every
+    ``select_every`` epochs and the last one. The best-scoring snapshot is returned whole (ties keep the
+    earlier one) instead of each member's best epoch by validation loss; stopping still follows the
+    validation loss.
 
     Returns:
         ``(model, metrics)``: :func:`~wm_eval.training.evaluate_model` on the held-out episodes plus
         ``one_step`` (the starting model's), ``finetune_epochs_run``, ``finetune_seconds``,
-        ``train_segments``, ``val_segments`` and ``val_loss`` (the members' k-step losses).
+        ``train_segments``, ``val_segments`` and ``val_loss`` (the members' k-step losses); with
+        ``select`` also ``selection``: ``{epochs, scores, chosen_epoch, seconds}`` (epoch 0: the start).
     """
+    if select_every < 1:
+        raise ConfigError(f"select_every must be at least 1, got {select_every}")
     one_step_metrics: dict[str, Any] | None = None
     if init is None:
         init, one_step_metrics = fit(episodes, task=task, hparams=hparams, seed=seed, device=device, progress=progress)
@@ -151,6 +164,23 @@ def fit_multistep(
     best_loss = _validation(model, val)
     best = {name: p.detach().clone() for name, p in model.named_parameters()}
     n, stale, epochs_run, start = len(train["action"]), 0, 0, time.perf_counter()
+    selection: dict[str, Any] = {"epochs": [], "scores": [], "chosen_epoch": 0, "seconds": 0.0}
+    chosen: dict[str, torch.Tensor] | None = None
+    best_score = -math.inf
+
+    def score(epoch: int) -> None:
+        nonlocal chosen, best_score
+        t0 = time.perf_counter()
+        value = float(select(model.select_members(range(model.num_members)).eval()))  # type: ignore[misc]
+        selection["seconds"] += time.perf_counter() - t0
+        selection["epochs"].append(epoch)
+        selection["scores"].append(value if math.isfinite(value) else None)
+        if chosen is None or value > best_score:
+            chosen = {name: p.detach().clone() for name, p in model.named_parameters()}
+            best_score, selection["chosen_epoch"] = value, epoch
+
+    if select is not None:
+        score(0)
     per_epoch = max(1, n // k)  # windows overlap k-fold: an epoch predicts about as many steps as one-step training
     bar = tqdm(range(hparams.finetune_epochs), desc=f"multi-step {task} (k={k})", unit="epoch", disable=not progress)
     for _ in bar:
@@ -170,19 +200,26 @@ def fit_multistep(
             best[name][improved] = param.detach()[improved]
         epochs_run += 1
         stale = 0 if bool(improved.any()) else stale + 1
-        bar.set_postfix(val=f"{float(val_loss.mean()):.4f}")
         elapsed = time.perf_counter() - start
-        if stale >= hparams.finetune_patience or (hparams.max_train_seconds is not None
-                                                 and elapsed >= hparams.max_train_seconds):
+        last = epochs_run == hparams.finetune_epochs or stale >= hparams.finetune_patience or (
+            hparams.max_train_seconds is not None and elapsed >= hparams.max_train_seconds)
+        if select is not None and (epochs_run % select_every == 0 or last):
+            score(epochs_run)
+            bar.set_postfix(val=f"{float(val_loss.mean()):.4f}", select=f"{selection['scores'][-1]}")
+        else:
+            bar.set_postfix(val=f"{float(val_loss.mean()):.4f}")
+        if last:
             break
     bar.close()
     with torch.no_grad():
         for name, param in model.named_parameters():
-            param.copy_(best[name])
+            param.copy_(best[name] if chosen is None else chosen[name])
     model.eval()
     metrics = evaluate_model(model, val_episodes)
     metrics.update(one_step=one_step_metrics if one_step_metrics is not None else evaluate_model(init, val_episodes),
                    finetune_epochs_run=epochs_run, finetune_seconds=round(time.perf_counter() - start, 3),
                    train_segments=n, val_segments=len(val["action"]), rollout_steps=k,
                    val_loss=[float(v) if math.isfinite(float(v)) else None for v in best_loss])
+    if select is not None:
+        metrics["selection"] = {**selection, "seconds": round(selection["seconds"], 3)}
     return model, metrics

@@ -1,0 +1,90 @@
+"""Closed-loop model selection: the selector's scores, the snapshot fine-tuning keeps, the CLI keys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wm_eval.cli import main
+from wm_eval.data import load_dataset
+from wm_eval.errors import ConfigError
+from wm_eval.evaluation.api import evaluate
+from wm_eval.evaluation.selection import SELECT_METRICS, ClosedLoopSelector
+from wm_eval.models.checkpoint import load_checkpoint
+from wm_eval.multistep import MultiStepHParams, fit_multistep
+
+POLICIES = ["zoo#ppo_0000k", "zoo#ppo_0300k", "zoo#sac_s11_0350k"]
+SMALL = dict(ensemble_size=3, elites=2, hidden=32, layers=2, batch_size=64, rollout_steps=3, finetune_lr=1e-3)
+
+
+def _selector(metric: str = "spearman") -> ClosedLoopSelector:
+    return ClosedLoopSelector("Hopper-v5", POLICIES, episodes=2, seed=5, metric=metric, horizon=40)
+
+
+def test_selector_scores_like_a_paired_evaluation(tiny_model: Path) -> None:
+    model = load_checkpoint(tiny_model)
+    select = _selector("normalized_abs_error")
+    first, again = select(model), select(model)  # MuJoCo once, then imagined only: the same score
+    assert first == again and select.names == ["ppo_0000k", "ppo_0300k", "sac_s11_0350k"]
+    full = evaluate("Hopper-v5", POLICIES, model=model, episodes=2, seed=5, horizon=40, trajectories="summary",
+                    progress=False)
+    expected = full.metrics["discounted_return"]["normalized_abs_error"]["value"]
+    assert first == pytest.approx(-expected, rel=1e-12)  # lower is better: negated
+    assert set(select.history[0]) == set(SELECT_METRICS)
+    assert select.history[0]["spearman"] == pytest.approx(full.metrics["discounted_return"]["spearman"]["value"])
+
+
+def test_bad_selection_settings_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="select_metric='mse': use one of spearman"):
+        _selector("mse")
+    with pytest.raises(ConfigError, match="select_episodes must be at least 2"):
+        ClosedLoopSelector("Hopper-v5", POLICIES, episodes=1)
+    with pytest.raises(ConfigError, match="select_statistic='success'"):
+        ClosedLoopSelector("Hopper-v5", POLICIES, episodes=2, horizon=10, statistic="success")(None)
+
+
+def test_fine_tuning_keeps_the_best_scoring_snapshot(tiny_model: Path, hopper_dataset: Path, one_thread) -> None:
+    episodes = load_dataset(hopper_dataset, sim_states=False).episodes
+    init = load_checkpoint(tiny_model)
+    hp = MultiStepHParams(**SMALL, finetune_epochs=3)
+    chosen = set()
+    for metric in ("pearson", "normalized_abs_error"):  # here one keeps the start, the other a later epoch
+        model, metrics = fit_multistep(episodes, task="Hopper-v5", hparams=hp, seed=0, init=init, progress=False,
+                                       select=_selector(metric), select_every=2)
+        sel = metrics["selection"]
+        assert sel["epochs"] == [0, 2, 3]  # the start, every 2nd epoch and the last
+        scores = [s if s is not None else -np.inf for s in sel["scores"]]
+        assert sel["chosen_epoch"] == sel["epochs"][int(np.argmax(scores))]
+        assert _selector(metric)(model) == max(scores)  # the kept weights are the snapshot that scored best
+        unchanged = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), init.state_dict().values()))
+        assert unchanged == (sel["chosen_epoch"] == 0)
+        chosen.add(sel["chosen_epoch"])
+    assert 0 in chosen and len(chosen) == 2
+    with pytest.raises(ConfigError, match="select_every must be at least 1"):
+        fit_multistep(episodes, task="Hopper-v5", hparams=hp, seed=0, init=init, progress=False,
+                      select=_selector(), select_every=0)
+
+
+def test_cli_selects_by_closed_loop_fidelity(tiny_model: Path, hopper_dataset: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "selected"
+    args = ["train", f"dataset={hopper_dataset}", f"out={out}", "model_type=multistep", f"init={tiny_model}",
+            "ensemble_size=3", "elites=2", "hidden=32", "layers=2", "rollout_steps=3", "finetune_epochs=2",
+            "threads=1", f"select_policies=[{','.join(POLICIES)}]", "select_episodes=2", "select_metric=kendall"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "of 2 (0: the start) by closed-loop kendall on 3 policies" in printed
+    spec = json.loads((out / "spec.json").read_text())
+    sel = spec["metrics"]["selection"]
+    assert sel["metric"] == "kendall" and sel["policies"] == ["ppo_0000k", "ppo_0300k", "sac_s11_0350k"]
+    assert sel["epochs"] == [0, 1, 2] and len(sel["per_epoch"]) == 3
+    assert spec["config"]["select_episodes"] == 2
+    # the keys belong to the multistep family only, and a bad metric fails before any training
+    assert main(["train", f"dataset={hopper_dataset}", f"out={tmp_path / 'x'}", "select_episodes=2"]) == 2
+    assert "select_episodes" in capsys.readouterr().err
+    assert main(args[:-1] + ["select_metric=mse", f"out={tmp_path / 'y'}"]) == 2
+    assert "select_metric='mse'" in capsys.readouterr().err and not (tmp_path / "y").exists()
