@@ -88,6 +88,13 @@ PLAN: dict[str, Step] = {
                  "dataset=datasets/data/hopper-experts", "init=runs/models/hopper-experts",
                  "out=runs/models/hopper-experts-ms", "rollout_steps=3", "finetune_epochs=1"),
              says="trained Hopper-v5 model"),
+    "wm-eval train model_type=multistep init=Hopper-v5 dataset=datasets/data/hopper out=runs/models/hopper-selected "
+    "select_policies=[zoo]":
+        Step(_wm("train", "model_type=multistep", "init=Hopper-v5", "dataset=datasets/data/hopper",
+                 "out=runs/models/hopper-selected", "select_policies=[zoo]", "rollout_steps=3", "finetune_epochs=1",
+                 "select_policies=[zoo#ppo_0000k,zoo#ppo_0300k,zoo#sac_s11_0350k]", "select_episodes=2",
+                 "select_horizon=30"),
+             says="by closed-loop spearman on 3 policies"),
     "wm-eval view runs/evaluate-<time>": Step(_wm("view", "runs/mine"), code=2, says="no display"),
     "wm-eval view <run>": Step(_wm("view", "runs/mine"), code=2, says="no display"),
     "wm-eval view runs/evaluate-<time> --save v.rrd": Step(_wm("view", "runs/mine", "--save", "v.rrd"),

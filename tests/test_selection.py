@@ -74,7 +74,8 @@ def test_cli_selects_by_closed_loop_fidelity(tiny_model: Path, hopper_dataset: P
     out = tmp_path / "selected"
     args = ["train", f"dataset={hopper_dataset}", f"out={out}", "model_type=multistep", f"init={tiny_model}",
             "ensemble_size=3", "elites=2", "hidden=32", "layers=2", "rollout_steps=3", "finetune_epochs=2",
-            "threads=1", f"select_policies=[{','.join(POLICIES)}]", "select_episodes=2", "select_metric=kendall"]
+            "threads=1", f"select_policies=[{','.join(POLICIES)}]", "select_episodes=2", "select_horizon=40",
+            "select_metric=kendall"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "of 2 (0: the start) by closed-loop kendall on 3 policies" in printed

@@ -86,7 +86,7 @@ def train(cfg: Any) -> int:
 
             select = ClosedLoopSelector(first.task, list(cfg.select_policies), episodes=cfg.select_episodes,
                                         seed=cfg.select_seed, metric=cfg.select_metric,
-                                        statistic=cfg.select_statistic)
+                                        statistic=cfg.select_statistic, horizon=cfg.select_horizon)
         model, metrics = fit_multistep(episodes, task=first.task, hparams=hparams, seed=cfg.seed, device=cfg.device,
                                        init=init, select=select, select_every=cfg.select_every)
         if select is not None:

@@ -112,6 +112,7 @@ class MultiStepTrainConfig(TrainConfig):
     select_metric: str = _doc("what select_policies maximises: spearman, kendall, pearson, or minimises: "
                               "mmrv_normalized, regret_at_1, normalized_abs_error", "spearman")
     select_statistic: str = _doc("per-episode value ranked: discounted_return, return, success", "discounted_return")
+    select_horizon: int | None = _doc("steps per select_policies episode (default: the task's time limit)", None)
     select_every: int = _doc("epochs between closed-loop scores (the start and the last epoch are always scored)", 1)
 
 

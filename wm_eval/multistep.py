@@ -205,7 +205,9 @@ def fit_multistep(
             hparams.max_train_seconds is not None and elapsed >= hparams.max_train_seconds)
         if select is not None and (epochs_run % select_every == 0 or last):
             score(epochs_run)
-            bar.set_postfix(val=f"{float(val_loss.mean()):.4f}", select=f"{selection['scores'][-1]}")
+            last_score = selection["scores"][-1]
+            bar.set_postfix(val=f"{float(val_loss.mean()):.4f}",
+                            select="nan" if last_score is None else f"{last_score:.4f}")
         else:
             bar.set_postfix(val=f"{float(val_loss.mean()):.4f}")
         if last:
