@@ -141,7 +141,7 @@ def fit_multistep(
     Returns:
         ``(model, metrics)``: :func:`~wm_eval.training.evaluate_model` on the held-out episodes plus
         ``one_step`` (the starting model's), ``finetune_epochs_run``, ``finetune_seconds``,
-        ``train_segments``, ``val_segments`` and ``val_loss`` (the members' k-step losses); with
+        ``train_segments``, ``val_segments`` and ``val_loss`` (the kept members' k-step losses); with
         ``select`` also ``selection``: ``{epochs, scores, chosen_epoch, seconds}`` (epoch 0: the start).
     """
     if select_every < 1:
@@ -217,6 +217,8 @@ def fit_multistep(
         for name, param in model.named_parameters():
             param.copy_(best[name] if chosen is None else chosen[name])
     model.eval()
+    if chosen is not None:  # the kept snapshot's own k-step losses, not each member's best
+        best_loss = _validation(model, val)
     metrics = evaluate_model(model, val_episodes)
     metrics.update(one_step=one_step_metrics if one_step_metrics is not None else evaluate_model(init, val_episodes),
                    finetune_epochs_run=epochs_run, finetune_seconds=round(time.perf_counter() - start, 3),

@@ -13,4 +13,6 @@ How an evaluation runs, module by module:
   atomically for ``resume``.
 * :mod:`.statistics`, :mod:`.metrics`, :mod:`.summary`: per-episode statistics (return, discounted
   return, success), their intervals, ranking metrics with a two-level bootstrap, horizon error, trust.
+* :mod:`.selection`: closed-loop model selection (a training snapshot scored by how it ranks policies
+  against MuJoCo), used by ``wm-eval train select_policies=...``.
 """
