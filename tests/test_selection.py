@@ -1,4 +1,4 @@
-"""Closed-loop model selection: the selector's scores, the snapshot fine-tuning keeps, the CLI keys."""
+"""Choosing the weights fine-tuning keeps: closed-loop selection (scores, snapshot, CLI keys) and weight averaging."""
 
 from __future__ import annotations
 
@@ -89,3 +89,27 @@ def test_cli_selects_by_closed_loop_fidelity(tiny_model: Path, hopper_dataset: P
     assert "select_episodes" in capsys.readouterr().err
     assert main(args[:-1] + ["select_metric=mse", f"out={tmp_path / 'y'}"]) == 2
     assert "select_metric='mse'" in capsys.readouterr().err and not (tmp_path / "y").exists()
+
+
+def test_weight_averaging_keeps_the_mean_of_the_last_epochs(tiny_model: Path, hopper_dataset: Path,
+                                                            one_thread) -> None:
+    episodes = load_dataset(hopper_dataset, sim_states=False).episodes
+    init = load_checkpoint(tiny_model)
+
+    def run(epochs: int, average: int):
+        hp = MultiStepHParams(**SMALL, finetune_epochs=epochs, average_epochs=average)
+        return fit_multistep(episodes, task="Hopper-v5", hparams=hp, seed=0, init=init, progress=False)
+
+    after2, _ = run(2, 1)  # averaging one epoch keeps the last weights
+    after3, _ = run(3, 1)
+    averaged, metrics = run(3, 2)
+    assert metrics["averaged_epochs"] == 2
+    for name, p in averaged.named_parameters():
+        expected = (dict(after2.named_parameters())[name] + dict(after3.named_parameters())[name]) / 2
+        torch.testing.assert_close(p, expected, rtol=0, atol=1e-6, msg=name)
+    assert not torch.equal(dict(after2.named_parameters())["weights.0"], dict(after3.named_parameters())["weights.0"])
+    with pytest.raises(ConfigError, match="average_epochs and select_policies"):
+        fit_multistep(episodes, task="Hopper-v5", hparams=MultiStepHParams(**SMALL, average_epochs=2), seed=0,
+                      init=init, progress=False, select=_selector())
+    with pytest.raises(ConfigError, match="average_epochs must be 0"):
+        MultiStepHParams(average_epochs=-1)

@@ -91,7 +91,8 @@ class TrainConfig:
     threads: int = _doc("torch CPU threads (0: torch's default)", 0)
     overwrite: bool = _doc("replace an existing checkpoint at out", False)
     model_type: str = _doc("model family: ensemble (one-step loss) or multistep (k-step rollout loss; adds the "
-                           "keys rollout_steps, finetune_lr, finetune_epochs, finetune_patience, init, select_*)", "ensemble")
+                           "keys rollout_steps, finetune_lr, finetune_epochs, finetune_patience, init, "
+                           "average_epochs, select_*)", "ensemble")
 
 
 @dataclass
@@ -104,6 +105,8 @@ class MultiStepTrainConfig(TrainConfig):
     finetune_patience: int = _doc("multi-step epochs without validation improvement before stopping", 5)
     init: str | None = _doc("one-step checkpoint to start from (embedded task name or folder; default: train one "
                             "first)", None)
+    average_epochs: int = _doc("keep the average of the weights after each of the last N epochs (stochastic weight "
+                               "averaging) instead of each member's best epoch; 0: off", 0)
     select_policies: list[str] | None = _doc("policies (zoo, zips, manifests) whose closed-loop ranking against "
                                              "MuJoCo chooses the epoch kept; default: each member's best epoch by "
                                              "validation loss", None)

@@ -14,13 +14,16 @@ trust signal) is unchanged. Training starts from a one-step model: ``init`` (a c
 example the embedded model) or, without it, a one-step :func:`wm_eval.training.fit` on the same
 data; the multi-step fine-tuning then runs on the same train/validation split of episodes (each
 epoch a random ``1/k`` of the overlapping windows, so about as many predicted steps as a one-step
-epoch), stops on the validation k-step loss, and keeps each member's best epoch; or, given a ``select``
-score (closed-loop fidelity on policies, :class:`wm_eval.evaluation.selection.ClosedLoopSelector`),
-keeps the whole ensemble of the best-scoring epoch, the starting model included.
+epoch), stops on the validation k-step loss, and keeps each member's best epoch; or the average of
+the last ``average_epochs`` epochs' weights (stochastic weight averaging, Izmailov et al. 2018); or,
+given a ``select`` score (closed-loop fidelity on policies,
+:class:`wm_eval.evaluation.selection.ClosedLoopSelector`), the whole ensemble of the best-scoring
+epoch, the starting model included.
 """
 
 from __future__ import annotations
 
+import collections
 import math
 import time
 from collections.abc import Callable
@@ -44,16 +47,21 @@ _MIN_DELTA = 1e-4
 @dataclass(frozen=True)
 class MultiStepHParams(EnsembleHParams):
     """:class:`~wm_eval.training.EnsembleHParams` plus ``rollout_steps`` (``k``), the fine-tuning
-    ``lr``/``epochs``/``patience`` (``finetune_*``) and ``init`` (a checkpoint to start from)."""
+    ``lr``/``epochs``/``patience`` (``finetune_*``), ``init`` (a checkpoint to start from) and
+    ``average_epochs`` (``N > 0``: keep the average of the weights after each of the last ``N`` epochs run,
+    stochastic weight averaging, instead of each member's best epoch)."""
 
     rollout_steps: int = 5
     finetune_lr: float = 2e-4
     finetune_epochs: int = 30
     finetune_patience: int = 5
     init: str | None = None
+    average_epochs: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.average_epochs < 0:
+            raise ConfigError(f"average_epochs must be 0 (off) or more, got {self.average_epochs}")
         if self.rollout_steps < 2:
             raise ConfigError(f"rollout_steps must be at least 2 (1 is the one-step ensemble), got {self.rollout_steps}")
         if min(self.finetune_epochs, self.finetune_patience) < 1 or not self.finetune_lr > 0:
@@ -142,10 +150,13 @@ def fit_multistep(
         ``(model, metrics)``: :func:`~wm_eval.training.evaluate_model` on the held-out episodes plus
         ``one_step`` (the starting model's), ``finetune_epochs_run``, ``finetune_seconds``,
         ``train_segments``, ``val_segments`` and ``val_loss`` (the kept members' k-step losses); with
-        ``select`` also ``selection``: ``{epochs, scores, chosen_epoch, seconds}`` (epoch 0: the start).
+        ``select`` also ``selection``: ``{epochs, scores, chosen_epoch, seconds}`` (epoch 0: the start);
+        with ``average_epochs`` also ``averaged_epochs`` (how many were averaged).
     """
     if select_every < 1:
         raise ConfigError(f"select_every must be at least 1, got {select_every}")
+    if select is not None and hparams.average_epochs:
+        raise ConfigError("average_epochs and select_policies each choose the weights kept: use one of them")
     one_step_metrics: dict[str, Any] | None = None
     if init is None:
         init, one_step_metrics = fit(episodes, task=task, hparams=hparams, seed=seed, device=device, progress=progress)
@@ -181,6 +192,7 @@ def fit_multistep(
 
     if select is not None:
         score(0)
+    recent: collections.deque[dict[str, torch.Tensor]] = collections.deque(maxlen=max(1, hparams.average_epochs))
     per_epoch = max(1, n // k)  # windows overlap k-fold: an epoch predicts about as many steps as one-step training
     bar = tqdm(range(hparams.finetune_epochs), desc=f"multi-step {task} (k={k})", unit="epoch", disable=not progress)
     for _ in bar:
@@ -200,6 +212,8 @@ def fit_multistep(
             best[name][improved] = param.detach()[improved]
         epochs_run += 1
         stale = 0 if bool(improved.any()) else stale + 1
+        if hparams.average_epochs:
+            recent.append({name: p.detach().clone() for name, p in model.named_parameters()})
         elapsed = time.perf_counter() - start
         last = epochs_run == hparams.finetune_epochs or stale >= hparams.finetune_patience or (
             hparams.max_train_seconds is not None and elapsed >= hparams.max_train_seconds)
@@ -213,11 +227,13 @@ def fit_multistep(
         if last:
             break
     bar.close()
+    if hparams.average_epochs:
+        chosen = {name: torch.stack([snap[name] for snap in recent]).mean(dim=0) for name in best}
     with torch.no_grad():
         for name, param in model.named_parameters():
             param.copy_(best[name] if chosen is None else chosen[name])
     model.eval()
-    if chosen is not None:  # the kept snapshot's own k-step losses, not each member's best
+    if chosen is not None:  # the kept weights' own k-step losses, not each member's best
         best_loss = _validation(model, val)
     metrics = evaluate_model(model, val_episodes)
     metrics.update(one_step=one_step_metrics if one_step_metrics is not None else evaluate_model(init, val_episodes),
@@ -226,4 +242,6 @@ def fit_multistep(
                    val_loss=[float(v) if math.isfinite(float(v)) else None for v in best_loss])
     if select is not None:
         metrics["selection"] = {**selection, "seconds": round(selection["seconds"], 3)}
+    if hparams.average_epochs:
+        metrics["averaged_epochs"] = len(recent)
     return model, metrics
