@@ -10,10 +10,12 @@ units; ``mmrv_normalized`` divides it by the true best - worst spread::
     python examples/fidelity.py --episodes 50 --tasks WmEval/ArmPush-v0 WmEval/ArmDrawer-v0   # horizon: their 150
     python examples/fidelity.py --episodes 2 --horizon 20 --tasks Hopper-v5   # a quick smoke run
     python examples/fidelity.py --tasks Hopper-v5 --model Hopper-v5=runs/models/Hopper-v5-multistep --set unseen
+    python examples/fidelity.py --tasks Walker2d-v5 --propagation ts1   # a random member per step
 
 ``--model TASK=PATH`` evaluates another checkpoint for a task (default: the embedded model); ``--set unseen``
 evaluates the policies the model never saw instead of the zoo (held-out checkpoints of other seeds and
-algorithms, as listed by ``unseen`` in ``examples/trust_calibration.py``), ``--set all`` both.
+algorithms, as listed by ``unseen`` in ``examples/trust_calibration.py``), ``--set all`` both;
+``--propagation`` and ``--sample`` are those of ``wm_eval.evaluate`` (default: the ensemble mean).
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ SUCCESS_METRICS = ("spearman", "pearson", "mmrv", "regret_at_1")
 
 
 def fidelity(tasks: list[str], *, episodes: int, horizon: int | None, seed: int, out: Path,
-             progress: bool = True, models: dict[str, str] | None = None, policy_set: str = "zoo") -> list[dict]:
+             progress: bool = True, models: dict[str, str] | None = None, policy_set: str = "zoo",
+             propagation: str = "mean", sample: bool = False) -> list[dict]:
     """Evaluate each task's policies (``policy_set``: zoo, unseen or all) in its embedded model (or
-    ``models[task]``); returns one row of metrics per task."""
+    ``models[task]``) with ``propagation`` and ``sample``; returns one row of metrics per task."""
     rows = []
     for task in tasks:
         policies = {"zoo": ["zoo"], "unseen": unseen(task), "all": ["zoo", *unseen(task)]}[policy_set]
@@ -42,9 +45,10 @@ def fidelity(tasks: list[str], *, episodes: int, horizon: int | None, seed: int,
             continue
         model = (models or {}).get(task)
         evaluation = wm_eval.evaluate(task, policies, model=model, episodes=episodes, horizon=horizon, seed=seed,
-                                      progress=progress)
+                                      propagation=propagation, sample=sample, progress=progress)
         report = wm_eval.report(evaluation, out / task, rerun=False)
-        rows.append({"task": task, "model": model or "embedded", "set": policy_set,
+        rows.append({"task": task, "model": model or "embedded", "set": policy_set, "propagation": propagation,
+                     "sample": sample,
                      "policies": len(report["policies"]), "episodes": episodes,
                      "trust_auroc": report["trust"]["auroc"], **report["metrics_ci"],
                      "success": report["metrics_by_statistic"].get("success")})
@@ -80,12 +84,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/fidelity"))
     parser.add_argument("--model", nargs="*", default=[], metavar="TASK=PATH", help="another checkpoint for a task")
     parser.add_argument("--set", dest="policy_set", choices=("zoo", "unseen", "all"), default="zoo")
+    parser.add_argument("--propagation", choices=("mean", "ts1", "ts_inf"), default="mean",
+                        help="mean: the ensemble mean; ts1: a random member per step; ts_inf: one member per episode")
+    parser.add_argument("--sample", action="store_true", help="sample next states from the members' Gaussians")
     args = parser.parse_args()
     if any("=" not in item for item in args.model):
         parser.error("--model takes TASK=PATH items, e.g. Hopper-v5=runs/models/Hopper-v5-multistep")
     models = dict(item.split("=", 1) for item in args.model)
     rows = fidelity(args.tasks, episodes=args.episodes, horizon=args.horizon, seed=args.seed, out=args.out,
-                    models=models, policy_set=args.policy_set)
+                    models=models, policy_set=args.policy_set, propagation=args.propagation, sample=args.sample)
     table = markdown(rows)
     (args.out / "fidelity.json").write_text(json.dumps(rows, indent=2) + "\n")
     (args.out / "fidelity.md").write_text(table + "\n")

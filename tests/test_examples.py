@@ -53,10 +53,11 @@ def test_fidelity_example_on_unseen_policies_with_another_model(tmp_path: Path) 
     held_out = json.loads((EXAMPLES.parent / "policies/unseen/HalfCheetah-v5/manifest.json").read_text())["policies"]
     model = embedded_model_path("HalfCheetah-v5")
     _run("fidelity.py", "--tasks", "HalfCheetah-v5", "--episodes", "2", "--horizon", "10", "--set", "unseen",
-         "--model", f"HalfCheetah-v5={model}", "--out", "fid", cwd=tmp_path)
+         "--model", f"HalfCheetah-v5={model}", "--propagation", "ts1", "--out", "fid", cwd=tmp_path)
     (row,) = json.loads((tmp_path / "fid" / "fidelity.json").read_text())
     assert (row["set"], row["model"], row["policies"]) == ("unseen", str(model), len(held_out))
     report = json.loads((tmp_path / "fid" / "HalfCheetah-v5" / "report.json").read_text())
+    assert row["propagation"] == report["config"]["propagation"] == "ts1" and row["sample"] is False
     assert {p["name"] for p in report["policies"]} == {e["name"] for e in held_out}
     bad = subprocess.run([sys.executable, str(EXAMPLES / "fidelity.py"), "--model", "nonsense"], capture_output=True,
                          text=True, cwd=tmp_path)
