@@ -25,6 +25,7 @@ import json
 from pathlib import Path
 
 import wm_eval
+from wm_eval.models.base import PROPAGATIONS
 
 from trust_calibration import unseen  # noqa: E402  (examples/ is this script's folder)
 
@@ -62,6 +63,8 @@ def markdown(rows: list[dict]) -> str:
 
     head = "| task | policies × episodes | " + " | ".join(METRICS) + " | trust AUROC |"
     lines = [head, "|" + "---|" * (len(METRICS) + 3)]
+    if rows and (rows[0]["propagation"] != "mean" or rows[0]["sample"]):  # not the default imagination
+        lines = [f"Propagation `{rows[0]['propagation']}`, sample {str(rows[0]['sample']).lower()}:", ""] + lines
     for r in rows:
         auroc = "n/a" if r["trust_auroc"] is None else f"{r['trust_auroc']:.2f}"
         lines.append(f"| {r['task']} | {r['policies']} × {r['episodes']} | "
@@ -84,7 +87,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/fidelity"))
     parser.add_argument("--model", nargs="*", default=[], metavar="TASK=PATH", help="another checkpoint for a task")
     parser.add_argument("--set", dest="policy_set", choices=("zoo", "unseen", "all"), default="zoo")
-    parser.add_argument("--propagation", choices=("mean", "ts1", "ts_inf"), default="mean",
+    parser.add_argument("--propagation", choices=PROPAGATIONS, default="mean",
                         help="mean: the ensemble mean; ts1: a random member per step; ts_inf: one member per episode")
     parser.add_argument("--sample", action="store_true", help="sample next states from the members' Gaussians")
     args = parser.parse_args()

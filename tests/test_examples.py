@@ -58,6 +58,7 @@ def test_fidelity_example_on_unseen_policies_with_another_model(tmp_path: Path) 
     assert (row["set"], row["model"], row["policies"]) == ("unseen", str(model), len(held_out))
     report = json.loads((tmp_path / "fid" / "HalfCheetah-v5" / "report.json").read_text())
     assert row["propagation"] == report["config"]["propagation"] == "ts1" and row["sample"] is False
+    assert (tmp_path / "fid" / "fidelity.md").read_text().startswith("Propagation `ts1`, sample false:")
     assert {p["name"] for p in report["policies"]} == {e["name"] for e in held_out}
     bad = subprocess.run([sys.executable, str(EXAMPLES / "fidelity.py"), "--model", "nonsense"], capture_output=True,
                          text=True, cwd=tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,9 @@ import torch
 
 from wm_eval.cli import main
 from wm_eval.data import load_dataset
-from wm_eval.errors import ConfigError
+from wm_eval.errors import ConfigError, PolicyError
 from wm_eval.evaluation.api import evaluate
-from wm_eval.evaluation.selection import SELECT_METRICS, ClosedLoopSelector
+from wm_eval.evaluation.selection import SELECT_METRICS, ClosedLoopSelector, _point_metrics
 from wm_eval.models.checkpoint import load_checkpoint
 from wm_eval.multistep import MultiStepHParams, fit_multistep
 
@@ -43,8 +44,25 @@ def test_bad_selection_settings_are_config_errors() -> None:
         _selector("mse")
     with pytest.raises(ConfigError, match="select_episodes must be at least 2"):
         ClosedLoopSelector("Hopper-v5", POLICIES, episodes=1)
-    with pytest.raises(ConfigError, match="select_statistic='success'"):
-        ClosedLoopSelector("Hopper-v5", POLICIES, episodes=2, horizon=10, statistic="success")(None)
+    with pytest.raises(ConfigError, match="select_statistic='success': Hopper-v5 has return, discounted_return"):
+        ClosedLoopSelector("Hopper-v5", POLICIES, episodes=2, statistic="success")
+    with pytest.raises(ConfigError, match="select_statistic='uncertainty'"):
+        ClosedLoopSelector("Hopper-v5", POLICIES, episodes=2, statistic="uncertainty")
+    with pytest.raises(ConfigError, match="select_horizon must be at least 1"):
+        ClosedLoopSelector("Hopper-v5", POLICIES, episodes=2, horizon=0)
+    with pytest.raises(ConfigError, match="select_seed must be 0 or more"):
+        ClosedLoopSelector("Hopper-v5", POLICIES, episodes=2, seed=-1)
+    with pytest.raises(ConfigError, match="takes a list of policies"):
+        ClosedLoopSelector("Hopper-v5", "zoo", episodes=2)
+    with pytest.raises(PolicyError, match="no policy 'nope'"):  # policies load up front, before any training
+        ClosedLoopSelector("Hopper-v5", ["zoo#nope"], episodes=2)
+
+
+def test_undefined_metrics_are_none_and_score_last() -> None:
+    truth = np.array([1.0, 2.0, 3.0])
+    assert set(_point_metrics(np.array([1.0, np.nan, 2.0]), truth).values()) == {None}  # a diverged snapshot
+    flat = _point_metrics(np.array([5.0, 5.0, 5.0]), truth)  # constant predictions: no correlation
+    assert flat["spearman"] is None and flat["kendall"] is None and flat["normalized_abs_error"] is not None
 
 
 def test_fine_tuning_keeps_the_best_scoring_snapshot(tiny_model: Path, hopper_dataset: Path, one_thread) -> None:
@@ -64,6 +82,22 @@ def test_fine_tuning_keeps_the_best_scoring_snapshot(tiny_model: Path, hopper_da
         assert unchanged == (sel["chosen_epoch"] == 0)
         chosen.add(sel["chosen_epoch"])
     assert 0 in chosen and len(chosen) == 2
+    # scoring does not disturb training, and a non-finite score ranks last: a score that is nan at the start
+    # and then rises (after a real closed-loop evaluation) keeps the last epoch, as averaging one epoch does
+    selector, calls = _selector(), []
+
+    def rising(candidate) -> float:
+        selector(candidate)
+        calls.append(len(calls))
+        return math.nan if len(calls) == 1 else float(len(calls))
+
+    kept, metrics = fit_multistep(episodes, task="Hopper-v5", hparams=hp, seed=0, init=init, progress=False,
+                                  select=rising)
+    last, _ = fit_multistep(episodes, task="Hopper-v5", hparams=MultiStepHParams(**SMALL, finetune_epochs=3,
+                                                                                average_epochs=1),
+                            seed=0, init=init, progress=False)
+    assert metrics["selection"]["scores"] == [None, 2.0, 3.0, 4.0] and metrics["selection"]["chosen_epoch"] == 3
+    assert all(torch.equal(a, b) for a, b in zip(kept.state_dict().values(), last.state_dict().values()))
     with pytest.raises(ConfigError, match="select_every must be at least 1"):
         fit_multistep(episodes, task="Hopper-v5", hparams=hp, seed=0, init=init, progress=False,
                       select=_selector(), select_every=0)
@@ -108,7 +142,7 @@ def test_weight_averaging_keeps_the_mean_of_the_last_epochs(tiny_model: Path, ho
         expected = (dict(after2.named_parameters())[name] + dict(after3.named_parameters())[name]) / 2
         torch.testing.assert_close(p, expected, rtol=0, atol=1e-6, msg=name)
     assert not torch.equal(dict(after2.named_parameters())["weights.0"], dict(after3.named_parameters())["weights.0"])
-    with pytest.raises(ConfigError, match="average_epochs and select_policies"):
+    with pytest.raises(ConfigError, match="average_epochs and a select score"):
         fit_multistep(episodes, task="Hopper-v5", hparams=MultiStepHParams(**SMALL, average_epochs=2), seed=0,
                       init=init, progress=False, select=_selector())
     with pytest.raises(ConfigError, match="average_epochs must be 0"):

@@ -107,7 +107,8 @@ def train(cfg: Any) -> int:
         sel = metrics["selection"]
         kept = sel["per_epoch"][sel["epochs"].index(sel["chosen_epoch"])][sel["metric"]]
         print(f"kept epoch {sel['chosen_epoch']} of {metrics['finetune_epochs_run']} (0: the start) by closed-loop "
-              f"{sel['metric']} on {len(sel['policies'])} policies: {kept:.3f}")
+              f"{sel['metric']} on {len(sel['policies'])} policies: "
+              + ("undefined (no epoch had a score)" if kept is None else f"{kept:.3f}"))
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -106,7 +106,7 @@ class MultiStepTrainConfig(TrainConfig):
     init: str | None = _doc("one-step checkpoint to start from (embedded task name or folder; default: train one "
                             "first)", None)
     average_epochs: int = _doc("keep the average of the weights after each of the last N epochs (stochastic weight "
-                               "averaging) instead of each member's best epoch; 0: off", 0)
+                               "averaging) instead of each member's best epoch; 0: off; not with select_policies", 0)
     select_policies: list[str] | None = _doc("policies (zoo, zips, manifests) whose closed-loop ranking against "
                                              "MuJoCo chooses the epoch kept; default: each member's best epoch by "
                                              "validation loss", None)

@@ -68,6 +68,11 @@ class MultiStepHParams(EnsembleHParams):
             raise ConfigError("finetune_epochs and finetune_patience must be at least 1 and finetune_lr positive")
 
 
+def _snapshot(model: GaussianMLPEnsemble) -> dict[str, torch.Tensor]:
+    """A copy of every parameter of ``model`` (by name)."""
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
 def segments(episodes: list[Trajectory], k: int, device: str | torch.device) -> dict[str, torch.Tensor]:
     """Every window of ``k`` consecutive transitions inside an episode (a terminal transition only as a
     window's last): ``obs`` ``[S, k + 1, obs_dim]``, ``action`` ``[S, k, act_dim]``, ``reward`` and
@@ -143,8 +148,8 @@ def fit_multistep(
 
     ``select`` scores a copy of the ensemble (higher is better): the starting model, then every
     ``select_every`` epochs and the last one. The best-scoring snapshot is returned whole (ties keep the
-    earlier one) instead of each member's best epoch by validation loss; stopping still follows the
-    validation loss.
+    earlier one; a non-finite score ranks last) instead of each member's best epoch by validation loss;
+    stopping still follows the validation loss, and ``max_train_seconds`` counts training time only.
 
     Returns:
         ``(model, metrics)``: :func:`~wm_eval.training.evaluate_model` on the held-out episodes plus
@@ -156,7 +161,8 @@ def fit_multistep(
     if select_every < 1:
         raise ConfigError(f"select_every must be at least 1, got {select_every}")
     if select is not None and hparams.average_epochs:
-        raise ConfigError("average_epochs and select_policies each choose the weights kept: use one of them")
+        raise ConfigError("average_epochs and a select score (select_policies) each choose the weights kept: "
+                          "use one of them")
     one_step_metrics: dict[str, Any] | None = None
     if init is None:
         init, one_step_metrics = fit(episodes, task=task, hparams=hparams, seed=seed, device=device, progress=progress)
@@ -173,7 +179,7 @@ def fit_multistep(
          {"params": [p for name, p in model.named_parameters() if not name.startswith("weights.")], "weight_decay": 0.0}],
         lr=hparams.finetune_lr)
     best_loss = _validation(model, val)
-    best = {name: p.detach().clone() for name, p in model.named_parameters()}
+    best = _snapshot(model)
     n, stale, epochs_run, start = len(train["action"]), 0, 0, time.perf_counter()
     selection: dict[str, Any] = {"epochs": [], "scores": [], "chosen_epoch": 0, "seconds": 0.0}
     chosen: dict[str, torch.Tensor] | None = None
@@ -183,11 +189,12 @@ def fit_multistep(
         nonlocal chosen, best_score
         t0 = time.perf_counter()
         value = float(select(model.select_members(range(model.num_members)).eval()))  # type: ignore[misc]
+        value = value if math.isfinite(value) else -math.inf  # nan or inf: an undefined score ranks last
         selection["seconds"] += time.perf_counter() - t0
         selection["epochs"].append(epoch)
         selection["scores"].append(value if math.isfinite(value) else None)
         if chosen is None or value > best_score:
-            chosen = {name: p.detach().clone() for name, p in model.named_parameters()}
+            chosen = _snapshot(model)
             best_score, selection["chosen_epoch"] = value, epoch
 
     if select is not None:
@@ -213,17 +220,15 @@ def fit_multistep(
         epochs_run += 1
         stale = 0 if bool(improved.any()) else stale + 1
         if hparams.average_epochs:
-            recent.append({name: p.detach().clone() for name, p in model.named_parameters()})
-        elapsed = time.perf_counter() - start
+            recent.append(_snapshot(model))
+        elapsed = time.perf_counter() - start - selection["seconds"]  # the time budget is training time
         last = epochs_run == hparams.finetune_epochs or stale >= hparams.finetune_patience or (
             hparams.max_train_seconds is not None and elapsed >= hparams.max_train_seconds)
+        postfix = {"val": f"{float(val_loss.mean()):.4f}"}
         if select is not None and (epochs_run % select_every == 0 or last):
             score(epochs_run)
-            last_score = selection["scores"][-1]
-            bar.set_postfix(val=f"{float(val_loss.mean()):.4f}",
-                            select="nan" if last_score is None else f"{last_score:.4f}")
-        else:
-            bar.set_postfix(val=f"{float(val_loss.mean()):.4f}")
+            postfix["select"] = "undefined" if selection["scores"][-1] is None else f"{selection['scores'][-1]:.4f}"
+        bar.set_postfix(postfix)
         if last:
             break
     bar.close()
