@@ -46,7 +46,7 @@ __all__ = [
     "spearman", "kendall", "pearson", "mmrv", "mmrv_normalized",
     "dope_normalize", "normalized_abs_error", "regret_at_k",
     "bootstrap_ci", "bootstrap_over_policies", "binomial_ci",
-    "auroc", "return_is_off", "trust_auroc", "ranking_metrics",
+    "auroc", "return_is_off", "trust_auroc", "point_metrics", "ranking_metrics",
 ]  # fmt: skip
 
 DOPE_GAMMA = 0.995
@@ -398,6 +398,31 @@ def _resample(
     return P.reshape(indices.shape), G.reshape(indices.shape)
 
 
+def point_metrics(*, predicted: ArrayLike, ground_truth: ArrayLike, scale: ArrayLike | None = None) -> dict[str, float]:
+    """Every ranking metric of :func:`ranking_metrics` as a plain value, without intervals.
+
+    ``predicted`` and ``ground_truth`` are 1-D ``[n_policies]``. The DOPE normalisation and the
+    ``mmrv_normalized`` spread come from ``scale`` (default: ``ground_truth``), so a bootstrap resample
+    keeps the full set's scale. Correlations are ``nan`` where undefined (constant input); raises
+    ``ValueError`` if ``scale`` has no spread.
+    """
+    pred, truth = _pair(predicted, ground_truth)
+    g = truth if scale is None else np.asarray(scale, dtype=np.float64)
+    pred_n = dope_normalize(pred, ground_truth=g, clip=DOPE_CLIP)
+    truth_n = dope_normalize(truth, ground_truth=g)
+    raw_mmrv = mmrv(predicted=pred, ground_truth=truth)
+    return {
+        "spearman": spearman(predicted=pred, ground_truth=truth),
+        "kendall": kendall(predicted=pred, ground_truth=truth),
+        "pearson": pearson(predicted=pred, ground_truth=truth),
+        "mmrv": raw_mmrv,
+        "mmrv_normalized": raw_mmrv / float(np.ptp(g)),
+        "regret_at_1": _regret_n(predicted=pred_n, ground_truth=truth_n, k=1),
+        "regret_at_3": _regret_n(predicted=pred_n, ground_truth=truth_n, k=3),
+        "normalized_abs_error": _abs_error_n(predicted=pred_n, ground_truth=truth_n),
+    }
+
+
 def ranking_metrics(
     *, predicted: ArrayLike, ground_truth: ArrayLike, seed: int, n_resamples: int = 1000, confidence: float = 0.95,
     predicted_episodes: Sequence[np.ndarray] | None = None, true_episodes: Sequence[np.ndarray] | None = None,
@@ -432,27 +457,9 @@ def ranking_metrics(
     p, g = _pair(predicted, ground_truth)
     episodes = _check_episodes(p, g, predicted_episodes, true_episodes)
     dope_normalize(g, ground_truth=g)  # ValueError if the ground truth has no spread
-    spread = float(np.ptp(g))
-
-    def evaluate(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-        """Every metric for one set of policy values (full set or one resample); scale from ``g``."""
-        pred_n = dope_normalize(pred, ground_truth=g, clip=DOPE_CLIP)
-        truth_n = dope_normalize(truth, ground_truth=g)
-        raw_mmrv = mmrv(predicted=pred, ground_truth=truth)
-        return {
-            "spearman": spearman(predicted=pred, ground_truth=truth),
-            "kendall": kendall(predicted=pred, ground_truth=truth),
-            "pearson": pearson(predicted=pred, ground_truth=truth),
-            "mmrv": raw_mmrv,
-            "mmrv_normalized": raw_mmrv / spread,
-            "regret_at_1": _regret_n(predicted=pred_n, ground_truth=truth_n, k=1),
-            "regret_at_3": _regret_n(predicted=pred_n, ground_truth=truth_n, k=3),
-            "normalized_abs_error": _abs_error_n(predicted=pred_n, ground_truth=truth_n),
-        }
-
-    values = evaluate(p, g)
+    values = point_metrics(predicted=p, ground_truth=g)
     P, G = _resample(p, g, episodes, n_resamples=n_resamples, seed=seed)
-    per_resample = [evaluate(P[b], G[b]) for b in range(n_resamples)]
+    per_resample = [point_metrics(predicted=P[b], ground_truth=G[b], scale=g) for b in range(n_resamples)]
     result = {}
     for name, value in values.items():
         draws = np.array([r[name] for r in per_resample], dtype=float)

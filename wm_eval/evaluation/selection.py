@@ -2,11 +2,12 @@
 
 Validation loss and open-loop error on held-out episodes do not predict how well a model ranks
 policies in closed loop (README, "Collect data and train a model": Walker2d candidates with the same
-validation loss rank the zoo with Spearman 0.91 and 0.95). :class:`ClosedLoopSelector` measures the thing itself: it rolls a set
-of policies out in MuJoCo once (``episodes`` per policy from ``seed``'s start states), then scores each
-snapshot it is called with by imagining the same episodes and comparing the per-policy means of
-``statistic`` with the true ones by ``metric``. :func:`wm_eval.multistep.fit_multistep` calls it every
-``select_every`` epochs and keeps the best-scoring snapshot.
+validation loss rank the zoo with Spearman 0.91 and 0.95). :class:`ClosedLoopSelector` measures the
+thing itself: it rolls a set of policies out in MuJoCo once (``episodes`` per policy from ``seed``'s
+start states), then scores each snapshot it is called with by imagining the same episodes and
+comparing the per-policy means of ``statistic`` with the true ones by ``metric``
+(:func:`wm_eval.evaluation.metrics.point_metrics`). :func:`wm_eval.multistep.fit_multistep` calls it
+every ``select_every`` epochs and keeps the best-scoring snapshot.
 
 Use a ``seed`` other than the one of the evaluation that will judge the model, so selection and
 judgement see different start states.
@@ -35,13 +36,8 @@ def _point_metrics(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float 
     (a diverged snapshot ranks nothing; constant predictions have no Kendall tau), so the record is JSON."""
     if not np.isfinite(predicted).all():
         return {name: None for name in SELECT_METRICS}
-    values = {"spearman": M.spearman(predicted=predicted, ground_truth=truth),
-            "kendall": M.kendall(predicted=predicted, ground_truth=truth),
-            "pearson": M.pearson(predicted=predicted, ground_truth=truth),
-            "mmrv_normalized": M.mmrv_normalized(predicted=predicted, ground_truth=truth),
-            "regret_at_1": M.regret_at_k(predicted=predicted, ground_truth=truth, k=1),
-            "normalized_abs_error": M.normalized_abs_error(predicted=predicted, ground_truth=truth)}
-    return {name: value if math.isfinite(value) else None for name, value in values.items()}
+    values = M.point_metrics(predicted=predicted, ground_truth=truth)
+    return {name: values[name] if math.isfinite(values[name]) else None for name in SELECT_METRICS}
 
 
 class ClosedLoopSelector:
