@@ -199,7 +199,7 @@ def fit_multistep(
 
     if select is not None:
         score(0)
-    recent: collections.deque[dict[str, torch.Tensor]] = collections.deque(maxlen=max(1, hparams.average_epochs))
+    recent: collections.deque[dict[str, torch.Tensor]] = collections.deque(maxlen=hparams.average_epochs)
     per_epoch = max(1, n // k)  # windows overlap k-fold: an epoch predicts about as many steps as one-step training
     bar = tqdm(range(hparams.finetune_epochs), desc=f"multi-step {task} (k={k})", unit="epoch", disable=not progress)
     for _ in bar:
