@@ -182,6 +182,9 @@ class RayExecutor:
         parts: dict[str, dict[str, Any]] = {}
         truth_seconds, in_flight, next_group = 0.0, 0, 0
         try:
+            # Placed before any ground-truth task is submitted, so no task takes the CPU an actor needs
+            # (the actors would then wait for tasks to finish and land on whichever node freed first).
+            get([a.busy_seconds.remote() for a in actors])
             while pending or next_group < len(groups):
                 while next_group < len(groups) and (in_flight == 0 or in_flight + _rows(groups[next_group]) <= limit):
                     group = groups[next_group]
