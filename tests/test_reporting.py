@@ -204,6 +204,11 @@ def test_report_has_every_contract_key_and_round_trips(evaluation: Evaluation,
         assert p["coverage"] == pytest.approx(np.mean(ep["coverage"]))
         assert set(p["risk_features"]) == set(RISK["features"])
         assert p["flagged"] is (p["risk"] is not None and p["risk"] > 0.5)
+        for side in ("imagined", "true"):  # the share of episodes ended by Hopper's rule, with scipy's Wilson interval
+            ended = np.asarray(ep[f"{side}_terminated"], dtype=bool)
+            wilson = stats.binomtest(int(ended.sum()), len(ended)).proportion_ci(method="wilson")
+            assert p["terminated"][side] == pytest.approx({"mean": ended.mean(), "ci_low": wilson.low,
+                                                           "ci_high": wilson.high})
     true_means = [p["true_return"]["mean"] for p in report["policies"]]
     assert [p["true_rank"] for p in report["policies"]] == (np.argsort(np.argsort(-np.array(true_means))) + 1).tolist()
     loaded = json.loads((folder / "report.json").read_text())
@@ -282,6 +287,26 @@ def test_report_markdown_and_terminal_table(written: tuple[Path, dict[str, Any]]
     assert [line.split()[0] for line in table[1:1 + len(NAMES)]] == [p["name"] for p in rows]
     assert all(word in metrics for word in ("Spearman", "Kendall", "Pearson", "MMRV", "of spread", "regret@1", "NAE"))
     assert f"MMRV {report['metrics']['mmrv']:.1f} ({report['metrics']['mmrv_normalized']:.3f} of spread)" in metrics
+
+
+def test_terminations_column_and_verdict(written: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    """Shares of terminated episodes are shown when some episode ended by the rule; the policies whose imagined
+    and true shares differ by 25 points or more are named, largest difference first."""
+    report = copy.deepcopy(written[1])
+    shares = {"still": (0.0, 0.0), "push": (0.1, 0.8), "wobble": (0.5, 0.3), "linear": (1.0, 0.6)}
+    for p in report["policies"]:
+        p["terminated"] = {side: {"mean": v, "ci_low": 0.0, "ci_high": 1.0}
+                           for side, v in zip(("imagined", "true"), shares[p["name"]])}
+    lines = write_report(tmp_path / "falls", report)[1].read_text().splitlines()
+    assert ("- Terminations (falls) are mispredicted for 2 of 4 policies, by 25 points of their episodes or more: "
+            "push (10% imagined, 80% true), linear (100% imagined, 60% true). Their imagined returns are the ones "
+            "to doubt.") in lines
+    assert any(line.startswith("| policy |") and line.endswith("| rank imagined / true | terminated |") for line in lines)
+    assert any(line.startswith("| push |") and line.endswith("| 10% / 80% |") for line in lines)
+    for p in report["policies"]:  # nothing terminated: no column, no verdict
+        p["terminated"] = {side: {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.1} for side in ("imagined", "true")}
+    md = write_report(tmp_path / "none", report)[1].read_text()
+    assert "| rank imagined / true |\n" in md and "terminated |" not in md and "mispredicted" not in md
 
 
 @pytest.mark.parametrize(("spearman", "auroc", "expected"), [
@@ -440,7 +465,7 @@ def test_model_only_report_says_no_episode_ran_in_mujoco(model_only: tuple[Path,
             "from the model alone: the spread of the imagined returns widened by the model's calibrated error") in md
     policy_rows = [line.split(" | ") for line in lines if line.startswith("| ") and " / n/a |" in line]
     assert [r[0][2:] for r in policy_rows] == by_imagined
-    assert [r[-1] for r in policy_rows] == [f"{p['imagined_rank']} / n/a |" for p in sorted(
+    assert [r[6].removesuffix(" |") for r in policy_rows] == [f"{p['imagined_rank']} / n/a" for p in sorted(
         policies, key=lambda p: -p["imagined_return"]["mean"])]
     estimate_rows = [line.split(" | ") for line in lines if "| model-only" in line]
     assert [r[0][2:] for r in estimate_rows] == by_imagined

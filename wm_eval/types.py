@@ -151,7 +151,9 @@ class PolicyResult:
         kept: the paired episodes kept in full (see ``trajectories=`` of :func:`wm_eval.evaluate`).
         statistics: per statistic (``return``, ``discounted_return``, ``success``) the imagined and
             true ``{mean, ci_low, ci_high}``.
-        summary: the remaining per-policy numbers of ``report.json`` (``abs_error``, ``uncertainty``, ...).
+        summary: the remaining per-policy numbers of ``report.json`` (``abs_error``, ``uncertainty``, ...;
+            ``terminated``: the imagined and true share of episodes ended by the task's termination rule,
+            each ``{mean, ci_low, ci_high}`` with a Wilson interval).
         true_estimate: per statistic, the estimate of the policy's TRUE mean with its interval
             (``mean``, ``ci_low``, ``ci_high``, ``method``, ``real_episodes``, ``lam``,
             ``effective_real_episodes``, ...; see :mod:`wm_eval.evaluation.estimators`).

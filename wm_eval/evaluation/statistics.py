@@ -34,6 +34,9 @@ class Statistic:
 RETURN = Statistic("return", "continuous")
 DISCOUNTED = Statistic("discounted_return", "continuous")
 SUCCESS = Statistic("success", "binary")
+TERMINATED = Statistic("terminated", "binary")
+"""The share of episodes ended by the task's termination rule (a fall, for locomotion): summarised per
+policy (Wilson intervals), not ranked on."""
 
 
 def statistics_for(success_rule: Callable[[np.ndarray], np.ndarray] | None) -> list[Statistic]:

@@ -28,7 +28,7 @@ import numpy as np
 from wm_eval.evaluation import estimators as E
 from wm_eval.evaluation import metrics as M
 from wm_eval.evaluation import trust_signal as T
-from wm_eval.evaluation.statistics import Statistic, interval
+from wm_eval.evaluation.statistics import TERMINATED, Statistic, interval
 from wm_eval.evaluation.plan import Unit
 from wm_eval.evaluation.units import UnitResult
 from wm_eval.types import METRIC_NAMES
@@ -91,6 +91,9 @@ def policy_summary(values: dict[str, np.ndarray], statistics: Sequence[Statistic
         "uncertainty": float(values["imagined_uncertainty"].mean()),
         "trust_score": float(values["imagined_trust_score"].mean()),
         "final_state_error": float(pairs["final_state_error"].mean()) if len(pairs["true_return"]) else math.nan,
+        "terminated": {"imagined": interval(TERMINATED, values["imagined_terminated"], seed=seed, n_resamples=0),
+                       "true": interval(TERMINATED, pairs["true_terminated"], seed=seed, n_resamples=0)
+                       if len(pairs["true_terminated"]) else none},
     }
     return stats, summary
 

@@ -35,6 +35,7 @@ from wm_eval.reporting.estimates import (NO_MUJOCO, estimates_section, has_true_
 from wm_eval.reporting.estimates import interval as _interval
 from wm_eval.reporting.estimates import num as _num
 from wm_eval.reporting.success import has_success, success_cell, success_section
+from wm_eval.reporting.terminations import has_terminations, terminated_cell, termination_verdict
 from wm_eval.reporting.trust import flagged_note, risk_cell, terminal_risk_cell, trust_section, trust_verdict
 
 if TYPE_CHECKING:
@@ -231,7 +232,8 @@ def report(evaluation: Evaluation, out: str | os.PathLike[str], *, trajectories:
 
 
 def _verdicts(report: dict[str, Any]) -> list[str]:
-    """One line on the ranking, one on the uncertainty, and one on the flagged policies if any."""
+    """One line on the ranking, one on the uncertainty, and one each on the flagged policies and the
+    mispredicted terminations if any."""
     rho = report["metrics_ci"]["spearman"]
     if not has_true_returns(report):
         ranking = "Ranking not assessed: the ranking metrics need real episodes, and none ran in MuJoCo."
@@ -255,8 +257,8 @@ def _verdicts(report: dict[str, Any]) -> list[str]:
     else:
         flag = (f"**Warning:** uncertainty does not flag the wrong episodes (trust AUROC {auroc:.2f} < "
                 f"{TRUST_AUROC_WARN}; {share}): a confident imagined return may still be wrong.")
-    risky = trust_verdict(report)
-    return [ranking, flag] + ([risky] if risky else [])
+    extra = [trust_verdict(report), termination_verdict(report)]
+    return [ranking, flag] + [line for line in extra if line]
 
 
 def _as_mean(entry: dict[str, float | None]) -> dict[str, float | None]:
@@ -265,6 +267,7 @@ def _as_mean(entry: dict[str, float | None]) -> dict[str, float | None]:
 
 def _markdown(report: dict[str, Any], folder: Path) -> str:
     gamma = report.get("gamma")
+    falls = has_terminations(report)
     lines = [
         f"# wm_eval report: {report['task']} in model `{report['model']}`",
         "",
@@ -281,15 +284,18 @@ def _markdown(report: dict[str, Any], folder: Path) -> str:
         "interval is the spread of the model's predictions over start states, not an interval for the policy's "
         "true value. Trust score: ensemble disagreement summed over an episode's imagined steps, weighted by the "
         "distance to the training data when the model stores it (mean per policy). Risk: estimated probability "
-        "that the policy's imagined mean return is off by more than 20% (⚑ flagged; n/a: not estimated).",
+        "that the policy's imagined mean return is off by more than 20% (⚑ flagged; n/a: not estimated)."
+        + (" Terminated: share of episodes ended by the task's termination rule (a fall), imagined / true."
+           if falls else ""),
         "",
         "| policy | imagined return [95% CI] | true return [95% CI] | abs error | trust score | risk | "
-        "rank imagined / true |",
-        "|---|---|---|---|---|---|---|",
+        f"rank imagined / true |{' terminated |' if falls else ''}",
+        "|---|---|---|---|---|---|---|" + ("---|" if falls else ""),
     ]
     for p in sorted_policies(report):
         lines.append(f"| {p['name']} | {_interval(p['imagined_return'])} | {_interval(p['true_return'])} | "
-                     f"{_num(p['abs_error'])} | {_num(p['trust_score'], '.3g')} | {risk_cell(p)} | {rank_cell(p)} |")
+                     f"{_num(p['abs_error'])} | {_num(p['trust_score'], '.3g')} | {risk_cell(p)} | {rank_cell(p)} |"
+                     + (f" {terminated_cell(p)} |" if falls else ""))
     lines += trust_section(report)
     lines += success_section(report, sorted_policies(report))
     lines += estimates_section(report)
