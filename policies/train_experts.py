@@ -163,7 +163,8 @@ def main() -> None:
     cls, prefix = ALGOS[args.algo], f"{args.algo}_s{args.seed}"
     off_policy = args.algo != "ppo"  # has a replay buffer to keep
     recipe = (f"python policies/train_experts.py --task {args.task} --algo {args.algo} --seed {args.seed} "
-              f"--steps {args.steps}" + (" --held-out" if args.held_out else ""))
+              f"--steps {args.steps} --every {args.every} --publish-every {args.publish_every}"
+              + (" --held-out" if args.held_out else ""))
     saved = sorted(full.glob(f"{prefix}_*k.zip"))
     if args.publish_only:
         names = [_checkpoint_name(prefix, steps) for steps in args.publish_only]

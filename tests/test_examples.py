@@ -175,6 +175,37 @@ def test_custom_model_example(tmp_path: Path) -> None:
     assert row["model"] == "custom_model:make_model" and len(row["policies"]) == 3
 
 
+def test_pool_members_example(tmp_path: Path) -> None:
+    """Two checkpoints holding members 0-1 and 2-4 of the embedded HalfCheetah model pool back into the
+    embedded model: the same weights and the same imagined steps; another task's model is a one-line error."""
+    import torch
+
+    from wm_eval.models import load_checkpoint, save_checkpoint
+    from wm_eval.models.checkpoint import resolve_model
+    from wm_eval.tasks import spaces
+
+    task = "HalfCheetah-v5"
+    whole = resolve_model(task, task=task)
+    parts = []
+    for name, members in (("a", [0, 1]), ("b", [2, 3, 4])):
+        parts.append(str(save_checkpoint(whole.select_members(members), tmp_path / name, **spaces(task),
+                                         data_fingerprint="test", metrics={}, config={}, seed=0,
+                                         coverage=whole.coverage)))
+    row = json.loads(_run("pool_members.py", str(tmp_path / "pooled"), *parts, cwd=tmp_path).strip())
+    assert row == {"out": str(tmp_path / "pooled"), "task": task, "members": [2, 3], "pooled": 5}
+    pooled = load_checkpoint(tmp_path / "pooled")
+    assert all(torch.equal(v, whole.state_dict()[k]) for k, v in pooled.state_dict().items())
+    obs = np.random.default_rng(0).normal(size=(4, whole.obs_dim)).astype(np.float32)
+    action = np.random.default_rng(1).uniform(-1, 1, size=(4, whole.act_dim)).astype(np.float32)
+    for propagation in ("mean", "ts1"):
+        mine = pooled.predict(obs, action, propagation=propagation, generator=torch.Generator().manual_seed(3))
+        theirs = whole.predict(obs, action, propagation=propagation, generator=torch.Generator().manual_seed(3))
+        assert torch.equal(mine.next_obs, theirs.next_obs) and torch.equal(mine.reward, theirs.reward)
+    done = subprocess.run([sys.executable, str(EXAMPLES / "pool_members.py"), str(tmp_path / "bad"), parts[0],
+                           "Hopper-v5"], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "pool models of one task" in done.stderr
+
+
 def test_trust_calibration_example(tmp_path: Path, tiny_model: Path, hopper_dataset: Path) -> None:
     import shutil
 

@@ -104,7 +104,10 @@ def test_train_experts_publishes_a_resumable_ladder(tmp_path: Path, algo: str) -
     manifest = json.loads((tmp_path / "policies" / "unseen" / "Hopper-v5" / "manifest.json").read_text())
     steps = [e["training_steps"] for e in manifest["policies"]]  # PPO learns in whole rollouts of 2048 steps
     assert steps == ([2048, 4096, 6144] if algo == "ppo" else [1000, 2000, 3000])
-    assert manifest["recipes"][f"{algo}_s3"].endswith("--held-out") and not (tmp_path / "policies" / "experts").exists()
+    assert manifest["recipes"][f"{algo}_s3"] == (  # the whole command: checkpoint and publishing steps too
+        f"python policies/train_experts.py --task Hopper-v5 --algo {algo} --seed 3 --steps 3000 --every 1000 "
+        "--publish-every 1000 --held-out")
+    assert not (tmp_path / "policies" / "experts").exists()
     env = gym.make("Hopper-v5")
     policies = load_policies(str(tmp_path / "policies" / "unseen" / "Hopper-v5" / "manifest.json"), task="Hopper-v5",
                              observation_space=env.observation_space, action_space=env.action_space)
@@ -135,7 +138,8 @@ def test_publish_only_adds_saved_checkpoints_and_keeps_other_runs(tmp_path: Path
     assert "td3_s3_0001k: true return" in done.stdout
     manifest = json.loads(path.read_text())
     assert [e["name"] for e in manifest["policies"]] == ["td3_s4_0001k", "td3_s3_0001k", "td3_s3_0002k"]
-    assert manifest["recipes"]["td3_s3"].endswith("--steps 2000")  # the training command stays the recipe
+    assert manifest["recipes"]["td3_s3"].endswith("--steps 2000 --every 1000 --publish-every 2000")  # the training
+    # command stays the recipe
     env = gym.make("Hopper-v5")
     (policy,) = load_policies(str(path.parent / "td3_s3_0001k.zip"), observation_space=env.observation_space,
                               action_space=env.action_space)

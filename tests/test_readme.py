@@ -60,11 +60,15 @@ PLAN: dict[str, Step] = {
     "wm-eval evaluate task=Hopper-v5 model=runs/models/hopper":
         Step(_wm("evaluate", "task=Hopper-v5", "model=runs/models/hopper", *EVAL_DEBUG), says="report:"),
     "wm-eval <command> --help": Step(_wm("evaluate", "--help"), says="episodes"),
-    "python policies/train_experts.py --task Hopper-v5 --algo sac --seed 11 --steps 350000":
+    "python policies/train_experts.py --task Hopper-v5 --algo sac --seed 11 --steps 350000 --publish-every 50000":
         Step(None, why="tests/test_experts.py::test_train_experts_publishes_a_resumable_ladder runs it debug-sized"),
+    "python examples/pool_members.py runs/models/W-pooled Walker2d-v5 runs/models/Walker2d-v5-sac-4td3-ppo2-multistep-k10":
+        Step(None, why="tests/test_examples.py::test_pool_members_example pools two halves of the embedded HalfCheetah "
+                       "model back into it"),
     "python policies/train_zoo.py --task Hopper-v5 --add-experts":
         Step(None, why="tests/test_experts.py::test_add_experts_joins_the_zoo_once runs it on a copy of the zoo"),
-    "python policies/train_experts.py --task Hopper-v5 --algo td3 --seed 12 --steps 150000 --held-out":
+    "python policies/train_experts.py --task Hopper-v5 --algo td3 --seed 12 --steps 150000 --every 25000 "
+    "--publish-every 25000 --held-out":
         Step(None, why="tests/test_experts.py::test_train_experts_publishes_a_resumable_ladder runs it debug-sized"),
     "python policies/train_experts.py --task Walker2d-v5 --algo ppo --seed 1 --steps 600000 --every 100000 --held-out":
         Step(None, why="tests/test_experts.py::test_train_experts_publishes_a_resumable_ladder runs PPO debug-sized"),

@@ -104,7 +104,7 @@ class MultiStepTrainConfig(TrainConfig):
     finetune_epochs: int = _doc("maximum multi-step epochs", 30)
     finetune_patience: int = _doc("multi-step epochs without validation improvement before stopping", 5)
     init: str | None = _doc("one-step checkpoint to start from (embedded task name or folder; default: train one "
-                            "first)", None)
+                            "first, with epochs, lr and patience, which are unused when init is set)", None)
     average_epochs: int = _doc("keep the average of the weights after each of the last N epochs (stochastic weight "
                                "averaging) instead of each member's best epoch; 0: off; not with select_policies", 0)
     select_policies: list[str] | None = _doc("policies (zoo, zips, manifests) whose closed-loop ranking against "
