@@ -303,10 +303,13 @@ def test_terminations_column_and_verdict(written: tuple[Path, dict[str, Any]], t
             "to doubt.") in lines
     assert any(line.startswith("| policy |") and line.endswith("| rank imagined / true | terminated |") for line in lines)
     assert any(line.startswith("| push |") and line.endswith("| 10% / 80% |") for line in lines)
+    table = summary_table(report).splitlines()
+    assert table[0].split()[-2:] == ["falls", "im/true"] and "10%/80%" in next(r for r in table if r.startswith("push"))
     for p in report["policies"]:  # nothing terminated: no column, no verdict
         p["terminated"] = {side: {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.1} for side in ("imagined", "true")}
     md = write_report(tmp_path / "none", report)[1].read_text()
     assert "| rank imagined / true |\n" in md and "terminated |" not in md and "mispredicted" not in md
+    assert "falls" not in summary_table(report)
 
 
 @pytest.mark.parametrize(("spearman", "auroc", "expected"), [
@@ -399,7 +402,7 @@ def test_risk_and_flags_in_markdown_terminal_and_plot(risky: tuple[Path, dict[st
     assert "trust AUROC" in md and "the imagined length alone" in md
 
     table = summary_table(report).splitlines()
-    assert table[0].split()[-1] == "risk"
+    assert table[0].split()[:7] == ["policy", "imagined", "true", "|error|", "trust", "score", "risk"]
     by_name = {line.split()[0]: line for line in table[1:1 + len(NAMES)]}
     for p in report["policies"]:
         assert f"{p['risk']:.2f}" in by_name[p["name"]]

@@ -365,22 +365,23 @@ def write_report(folder: str | os.PathLike[str], report: dict[str, Any]) -> tupl
 def summary_table(report: dict[str, Any]) -> str:
     """The compact table printed to the terminal: one row per policy (best true return first, or best
     imagined return when no episode ran in MuJoCo, with its ``risk``, marked ``FLAGGED`` above the
-    threshold), one line of ranking metrics, the recommended policy when not every episode is paired, and
+    threshold, and its imagined/true share of terminated episodes when some ended so), one line of ranking metrics, the recommended policy when not every episode is paired, and
     a last line naming the flagged policies if any."""
     policies = sorted_policies(report)
     width = max(len("policy"), *(len(p["name"]) for p in policies))
     reals = [(p.get("true_estimate") or {}).get("real_episodes", report["episodes"]) for p in report["policies"]]
     budget = min(reals) < report["episodes"]
     head = f"{'true est. [CI]':>24}" if budget else ""
-    success = has_success(report)
+    success, falls = has_success(report), has_terminations(report)
     rows = [f"{'policy':<{width}}  {'imagined':>10}  {'true':>10}  {'|error|':>9}  {'trust score':>11}  {'risk':>5}{'':8}  "
-            + (f"{'success im/true':>15}  " if success else "") + head]
+            + (f"{'success im/true':>15}  " if success else "") + (f"{'falls im/true':>13}  " if falls else "") + head]
     for p in policies:
         est = f"{_interval(p['true_estimate']):>24}" if budget else ""
         rows.append(f"{p['name']:<{width}}  {_num(p['imagined_return']['mean']):>10}  {_num(p['true_return']['mean']):>10}  "
                     f"{_num(p['abs_error']):>9}  {_num(p['trust_score'], '.3g'):>11}  "
                     f"{terminal_risk_cell(p)}  "
-                    + (f"{success_cell(p):>15}  " if success else "") + est)
+                    + (f"{success_cell(p):>15}  " if success else "")
+                    + (f"{terminated_cell(p).replace(' ', ''):>13}  " if falls else "") + est)
     rows = [r.rstrip() for r in rows]
     m = report["metrics"]
     rows.append(f"Spearman {_num(m['spearman'], '.2f')}  Kendall {_num(m['kendall'], '.2f')}  "
