@@ -92,6 +92,16 @@ PLAN: dict[str, Step] = {
                  "dataset=datasets/data/hopper-experts", "init=runs/models/hopper-experts",
                  "out=runs/models/hopper-experts-ms", "rollout_steps=3", "finetune_epochs=1"),
              says="trained Hopper-v5 model"),
+    "python policies/train_experts.py --task Hopper-v5 --algo ppo --seed 2 --steps 600000 --every 100000":
+        Step(None, why="tests/test_experts.py::test_train_experts_publishes_a_resumable_ladder runs PPO debug-sized"),
+    "wm-eval collect --config configs/collect/Hopper-v5-sac-td3-ppo2.yaml":
+        Step(_wm("collect", "--config", str(REPO / "configs/collect/Hopper-v5-sac-td3-ppo2.yaml"), "episodes=4",
+                 "max_steps=50", "out=datasets/data/hopper-ppo2"), says="wrote 4 episodes"),
+    "wm-eval train --config configs/train/Hopper-v5-sac-td3-ppo2-multistep-k10.yaml":
+        Step(_wm("train", "--config", str(REPO / "configs/train/Hopper-v5-sac-td3-ppo2-multistep-k10.yaml"),
+                 "dataset=datasets/data/hopper-ppo2", "init=runs/models/hopper-experts",
+                 "out=runs/models/hopper-ppo2-ms", "rollout_steps=3", "finetune_epochs=1"),
+             says="trained Hopper-v5 model"),
     "wm-eval train model_type=multistep init=Hopper-v5 dataset=datasets/data/hopper out=runs/models/hopper-selected "
     "select_policies=[zoo]":
         Step(_wm("train", "model_type=multistep", "init=Hopper-v5", "dataset=datasets/data/hopper",
@@ -149,8 +159,8 @@ PLAN: dict[str, Step] = {
     "wm-eval evaluate task=Hopper-v5 real_episodes=3 episodes=20":
         Step(_wm("evaluate", "task=Hopper-v5", "real_episodes=3", "episodes=20", "episodes=4", "horizon=30",
                  "workers=1", "bootstrap=50"), says="Recommended:"),
-    "wm-eval evaluate task=Hopper-v5 real_budget=60 episodes=10":
-        Step(_wm("evaluate", "task=Hopper-v5", "real_budget=60", "episodes=10", "episodes=4", "horizon=30",
+    "wm-eval evaluate task=Hopper-v5 real_budget=90 episodes=10":
+        Step(_wm("evaluate", "task=Hopper-v5", "real_budget=90", "episodes=10", "episodes=4", "horizon=30",
                  "workers=1", "bootstrap=50"), says="Recommended:"),
     "python examples/calibration.py": Step(None, why="tests/test_examples.py runs it with a tiny budget"),
     "wm-eval evaluate task=Hopper-v5 real_episodes=0 episodes=20":
