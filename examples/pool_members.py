@@ -40,8 +40,8 @@ def pool(out: str, refs: list[str]) -> dict:
     for ref, state in zip(refs[1:], states[1:]):
         differ = [k for k in state if k not in members and not torch.equal(state[k], states[0][k])]
         if differ:
-            raise WmEvalError(f"'{ref}' has other {', '.join(differ)} than '{refs[0]}' (trained on other data): "
-                              "pool runs trained on the same data")
+            raise WmEvalError(f"'{ref}' has other {', '.join(differ)} than '{refs[0]}' (normalisers fitted on other "
+                              "data or inherited from another one-step model): pool runs that share them")
     pooled = GaussianMLPEnsemble(**{**first.spec(), "ensemble_size": sum(m.num_members for m in models)})
     pooled.load_state_dict({k: torch.cat([s[k] for s in states]) if k in members else v for k, v in states[0].items()})
     spec = _spec(refs[0], first)

@@ -204,6 +204,13 @@ def test_pool_members_example(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(EXAMPLES / "pool_members.py"), str(tmp_path / "bad"), parts[0],
                            "Hopper-v5"], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "pool models of one task" in done.stderr
+    other = whole.select_members([0])
+    other.input_norm.mean += 1.0  # as if fitted on other data
+    save_checkpoint(other, tmp_path / "c", **spaces(task), data_fingerprint="test", metrics={}, config={}, seed=0)
+    done = subprocess.run([sys.executable, str(EXAMPLES / "pool_members.py"), str(tmp_path / "bad"), parts[0],
+                           str(tmp_path / "c")], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "other input_norm.mean" in done.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 def test_trust_calibration_example(tmp_path: Path, tiny_model: Path, hopper_dataset: Path) -> None:

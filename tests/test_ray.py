@@ -93,6 +93,34 @@ def test_cuda_on_a_cluster_without_gpus_is_a_clear_error(ray_local) -> None:
         wm_eval.evaluate(TASK, POLICIES[:1], executor="ray", device="cuda", episodes=2, horizon=5, progress=False)
 
 
+class _Cluster:
+    """What :meth:`RayExecutor._check_cluster` asks Ray: totals and the alive nodes' resources."""
+
+    def __init__(self, *nodes: dict[str, float]) -> None:
+        self._nodes = [{"Alive": True, "Resources": r} for r in nodes] + [{"Alive": False, "Resources": {"CPU": 64.0}}]
+
+    def cluster_resources(self) -> dict[str, float]:
+        return {k: sum(n["Resources"].get(k, 0.0) for n in self._nodes if n["Alive"]) for k in ("CPU", "GPU")}
+
+    def nodes(self) -> list[dict]:
+        return self._nodes
+
+
+def test_an_actor_no_single_node_can_hold_is_a_clear_error() -> None:
+    """Enough CPUs in total but no node with an actor's share (or no GPU node with a CPU to spare) would
+    leave the actor pending forever: refused up front; a node that fits passes (dead nodes never count)."""
+    from wm_eval.evaluation.ray_executor import RayExecutor
+
+    three = _Cluster({"CPU": 1.0}, {"CPU": 1.0}, {"CPU": 1.0})
+    with pytest.raises(WmEvalError, match=r"no Ray node has 1.5 CPU for a model actor \(the largest has 1 CPUs\)"):
+        RayExecutor(actor_cpus=1.5)._check_cluster(three, "cpu")
+    RayExecutor(actor_cpus=1.0)._check_cluster(three, "cpu")
+    split = _Cluster({"CPU": 4.0}, {"CPU": 0.0, "GPU": 1.0})  # the GPU sits on a node without a CPU for the actor
+    with pytest.raises(WmEvalError, match="no Ray node has 1 CPU and 1 GPU"):
+        RayExecutor()._check_cluster(split, "cuda")
+    RayExecutor()._check_cluster(_Cluster({"CPU": 4.0}, {"CPU": 1.0, "GPU": 1.0}), "cuda")
+
+
 def test_ray_resume_after_local_interruption(ray_local, tmp_path: Path) -> None:
     """Units finished by one executor are resumed by the other: the identity does not name the executor."""
     kw = dict(episodes=4, horizon=40, seed=1, chunk=2, bootstrap=100, progress=False, out=tmp_path)

@@ -293,14 +293,14 @@ def test_terminations_column_and_verdict(written: tuple[Path, dict[str, Any]], t
     """Shares of terminated episodes are shown when some episode ended by the rule; the policies whose imagined
     and true shares differ by 25 points or more are named, largest difference first."""
     report = copy.deepcopy(written[1])
-    shares = {"still": (0.0, 0.0), "push": (0.1, 0.8), "wobble": (0.5, 0.3), "linear": (1.0, 0.6)}
+    shares = {"still": (0.35, 0.1), "push": (0.1, 0.8), "wobble": (0.5, 0.3), "linear": (1.0, 0.6)}
     for p in report["policies"]:
         p["terminated"] = {side: {"mean": v, "ci_low": 0.0, "ci_high": 1.0}
                            for side, v in zip(("imagined", "true"), shares[p["name"]])}
     lines = write_report(tmp_path / "falls", report)[1].read_text().splitlines()
-    assert ("- Terminations (falls) are mispredicted for 2 of 4 policies, by 25 points of their episodes or more: "
-            "push (10% imagined, 80% true), linear (100% imagined, 60% true). Their imagined returns are the ones "
-            "to doubt.") in lines
+    assert ("- Terminations (falls) are mispredicted for 3 of 4 policies, by 25 points of their episodes or more: "
+            "push (10% imagined, 80% true), linear (100% imagined, 60% true), still (35% imagined, 10% true). Their "
+            "imagined returns are the ones to doubt.") in lines  # exactly 25 points (0.35 - 0.1 < 0.25 in floats)
     assert any(line.startswith("| policy |") and line.endswith("| rank imagined / true | terminated |") for line in lines)
     assert any(line.startswith("| push |") and line.endswith("| 10% / 80% |") for line in lines)
     table = summary_table(report).splitlines()
@@ -310,6 +310,10 @@ def test_terminations_column_and_verdict(written: tuple[Path, dict[str, Any]], t
     md = write_report(tmp_path / "none", report)[1].read_text()
     assert "| rank imagined / true |\n" in md and "terminated |" not in md and "mispredicted" not in md
     assert "falls" not in summary_table(report)
+    for p in report["policies"]:  # a report.json written before the key existed reads as before
+        del p["terminated"]
+    md = write_report(tmp_path / "older", report)[1].read_text()
+    assert "| rank imagined / true |\n" in md and "mispredicted" not in md and "falls" not in summary_table(report)
 
 
 @pytest.mark.parametrize(("spearman", "auroc", "expected"), [
@@ -470,6 +474,12 @@ def test_model_only_report_says_no_episode_ran_in_mujoco(model_only: tuple[Path,
     assert [r[0][2:] for r in policy_rows] == by_imagined
     assert [r[6].removesuffix(" |") for r in policy_rows] == [f"{p['imagined_rank']} / n/a" for p in sorted(
         policies, key=lambda p: -p["imagined_return"]["mean"])]
+    falls = any(p["terminated"]["imagined"]["mean"] for p in policies)  # no true side: "x% / n/a", no verdict
+    assert [r[7] if len(r) > 7 else None for r in policy_rows] == [
+        f"{100 * p['terminated']['imagined']['mean']:.0f}% / n/a |" if falls else None
+        for p in sorted(policies, key=lambda p: -p["imagined_return"]["mean"])]
+    assert all(p["terminated"]["true"] == {"mean": None, "ci_low": None, "ci_high": None} for p in policies)
+    assert "mispredicted" not in md
     estimate_rows = [line.split(" | ") for line in lines if "| model-only" in line]
     assert [r[0][2:] for r in estimate_rows] == by_imagined
     assert all(r[3:] == ["0", "n/a", "n/a |"] for r in estimate_rows)  # real episodes, λ, worth

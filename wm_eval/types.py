@@ -152,7 +152,7 @@ class PolicyResult:
         statistics: per statistic (``return``, ``discounted_return``, ``success``) the imagined and
             true ``{mean, ci_low, ci_high}``.
         summary: the remaining per-policy numbers of ``report.json`` (``abs_error``, ``uncertainty``, ...;
-            ``terminated``: the imagined and true share of episodes ended by the task's termination rule,
+            ``terminated``: the imagined and true share of episodes ended by termination (not truncation),
             each ``{mean, ci_low, ci_high}`` with a Wilson interval).
         true_estimate: per statistic, the estimate of the policy's TRUE mean with its interval
             (``mean``, ``ci_low``, ``ci_high``, ``method``, ``real_episodes``, ``lam``,

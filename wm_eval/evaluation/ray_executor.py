@@ -154,6 +154,13 @@ class RayExecutor:
         if device.startswith("cuda") and gpus < self.actors:
             raise WmEvalError(f"device={device} but the Ray cluster has {gpus:g} GPUs for {self.actors} model "
                               "actor(s): add GPU nodes, lower ray_actors, or use device=cpu")
+        need = {"CPU": self.actor_cpus, **({"GPU": 1.0} if device.startswith("cuda") else {})}
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        if not any(all(r.get(k, 0.0) >= v for k, v in need.items()) for r in nodes):  # else it waits forever
+            largest = max((r.get("CPU", 0.0) for r in nodes), default=0.0)
+            raise WmEvalError(f"no Ray node has {' and '.join(f'{v:g} {k}' for k, v in need.items())} for a model "
+                              f"actor (the largest has {largest:g} CPUs): lower RayExecutor(actor_cpus=...), use "
+                              "device=cpu, or add a bigger node")
 
     def run(self, job: Job, units: Sequence[Unit], done: Done, *, imagined: bool = True,
             truth: bool = True) -> dict[str, float]:

@@ -35,7 +35,7 @@ RETURN = Statistic("return", "continuous")
 DISCOUNTED = Statistic("discounted_return", "continuous")
 SUCCESS = Statistic("success", "binary")
 TERMINATED = Statistic("terminated", "binary")
-"""The share of episodes ended by the task's termination rule (a fall, for locomotion): summarised per
+"""The share of episodes ended by termination, not truncation (a fall, for locomotion): summarised per
 policy (Wilson intervals), not ranked on."""
 
 

@@ -285,7 +285,8 @@ def _markdown(report: dict[str, Any], folder: Path) -> str:
         "true value. Trust score: ensemble disagreement summed over an episode's imagined steps, weighted by the "
         "distance to the training data when the model stores it (mean per policy). Risk: estimated probability "
         "that the policy's imagined mean return is off by more than 20% (⚑ flagged; n/a: not estimated)."
-        + (" Terminated: share of episodes ended by the task's termination rule (a fall), imagined / true."
+        + (" Terminated: share of episodes that ended by termination, not the time limit (a fall, for "
+           "locomotion), imagined / true."
            if falls else ""),
         "",
         "| policy | imagined return [95% CI] | true return [95% CI] | abs error | trust score | risk | "

@@ -1,4 +1,4 @@
-"""Terminations in the report: the share of episodes that end by the task's rule (a fall, for locomotion).
+"""Terminations in the report: the share of episodes that end by termination (a fall, for locomotion).
 
 On tasks that terminate, a wrong imagined return is most often a wrong fall: the model keeps a walker up
 that falls in MuJoCo, or drops one that stays up. Each policy's ``terminated`` entry (``report.json``)
@@ -23,7 +23,7 @@ def _share(policy: dict[str, Any], side: str) -> float | None:
 
 
 def has_terminations(report: dict[str, Any]) -> bool:
-    """Whether some episode of some policy, imagined or true, ended by the task's termination rule."""
+    """Whether some episode of some policy, imagined or true, ended by termination (not the time limit)."""
     return any((_share(p, side) or 0.0) > 0 for p in report["policies"] for side in ("imagined", "true"))
 
 
@@ -39,7 +39,7 @@ def termination_verdict(report: dict[str, Any]) -> str | None:
     gaps = []
     for p in report["policies"]:
         imagined, true = _share(p, "imagined"), _share(p, "true")
-        if imagined is not None and true is not None and abs(imagined - true) >= DISAGREE:
+        if imagined is not None and true is not None and abs(imagined - true) >= DISAGREE - 1e-9:  # 0.35 - 0.1
             gaps.append((abs(imagined - true), p["name"], imagined, true))
     if not gaps:
         return None
