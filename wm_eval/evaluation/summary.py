@@ -78,10 +78,13 @@ def policy_summary(values: dict[str, np.ndarray], statistics: Sequence[Statistic
     """
     pairs = paired(values, len(values["imagined_return"]) if real is None else real)
     none = {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan}  # no real episode (real_episodes=0)
-    stats = {s.name: {"imagined": interval(s, values[f"imagined_{s.name}"], seed=seed, n_resamples=n_resamples),
-                      "true": interval(s, pairs[f"true_{s.name}"], seed=seed, n_resamples=n_resamples)
-                      if len(pairs[f"true_{s.name}"]) else none}
-             for s in statistics}
+
+    def sides(s: Statistic) -> dict[str, dict[str, float]]:
+        true = pairs[f"true_{s.name}"]
+        return {"imagined": interval(s, values[f"imagined_{s.name}"], seed=seed, n_resamples=n_resamples),
+                "true": interval(s, true, seed=seed, n_resamples=n_resamples) if len(true) else none}
+
+    stats = {s.name: sides(s) for s in statistics}
     summary = {
         "imagined_return": stats["return"]["imagined"], "true_return": stats["return"]["true"],
         "imagined_return_discounted": stats["discounted_return"]["imagined"],
@@ -91,9 +94,7 @@ def policy_summary(values: dict[str, np.ndarray], statistics: Sequence[Statistic
         "uncertainty": float(values["imagined_uncertainty"].mean()),
         "trust_score": float(values["imagined_trust_score"].mean()),
         "final_state_error": float(pairs["final_state_error"].mean()) if len(pairs["true_return"]) else math.nan,
-        "terminated": {"imagined": interval(TERMINATED, values["imagined_terminated"], seed=seed, n_resamples=0),
-                       "true": interval(TERMINATED, pairs["true_terminated"], seed=seed, n_resamples=0)
-                       if len(pairs["true_terminated"]) else none},
+        "terminated": sides(TERMINATED),
     }
     return stats, summary
 

@@ -366,8 +366,9 @@ def write_report(folder: str | os.PathLike[str], report: dict[str, Any]) -> tupl
 def summary_table(report: dict[str, Any]) -> str:
     """The compact table printed to the terminal: one row per policy (best true return first, or best
     imagined return when no episode ran in MuJoCo, with its ``risk``, marked ``FLAGGED`` above the
-    threshold, and its imagined/true share of terminated episodes when some ended so), one line of ranking metrics, the recommended policy when not every episode is paired, and
-    a last line naming the flagged policies if any."""
+    threshold, and its imagined/true share of terminated episodes when some ended so), one line of ranking
+    metrics, the recommended policy when not every episode is paired, and a last line naming the flagged
+    policies if any."""
     policies = sorted_policies(report)
     width = max(len("policy"), *(len(p["name"]) for p in policies))
     reals = [(p.get("true_estimate") or {}).get("real_episodes", report["episodes"]) for p in report["policies"]]
