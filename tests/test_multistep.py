@@ -12,7 +12,7 @@ from wm_eval.cli import main
 from wm_eval.data import load_dataset
 from wm_eval.errors import ConfigError, DatasetError
 from wm_eval.models.checkpoint import load_checkpoint
-from wm_eval.multistep import MultiStepHParams, _member_losses, fit_multistep, segments
+from wm_eval.multistep import MultiStepHParams, _member_losses, epoch_windows, fit_multistep, segments
 from wm_eval.types import Trajectory
 
 SMALL = dict(ensemble_size=3, elites=2, hidden=32, layers=2, batch_size=64, rollout_steps=3, finetune_epochs=2)
@@ -31,8 +31,26 @@ def test_windows_stay_inside_episodes() -> None:
     # a window's steps are consecutive and the terminal transition is only ever a window's last
     assert torch.equal(data["obs"][:, 1:, 0] - data["obs"][:, :-1, 0], torch.full((6, 3), 2.0))
     assert not data["terminated"][:, :-1].any() and data["terminated"][3, -1]
+    # steps from each window's last transition to its episode's fall (inf where the episode does not fall)
+    assert data["to_termination"].tolist() == [3.0, 2.0, 1.0, 0.0, float("inf"), float("inf")]
     with pytest.raises(DatasetError, match="no episode has 9 consecutive"):
         segments([_episode(6, True)], 9, "cpu")
+
+
+def test_fall_weight_draws_windows_near_a_fall_more_often(hopper_dataset: Path) -> None:
+    data = segments(load_dataset(hopper_dataset, sim_states=False).episodes, 3, "cpu")
+    near = data["to_termination"] <= 5
+    assert 0 < int(near.sum()) < len(near) // 4  # the debug data's falls are a small minority of its windows
+    uniform = epoch_windows(len(near), 4000, None, torch.Generator().manual_seed(0))
+    assert len(set(uniform.tolist())) == len(uniform)  # without weights: distinct windows
+    weights = torch.where(near, 20.0, 1.0).double()
+    drawn = epoch_windows(len(near), 4000, weights, torch.Generator().manual_seed(0))
+    expected = float(weights[near].sum() / weights.sum())  # the share of draws near a fall, in expectation
+    assert abs(float(near[drawn].float().mean()) - expected) < 0.05 and expected > 2 * float(near.float().mean())
+    assert torch.equal(drawn, epoch_windows(len(near), 4000, weights, torch.Generator().manual_seed(0)))
+    for bad in (dict(fall_weight=0.5), dict(fall_weight=float("inf")), dict(fall_window=-1)):
+        with pytest.raises(ConfigError, match="fall_weight must be a finite number >= 1"):
+            MultiStepHParams(**bad)
 
 
 def test_one_step_windows_give_the_one_step_loss(tiny_model: Path, hopper_dataset: Path) -> None:
@@ -69,12 +87,13 @@ def test_fine_tuning_is_deterministic_and_improves_the_k_step_loss(tiny_model: P
 def test_cli_trains_and_evaluates_the_second_family(tiny_model: Path, hopper_dataset: Path, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     args = ["train", "--preset", "debug", f"dataset={hopper_dataset}", "out=ms", "model_type=multistep",
-            "rollout_steps=3", "finetune_epochs=1", "threads=1"]
+            "rollout_steps=3", "finetune_epochs=1", "threads=1", "fall_weight=4", "fall_window=20"]
     assert main([*args, f"init={tiny_model}"]) == 0
     model = load_checkpoint("ms")
     assert model.coverage is not None
     spec = (tmp_path / "ms" / "spec.json").read_text()
-    assert '"model_type": "multistep"' in spec and '"rollout_steps": 3' in spec
+    assert '"model_type": "multistep"' in spec and '"rollout_steps": 3' in spec and '"fall_weight": 4' in spec
+    assert '"near_termination_segments"' in spec
     assert main(["evaluate", "--preset", "debug", "task=Hopper-v5", "model=ms", "out=ev", "rerun=false"]) == 0
     capsys.readouterr()
     # keys of one family do not leak into the other's; an unknown family is one line, exit 2

@@ -78,7 +78,8 @@ def train(cfg: Any) -> int:
 
         hparams = MultiStepHParams(**common, rollout_steps=cfg.rollout_steps, finetune_lr=cfg.finetune_lr,
                                    finetune_epochs=cfg.finetune_epochs, finetune_patience=cfg.finetune_patience,
-                                   init=cfg.init, average_epochs=cfg.average_epochs)
+                                   init=cfg.init, average_epochs=cfg.average_epochs, fall_weight=cfg.fall_weight,
+                                   fall_window=cfg.fall_window)
         init = None if cfg.init is None else resolve_model(cfg.init, task=first.task, device=cfg.device)
         select = None
         if cfg.select_policies is not None:

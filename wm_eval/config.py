@@ -92,7 +92,7 @@ class TrainConfig:
     overwrite: bool = _doc("replace an existing checkpoint at out", False)
     model_type: str = _doc("model family: ensemble (one-step loss) or multistep (k-step rollout loss; adds the "
                            "keys rollout_steps, finetune_lr, finetune_epochs, finetune_patience, init, "
-                           "average_epochs, select_*)", "ensemble")
+                           "average_epochs, fall_weight, fall_window, select_*)", "ensemble")
 
 
 @dataclass
@@ -107,6 +107,9 @@ class MultiStepTrainConfig(TrainConfig):
                             "first, with epochs, lr and patience, which are unused when init is set)", None)
     average_epochs: int = _doc("keep the average of the weights after each of the last N epochs (stochastic weight "
                                "averaging) instead of each member's best epoch; 0: off; not with select_policies", 0)
+    fall_weight: float = _doc("draw the k-step windows that end within fall_window steps of a termination (a fall) "
+                              "this many times as often; 1: every window alike", 1.0)
+    fall_window: int = _doc("steps before a termination whose windows fall_weight favours", 50)
     select_policies: list[str] | None = _doc("policies (zoo, zips, manifests) whose closed-loop ranking against "
                                              "MuJoCo chooses the epoch kept; default: each member's best epoch by "
                                              "validation loss", None)

@@ -14,7 +14,9 @@ trust signal) is unchanged. Training starts from a one-step model: ``init`` (a c
 example the embedded model) or, without it, a one-step :func:`wm_eval.training.fit` on the same
 data; the multi-step fine-tuning then runs on the same train/validation split of episodes (each
 epoch a random ``1/k`` of the overlapping windows, so about as many predicted steps as a one-step
-epoch), stops on the validation k-step loss, and keeps each member's best epoch; or the average of
+epoch; with ``fall_weight > 1`` the windows that end within ``fall_window`` steps of a termination are
+drawn that many times as often, so the rare transitions into a fall weigh more), stops on the validation
+k-step loss, and keeps each member's best epoch; or the average of
 the last ``average_epochs`` epochs' weights (stochastic weight averaging, Izmailov et al. 2018); or,
 given a ``select`` score (closed-loop fidelity on policies,
 :class:`wm_eval.evaluation.selection.ClosedLoopSelector`), the whole ensemble of the best-scoring
@@ -39,7 +41,7 @@ from wm_eval.models import GaussianMLPEnsemble
 from wm_eval.training import EnsembleHParams, evaluate_model, fit, split_episodes
 from wm_eval.types import Trajectory
 
-__all__ = ["MultiStepHParams", "fit_multistep", "segments"]
+__all__ = ["MultiStepHParams", "epoch_windows", "fit_multistep", "segments"]
 
 _MIN_DELTA = 1e-4
 
@@ -47,9 +49,11 @@ _MIN_DELTA = 1e-4
 @dataclass(frozen=True)
 class MultiStepHParams(EnsembleHParams):
     """:class:`~wm_eval.training.EnsembleHParams` plus ``rollout_steps`` (``k``), the fine-tuning
-    ``lr``/``epochs``/``patience`` (``finetune_*``), ``init`` (a checkpoint to start from) and
+    ``lr``/``epochs``/``patience`` (``finetune_*``), ``init`` (a checkpoint to start from),
     ``average_epochs`` (``N > 0``: keep the average of the weights after each of the last ``N`` epochs run,
-    stochastic weight averaging, instead of each member's best epoch)."""
+    stochastic weight averaging, instead of each member's best epoch) and ``fall_weight``/``fall_window``
+    (windows ending within ``fall_window`` steps of a termination are drawn ``fall_weight`` times as often;
+    1: uniform)."""
 
     rollout_steps: int = 5
     finetune_lr: float = 2e-4
@@ -57,9 +61,14 @@ class MultiStepHParams(EnsembleHParams):
     finetune_patience: int = 5
     init: str | None = None
     average_epochs: int = 0
+    fall_weight: float = 1.0
+    fall_window: int = 50
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not (self.fall_weight >= 1.0 and math.isfinite(self.fall_weight)) or self.fall_window < 0:
+            raise ConfigError(f"fall_weight must be a finite number >= 1 (1: off) and fall_window >= 0, got "
+                              f"{self.fall_weight} and {self.fall_window}")
         if self.average_epochs < 0:
             raise ConfigError(f"average_epochs must be 0 (off) or more, got {self.average_epochs}")
         if self.rollout_steps < 2:
@@ -76,14 +85,17 @@ def _snapshot(model: GaussianMLPEnsemble) -> dict[str, torch.Tensor]:
 def segments(episodes: list[Trajectory], k: int, device: str | torch.device) -> dict[str, torch.Tensor]:
     """Every window of ``k`` consecutive transitions inside an episode (a terminal transition only as a
     window's last): ``obs`` ``[S, k + 1, obs_dim]``, ``action`` ``[S, k, act_dim]``, ``reward`` and
-    ``terminated`` ``[S, k]``."""
-    obs, action, reward, terminated = [], [], [], []
+    ``terminated`` ``[S, k]``, ``to_termination`` ``[S]`` (steps from the window's last transition to its
+    episode's terminal one, 0 when it is that one; ``inf`` in an episode that does not terminate)."""
+    obs, action, reward, terminated, to_termination = [], [], [], [], []
     for e in episodes:
         steps = len(e.actions)
         ends = np.flatnonzero(e.terminations)
+        end = float(ends.min()) if len(ends) else math.inf
         for t in range(steps - k + 1):
-            if len(ends) and ends.min() < t + k - 1:  # a terminal transition before the window's last
+            if end < t + k - 1:  # a terminal transition before the window's last
                 break
+            to_termination.append(end - (t + k - 1))
             obs.append(e.observations[t:t + k + 1])
             action.append(e.actions[t:t + k])
             reward.append(e.rewards[t:t + k])
@@ -94,7 +106,17 @@ def segments(episodes: list[Trajectory], k: int, device: str | torch.device) -> 
     def stack(arrays: list[np.ndarray]) -> torch.Tensor:
         return torch.as_tensor(np.stack(arrays), dtype=torch.float32, device=device)
 
-    return {"obs": stack(obs), "action": stack(action), "reward": stack(reward), "terminated": stack(terminated)}
+    return {"obs": stack(obs), "action": stack(action), "reward": stack(reward), "terminated": stack(terminated),
+            "to_termination": torch.as_tensor(to_termination, dtype=torch.float64, device=device)}
+
+
+def epoch_windows(n: int, count: int, weights: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+    """``[count]`` indices of the windows one epoch trains on, out of ``n``: distinct and uniform without
+    ``weights``; drawn with replacement in proportion to ``weights`` ``[n]`` otherwise (a window favoured
+    by ``fall_weight`` can come up several times an epoch)."""
+    if weights is None:
+        return torch.randperm(n, generator=generator)[:count]
+    return torch.multinomial(weights, count, replacement=True, generator=generator)
 
 
 def _member_losses(model: GaussianMLPEnsemble, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -201,9 +223,13 @@ def fit_multistep(
         score(0)
     recent: collections.deque[dict[str, torch.Tensor]] = collections.deque(maxlen=hparams.average_epochs)
     per_epoch = max(1, n // k)  # windows overlap k-fold: an epoch predicts about as many steps as one-step training
+    draw_weights = None
+    if hparams.fall_weight > 1.0:
+        near = (train["to_termination"] <= hparams.fall_window).cpu()
+        draw_weights = torch.where(near, hparams.fall_weight, 1.0).double()
     bar = tqdm(range(hparams.finetune_epochs), desc=f"multi-step {task} (k={k})", unit="epoch", disable=not progress)
     for _ in bar:
-        perm = torch.randperm(n, generator=generator)[:per_epoch].to(device)
+        perm = epoch_windows(n, per_epoch, draw_weights, generator).to(device)
         for lo in range(0, per_epoch, hparams.batch_size):
             rows = perm[lo:lo + hparams.batch_size]
             with torch.autocast(train["obs"].device.type, dtype=torch.bfloat16, enabled=hparams.bf16_autocast):
@@ -244,6 +270,7 @@ def fit_multistep(
     metrics.update(one_step=one_step_metrics if one_step_metrics is not None else evaluate_model(init, val_episodes),
                    finetune_epochs_run=epochs_run, finetune_seconds=round(time.perf_counter() - start, 3),
                    train_segments=n, val_segments=len(val["action"]), rollout_steps=k,
+                   near_termination_segments=int((train["to_termination"] <= hparams.fall_window).sum()),
                    val_loss=[float(v) if math.isfinite(float(v)) else None for v in best_loss])
     if select is not None:
         metrics["selection"] = {**selection, "seconds": round(selection["seconds"], 3)}
