@@ -102,6 +102,16 @@ PLAN: dict[str, Step] = {
                  "dataset=datasets/data/hopper-ppo2", "init=runs/models/hopper-experts",
                  "out=runs/models/hopper-ppo2-ms", "rollout_steps=3", "finetune_epochs=1"),
              says="trained Hopper-v5 model"),
+    "python policies/train_experts.py --task Hopper-v5 --algo ppo --seed 3 --steps 600000 --every 100000":
+        Step(None, why="tests/test_experts.py::test_train_experts_publishes_a_resumable_ladder runs PPO debug-sized"),
+    "wm-eval collect --config configs/collect/Hopper-v5-sac-td3-ppo23.yaml":
+        Step(_wm("collect", "--config", str(REPO / "configs/collect/Hopper-v5-sac-td3-ppo23.yaml"), "episodes=4",
+                 "max_steps=50", "out=datasets/data/hopper-ppo23"), says="wrote 4 episodes"),
+    "wm-eval train --config configs/train/Hopper-v5-sac-td3-ppo23-multistep-k10.yaml":
+        Step(_wm("train", "--config", str(REPO / "configs/train/Hopper-v5-sac-td3-ppo23-multistep-k10.yaml"),
+                 "dataset=datasets/data/hopper-ppo23", "init=runs/models/hopper-experts",
+                 "out=runs/models/hopper-ppo23-ms", "rollout_steps=3", "finetune_epochs=1"),
+             says="trained Hopper-v5 model"),
     "wm-eval train model_type=multistep init=Hopper-v5 dataset=datasets/data/hopper out=runs/models/hopper-selected "
     "select_policies=[zoo]":
         Step(_wm("train", "model_type=multistep", "init=Hopper-v5", "dataset=datasets/data/hopper",
