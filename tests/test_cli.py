@@ -58,6 +58,10 @@ def test_help_lists_every_command() -> None:
         assert command in done.stdout
         sub = wm_eval(command, "--help")
         assert sub.returncode == 0 and "key=value" in sub.stdout
+        if command == "train":  # each family's own keys, under its name, after the shared ones
+            own = sub.stdout.split("keys of model_type=multistep only:")
+            assert len(own) == 2 and "fall_weight=1.0" in own[1] and "rollout_steps=5" in own[1]
+            assert "rollout_steps=" not in own[0].split("keys (key=value):")[1]
 
 
 @pytest.mark.parametrize("args", [

@@ -369,9 +369,22 @@ def save_config(cfg: Any, folder: str | os.PathLike[str], name: str = "config.ya
 
 
 def describe(command: str) -> str:
-    """The keys of ``command`` with defaults and help, for ``--help``."""
-    lines = []
-    for f in dataclasses.fields(SCHEMAS[command]):
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        lines.append(f"  {f.name}={default!s:<28} {f.metadata.get('help', '')}")
+    """The keys of ``command`` with defaults and help, for ``--help`` (``train``: then each other model
+    family's own keys, under its ``model_type``)."""
+
+    def keys(fields: list[dataclasses.Field]) -> list[str]:
+        out = []
+        for f in fields:
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            out.append(f"  {f'{f.name}={default!s}':<36} {f.metadata.get('help', '')}")
+        return out
+
+    base = dataclasses.fields(SCHEMAS[command])
+    lines = keys(list(base))
+    if command == "train":
+        names = {f.name for f in base}
+        for family, schema in TRAIN_SCHEMAS.items():
+            own = [f for f in dataclasses.fields(schema) if f.name not in names]
+            if own:
+                lines += ["", f"keys of model_type={family} only:", *keys(own)]
     return "\n".join(lines)
