@@ -3,8 +3,9 @@ its minari/ view, rollouts.rrd) from a real, small paired evaluation.
 
 ``wm_eval.evaluate`` runs four simple Hopper-v5 policies for three episodes of 30 steps, in the
 embedded Hopper world model and in MuJoCo. The model ends some imagined episodes at other steps
-than MuJoCo does (and swaps two policies' order), so paired episodes differ in length and the ranking
-metrics are not trivial. Every number checked here is recomputed from the per-episode values or the
+than MuJoCo does (``wobble`` falls a step later in imagination; a model update that fixed that would
+fail the length checks, so pick another such policy then) and swaps two policies' order, so paired
+episodes differ in length and the ranking metrics are not trivial. Every number checked here is recomputed from the per-episode values or the
 kept trajectories, not copied from the code under test.
 
 Per-policy risk: the same policies in the embedded model given a risk model (``RISK``), which flags
@@ -69,7 +70,7 @@ def _policies() -> list[Any]:
     env.close()
     w = np.random.default_rng(1).normal(scale=0.3, size=(11, 3))
     specs = (ConstantPolicy([0.0, 0.0, 0.0], name="still"), ConstantPolicy([0.8] * 3, name="push"),
-             ConstantPolicy([-0.5, 0.5, -0.5], name="wobble"), LinearPolicy(w, name="linear"))
+             ConstantPolicy([0.5, -0.5, 0.5], name="wobble"), LinearPolicy(w, name="linear"))
     return [p for spec in specs for p in load_policies(spec, **spaces)]
 
 
