@@ -223,10 +223,8 @@ def fit_multistep(
         score(0)
     recent: collections.deque[dict[str, torch.Tensor]] = collections.deque(maxlen=hparams.average_epochs)
     per_epoch = max(1, n // k)  # windows overlap k-fold: an epoch predicts about as many steps as one-step training
-    draw_weights = None
-    if hparams.fall_weight > 1.0:
-        near = (train["to_termination"] <= hparams.fall_window).cpu()
-        draw_weights = torch.where(near, hparams.fall_weight, 1.0).double()
+    near = (train["to_termination"] <= hparams.fall_window).cpu()  # windows ending near a fall
+    draw_weights = torch.where(near, hparams.fall_weight, 1.0).double() if hparams.fall_weight > 1.0 else None
     bar = tqdm(range(hparams.finetune_epochs), desc=f"multi-step {task} (k={k})", unit="epoch", disable=not progress)
     for _ in bar:
         perm = epoch_windows(n, per_epoch, draw_weights, generator).to(device)
@@ -270,7 +268,7 @@ def fit_multistep(
     metrics.update(one_step=one_step_metrics if one_step_metrics is not None else evaluate_model(init, val_episodes),
                    finetune_epochs_run=epochs_run, finetune_seconds=round(time.perf_counter() - start, 3),
                    train_segments=n, val_segments=len(val["action"]), rollout_steps=k,
-                   near_termination_segments=int((train["to_termination"] <= hparams.fall_window).sum()),
+                   near_termination_segments=int(near.sum()),
                    val_loss=[float(v) if math.isfinite(float(v)) else None for v in best_loss])
     if select is not None:
         metrics["selection"] = {**selection, "seconds": round(selection["seconds"], 3)}
