@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -75,13 +77,31 @@ def test_fine_tuning_is_deterministic_and_improves_the_k_step_loss(tiny_model: P
         assert torch.equal(x, y), name
     assert metrics["rollout_steps"] == 3 and metrics["finetune_epochs_run"] >= 1 and "one_step" in metrics
     assert type(a) is type(init) and a.spec() == init.spec()  # same family contract: same architecture
-    val = segments([episodes[i] for i in sorted(np.random.default_rng(0).permutation(len(episodes))[:1])], 3, "cpu")
+    val = segments(hp.held_out(episodes, 0)[1], 3, "cpu")
     with torch.no_grad():
         assert float(_member_losses(a, val).mean()) < float(_member_losses(init, val).mean())
     assert not any(torch.equal(x, y) for x, y in zip(a.state_dict().values(), init.state_dict().values())
                    if x.is_floating_point() and x.ndim == 3)  # the weights moved
     with pytest.raises(ConfigError, match="rollout_steps must be at least 2"):
         MultiStepHParams(rollout_steps=1)
+
+
+def test_fine_tuning_warns_when_its_validation_may_hold_the_starts_training_episodes(
+        tiny_model: Path, hopper_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["train", "--preset", "debug", f"dataset={hopper_dataset}", "model_type=multistep", "rollout_steps=3",
+            "finetune_epochs=1", "threads=1", f"init={tiny_model}"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the start held out by the same rule, seed and fraction: no warning
+        assert main([*args, f"out={tmp_path / 'same'}"]) == 0
+        assert main([*args, f"out={tmp_path / 'fixed'}", "seed=3", "split_seed=0"]) == 0
+    for other in (["seed=3"], ["split=permutation"], ["val_fraction=0.2"]):
+        with pytest.warns(UserWarning, match=r"init=.* held out \(split, split seed, val_fraction\) = "
+                                             r"\('episode_hash', 0, 0.1\), this run"):
+            assert main([*args, f"out={tmp_path / other[0].split('=')[0]}", *other]) == 0
+    capsys.readouterr()
+    metrics = json.loads((tmp_path / "fixed" / "spec.json").read_text())["metrics"]
+    assert metrics["split"]["rule"] == "episode_hash" and metrics["split"]["seed"] == 0
+    assert metrics["split"]["held_out_episodes"] >= 1
 
 
 def test_cli_trains_and_evaluates_the_second_family(tiny_model: Path, hopper_dataset: Path, tmp_path: Path,

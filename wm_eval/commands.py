@@ -67,7 +67,8 @@ def train(cfg: Any) -> int:
     episodes = [ep for ds in datasets for ep in ds.episodes]
     common = dict(ensemble_size=cfg.ensemble_size, elites=cfg.elites, hidden=cfg.hidden, layers=cfg.layers, lr=cfg.lr,
                   weight_decay=cfg.weight_decay, batch_size=cfg.batch_size, epochs=cfg.epochs, patience=cfg.patience,
-                  val_fraction=cfg.val_fraction, max_train_seconds=cfg.max_train_seconds, bf16_autocast=cfg.bf16)
+                  val_fraction=cfg.val_fraction, max_train_seconds=cfg.max_train_seconds, bf16_autocast=cfg.bf16,
+                  split=cfg.split, split_seed=cfg.split_seed)
     if cfg.threads:
         import torch
 
@@ -81,6 +82,8 @@ def train(cfg: Any) -> int:
                                    init=cfg.init, average_epochs=cfg.average_epochs, fall_weight=cfg.fall_weight,
                                    fall_window=cfg.fall_window)
         init = None if cfg.init is None else resolve_model(cfg.init, task=first.task, device=cfg.device)
+        if init is not None:
+            _warn_if_split_differs(cfg, first.task)
         select = None
         if cfg.select_policies is not None:
             from wm_eval.evaluation.selection import ClosedLoopSelector
@@ -112,6 +115,31 @@ def train(cfg: Any) -> int:
               + ("undefined (no epoch had a score)" if kept is None else f"{kept:.3f}"))
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _warn_if_split_differs(cfg: Any, task: str) -> None:
+    """Warn when fine-tuning from ``cfg.init`` may validate on episodes the start trained on: its split rule,
+    split seed or held-out fraction differ from this run's (or ``permutation``, which moves with the data)."""
+    import warnings
+
+    from wm_eval.models.checkpoint import SPEC_FILE, embedded_model_path, read_spec
+
+    folder = Path(cfg.init)
+    if not folder.is_dir():
+        folder = embedded_model_path(task if cfg.init == "default" else cfg.init)
+    if not (folder / SPEC_FILE).is_file():  # a module:factory model: fit_multistep says what it needs
+        return
+    spec = read_spec(folder)
+    recorded = (spec.get("metrics") or {}).get("split")  # what its training did; before that record: permutation
+    config = spec.get("config") or {}
+    start = ((recorded["rule"], recorded["seed"], recorded["val_fraction"]) if isinstance(recorded, dict) else
+             ("permutation", config.get("seed", spec.get("seed", 0)), config.get("val_fraction", 0.1)))
+    mine = (cfg.split, cfg.seed if cfg.split_seed is None else cfg.split_seed, cfg.val_fraction)
+    if mine != start or mine[0] == "permutation":
+        warnings.warn(f"init={cfg.init} held out (split, split seed, val_fraction) = {start}, this run {mine}: "
+                      "its validation episodes may include ones the start trained on, which makes early stopping "
+                      "and the held-out metrics optimistic; train the start and this run with split=episode_hash, "
+                      "the same split_seed and val_fraction", UserWarning, stacklevel=2)
 
 
 def _out_folder(cfg: Any, kind: str) -> Path:

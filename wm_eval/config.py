@@ -75,7 +75,7 @@ class TrainConfig:
     dataset: list[str] = _doc("dataset folders written by wm-eval collect (one or more)", factory=list)
     out: str = _doc("output checkpoint folder", "runs/model")
     epochs: int = _doc("maximum training epochs", 100)
-    seed: int = _doc("seed of the split, bootstraps, initialisation and batches", 0)
+    seed: int = _doc("seed of the bootstraps, initialisation and batches, and of the split unless split_seed", 0)
     device: str = _doc("torch device: cpu, cuda, cuda:1, ...", "cpu")
     ensemble_size: int = _doc("ensemble members trained", 7)
     elites: int = _doc("members kept, chosen on validation loss", 5)
@@ -86,6 +86,10 @@ class TrainConfig:
     batch_size: int = _doc("minibatch size", 256)
     patience: int = _doc("epochs without validation improvement before stopping", 8)
     val_fraction: float = _doc("fraction of episodes held out", 0.1)
+    split: str = _doc("how episodes are held out: episode_hash (each by a hash of its own data and split_seed, so a "
+                      "grown dataset keeps its held-out episodes) or permutation (a seeded permutation of the "
+                      "indices, the rule before episode_hash)", "episode_hash")
+    split_seed: int | None = _doc("seed of the held-out split (default: seed); keep it when you vary seed", None)
     max_train_seconds: float | None = _doc("stop training after this many seconds", None)
     bf16: bool = _doc("bf16 autocast for the training matmuls (about 2.5x faster on CPUs with AMX)", False)
     threads: int = _doc("torch CPU threads (0: torch's default)", 0)

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from wm_eval.errors import ConfigError, DatasetError
 from wm_eval.models import GaussianMLPEnsemble
-from wm_eval.training import EnsembleHParams, evaluate_model, fit, split_episodes
+from wm_eval.training import EnsembleHParams, evaluate_model, fit
 from wm_eval.types import Trajectory
 
 __all__ = ["MultiStepHParams", "epoch_windows", "fit_multistep", "segments"]
@@ -165,7 +165,7 @@ def fit_multistep(
 
     ``init`` (or the checkpoint ``hparams.init``, loaded by the caller) is the one-step model to start
     from; without it a one-step :func:`~wm_eval.training.fit` runs first. The held-out episodes are
-    those of :func:`~wm_eval.training.fit` with the same ``seed`` and ``val_fraction``. Deterministic on
+    those of :func:`~wm_eval.training.fit` with the same ``seed`` and split settings. Deterministic on
     CPU for given data, ``hparams``, ``seed`` and thread count (and ``select``, if it is deterministic).
 
     ``select`` scores a copy of the ensemble (higher is better): the starting model, then every
@@ -176,7 +176,7 @@ def fit_multistep(
     Returns:
         ``(model, metrics)``: :func:`~wm_eval.training.evaluate_model` on the held-out episodes plus
         ``one_step`` (the starting model's), ``finetune_epochs_run``, ``finetune_seconds``,
-        ``train_segments``, ``val_segments`` and ``val_loss`` (the kept members' k-step losses); with
+        ``train_segments``, ``val_segments``, ``split`` and ``val_loss`` (the kept members' k-step losses); with
         ``select`` also ``selection``: ``{epochs, scores, chosen_epoch, seconds}`` (epoch 0: the start);
         with ``average_epochs`` also ``averaged_epochs`` (how many were averaged).
     """
@@ -190,7 +190,7 @@ def fit_multistep(
         init, one_step_metrics = fit(episodes, task=task, hparams=hparams, seed=seed, device=device, progress=progress)
     if not isinstance(init, GaussianMLPEnsemble) or init.task != task:
         raise ConfigError(f"init must be a {task} GaussianMLPEnsemble checkpoint")
-    train_episodes, val_episodes = split_episodes(episodes, hparams.val_fraction, seed)
+    train_episodes, val_episodes = hparams.held_out(episodes, seed)
     k = hparams.rollout_steps
     train, val = segments(train_episodes, k, device), segments(val_episodes, k, device)
     model = init.select_members(range(init.num_members)).to(device).train()  # a copy
@@ -268,7 +268,7 @@ def fit_multistep(
     metrics.update(one_step=one_step_metrics if one_step_metrics is not None else evaluate_model(init, val_episodes),
                    finetune_epochs_run=epochs_run, finetune_seconds=round(time.perf_counter() - start, 3),
                    train_segments=n, val_segments=len(val["action"]), rollout_steps=k,
-                   near_termination_segments=int(near.sum()),
+                   near_termination_segments=int(near.sum()), split=hparams.split_record(seed, len(val_episodes)),
                    val_loss=[float(v) if math.isfinite(float(v)) else None for v in best_loss])
     if select is not None:
         metrics["selection"] = {**selection, "seconds": round(selection["seconds"], 3)}

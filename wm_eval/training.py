@@ -18,9 +18,12 @@ from wm_eval.models import GaussianMLPEnsemble, WorldModel
 from wm_eval.tasks import TASKS
 from wm_eval.types import Trajectory
 
-__all__ = ["HORIZONS", "EnsembleHParams", "data_fingerprint", "evaluate_model", "fit", "split_episodes"]
+__all__ = ["HORIZONS", "SPLITS", "EnsembleHParams", "data_fingerprint", "evaluate_model", "fit", "split_episodes"]
 
 HORIZONS = (1, 10, 50, 100)
+SPLITS = ("episode_hash", "permutation")
+"""How :func:`split_episodes` holds episodes out: ``episode_hash`` decides each episode from its own data
+and the seed alone, ``permutation`` (the rule before it) from a seeded permutation of the episode indices."""
 _MIN_DELTA = 1e-4  # a member improves when its validation loss drops by more than this
 
 
@@ -31,6 +34,8 @@ class EnsembleHParams:
     ``max_train_seconds`` stops training after the epoch that crosses it (``None``: no limit).
     ``bf16_autocast`` runs the training matrix products in bfloat16 under ``torch.autocast``
     (weights, optimiser and validation stay float32); about 2.5x faster on CPUs with AMX.
+    ``split`` and ``split_seed`` choose the held-out episodes (:func:`split_episodes`; ``split_seed=None``:
+    the training seed).
     """
 
     ensemble_size: int = 7
@@ -45,6 +50,8 @@ class EnsembleHParams:
     val_fraction: float = 0.1
     max_train_seconds: float | None = None
     bf16_autocast: bool = False
+    split: str = "episode_hash"
+    split_seed: int | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.elites <= self.ensemble_size:
@@ -53,6 +60,18 @@ class EnsembleHParams:
             raise ConfigError("hidden, layers, batch_size, epochs and patience must all be at least 1")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must lie strictly between 0 and 1, got {self.val_fraction}")
+        if self.split not in SPLITS:
+            raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+
+    def held_out(self, episodes: list[Trajectory], seed: int) -> tuple[list[Trajectory], list[Trajectory]]:
+        """``(train, held_out)`` of ``episodes`` by this split (``split_seed``, else ``seed``)."""
+        return split_episodes(episodes, self.val_fraction, seed if self.split_seed is None else self.split_seed,
+                              self.split)
+
+    def split_record(self, seed: int, held_out: int) -> dict[str, Any]:
+        """What a checkpoint's metrics record of its split: ``{rule, seed, val_fraction, held_out_episodes}``."""
+        return {"rule": self.split, "seed": seed if self.split_seed is None else self.split_seed,
+                "val_fraction": self.val_fraction, "held_out_episodes": held_out}
 
 
 def fit(
@@ -66,7 +85,7 @@ def fit(
 ) -> tuple[GaussianMLPEnsemble, dict[str, Any]]:
     """Train a probabilistic ensemble on ``episodes`` and return it with its held-out metrics.
 
-    A seeded ``val_fraction`` of the episodes is held out. Each member trains with Adam on
+    A seeded ``val_fraction`` of the episodes is held out (:meth:`EnsembleHParams.held_out`). Each member trains with Adam on
     its own bootstrap of the training transitions (PETS) to minimise the Gaussian NLL of
     the normalised ``(next_obs - obs, reward)`` plus the log-variance bound penalty, plus
     the termination BCE weighted by ``#non-terminal / #terminal``. Training stops when no
@@ -79,13 +98,13 @@ def fit(
 
     Returns:
         ``(model, metrics)``; ``metrics`` is :func:`evaluate_model` on the held-out episodes
-        plus ``train_transitions``, ``val_transitions``, ``epochs_run``, ``train_seconds``,
+        plus ``train_transitions``, ``val_transitions``, ``split`` (:meth:`EnsembleHParams.split_record`), ``epochs_run``, ``train_seconds``,
         ``elites`` (indices of the kept members) and ``val_loss`` (theirs).
     """
     if len(episodes) < 2:
         raise DatasetError(f"training needs at least 2 episodes (one is held out), got {len(episodes)}; collect more data")
     _check_shapes(episodes)
-    train_episodes, val_episodes = split_episodes(episodes, hparams.val_fraction, seed)
+    train_episodes, val_episodes = hparams.held_out(episodes, seed)
     train, val = _transitions(train_episodes, device), _transitions(val_episodes, device)
     if len(train["action"]) == 0 or len(val["action"]) == 0:
         raise DatasetError("the training or held-out episodes contain no transitions; collect longer episodes")
@@ -155,6 +174,7 @@ def fit(
         train_seconds=round(train_seconds, 3),
         elites=elites,
         val_loss=[float(best_loss[i]) for i in elites],
+        split=hparams.split_record(seed, len(val_episodes)),
     )
     return model, metrics
 
@@ -212,11 +232,32 @@ def evaluate_model(
     }
 
 
-def split_episodes(episodes: list[Trajectory], val_fraction: float, seed: int) -> tuple[list[Trajectory], list[Trajectory]]:
-    """``(train, held_out)``: a seeded ``val_fraction`` of the episodes (at least one, never all) held out."""
-    order = np.random.default_rng(seed).permutation(len(episodes))
-    n_val = min(len(episodes) - 1, max(1, round(val_fraction * len(episodes))))
-    return [episodes[i] for i in sorted(order[n_val:])], [episodes[i] for i in sorted(order[:n_val])]
+def split_episodes(episodes: list[Trajectory], val_fraction: float, seed: int,
+                   rule: str = "episode_hash") -> tuple[list[Trajectory], list[Trajectory]]:
+    """``(train, held_out)``: about ``val_fraction`` of the episodes (at least one, never all) held out.
+
+    ``episode_hash`` (the default) holds an episode out when a hash of ``seed`` and the episode's own data
+    (:func:`data_fingerprint` of it alone) falls below ``val_fraction``. Whether an episode is held out
+    therefore does not depend on the other episodes: a model fine-tuned (``init=``) on a grown or reordered
+    dataset with the same seed and fraction validates on none of the episodes its start trained on, and
+    identical episodes fall on the same side. The share held out is ``val_fraction`` on average, not
+    exactly. ``permutation`` holds out the first ``round(val_fraction * n)`` of a seeded permutation of the
+    episode indices (the rule before; each added episode reshuffles the split).
+    """
+    if rule == "permutation":
+        order = np.random.default_rng(seed).permutation(len(episodes))
+        n_val = min(len(episodes) - 1, max(1, round(val_fraction * len(episodes))))
+        return [episodes[i] for i in sorted(order[n_val:])], [episodes[i] for i in sorted(order[:n_val])]
+    if rule != "episode_hash":
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {rule!r}")
+    keys = np.array([int.from_bytes(hashlib.sha256(f"{seed}:{data_fingerprint([e])}".encode()).digest()[:8], "big")
+                     for e in episodes], dtype=np.float64) / 2.0**64
+    held = keys < val_fraction
+    if len(episodes) > 1 and not held.any():
+        held[np.argmin(keys)] = True
+    if held.all():
+        held[np.argmax(keys)] = False
+    return [e for e, h in zip(episodes, held) if not h], [e for e, h in zip(episodes, held) if h]
 
 
 def data_fingerprint(episodes: Sequence[Trajectory]) -> str:
