@@ -163,3 +163,20 @@ def test_malformed_risk_models_and_mismatched_coverage_are_refused(covered: Path
 
     with pytest.raises(CheckpointError, match="coverage data is for 3 observation dimensions"):
         attach_coverage(other, replace(coverage, obs_low=coverage.obs_low[:3]))
+
+
+def test_the_probe_is_the_episodes_given_and_stays_out_of_the_sample(tiny_model: Path, hopper_dataset: Path) -> None:
+    model = load_checkpoint(tiny_model)
+    episodes = load_dataset(hopper_dataset, sim_states=False).episodes
+    coverage = build_coverage(model, episodes, seed=0, probe=episodes[-3:], size=100_000)
+
+    def rows(eps: list) -> set[tuple[float, ...]]:
+        x = np.concatenate([np.concatenate([e.observations[:-1] for e in eps]), np.concatenate([e.actions for e in eps])],
+                           axis=1)
+        return {tuple(r) for r in ((x - coverage.mean) / coverage.std).astype(np.float16).astype(np.float32)}
+
+    assert rows(episodes[:-3]) == {tuple(r) for r in coverage.sample}  # every other pair, no probe pair
+    other = build_coverage(model, episodes, seed=0, probe=episodes[:3], size=100_000)
+    assert (other.scale, other.uncertainty_ref) != (coverage.scale, coverage.uncertainty_ref)  # measured on the probe
+    with pytest.raises(ValueError, match="probe must be some"):
+        build_coverage(model, episodes, seed=0, probe=list(episodes))

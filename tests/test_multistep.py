@@ -14,6 +14,7 @@ from wm_eval.cli import main
 from wm_eval.data import load_dataset
 from wm_eval.errors import ConfigError, DatasetError
 from wm_eval.models.checkpoint import load_checkpoint
+from wm_eval.models.coverage import build_coverage
 from wm_eval.multistep import MultiStepHParams, _member_losses, epoch_windows, fit_multistep, segments
 from wm_eval.types import Trajectory
 
@@ -102,6 +103,12 @@ def test_fine_tuning_warns_when_its_validation_may_hold_the_starts_training_epis
     metrics = json.loads((tmp_path / "fixed" / "spec.json").read_text())["metrics"]
     assert metrics["split"]["rule"] == "episode_hash" and metrics["split"]["seed"] == 0
     assert metrics["split"]["held_out_episodes"] >= 1
+    model = load_checkpoint(tmp_path / "fixed")  # its coverage was probed on its held-out episodes
+    episodes = load_dataset(hopper_dataset, sim_states=False).episodes
+    held = MultiStepHParams(split_seed=0).held_out(episodes, 3)[1]
+    assert len(held) == metrics["split"]["held_out_episodes"]
+    probed = build_coverage(model, episodes, seed=3, probe=held)
+    assert (model.coverage.scale, model.coverage.uncertainty_ref) == pytest.approx((probed.scale, probed.uncertainty_ref))
 
 
 def test_cli_trains_and_evaluates_the_second_family(tiny_model: Path, hopper_dataset: Path, tmp_path: Path,

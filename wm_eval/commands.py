@@ -97,9 +97,12 @@ def train(cfg: Any) -> int:
             metrics["selection"].update(metric=cfg.select_metric, statistic=cfg.select_statistic,
                                         policies=select.names, per_epoch=select.history)
     else:
-        model, metrics = fit(episodes, task=first.task, hparams=EnsembleHParams(**common), seed=cfg.seed,
-                             device=cfg.device)
-    coverage = build_coverage(model, episodes, seed=cfg.seed, risk=default_risk())
+        hparams = EnsembleHParams(**common)
+        model, metrics = fit(episodes, task=first.task, hparams=hparams, seed=cfg.seed, device=cfg.device)
+    # the coverage probe: the run's held-out episodes (permutation: coverage's own seeded tenth, which is how
+    # the published models' coverage was built)
+    probe = None if hparams.split == "permutation" else hparams.held_out(episodes, cfg.seed)[1]
+    coverage = build_coverage(model, episodes, seed=cfg.seed, risk=default_risk(), probe=probe)
     save_checkpoint(model, out, observation_space=first.observation_space, action_space=first.action_space,
                     data_fingerprint=data_fingerprint(episodes), metrics=metrics, config=to_dict(cfg),
                     seed=cfg.seed, coverage=coverage)

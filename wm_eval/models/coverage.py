@@ -173,15 +173,23 @@ def _check_risk(risk: Any) -> None:
 
 
 def build_coverage(model: Any, episodes: list[Any], *, seed: int, size: int = 2048, k: int = 5,
-                   risk: dict[str, Any] | None = None) -> Coverage:
+                   risk: dict[str, Any] | None = None, probe: list[Any] | None = None) -> Coverage:
     """The :class:`Coverage` of ``model``'s training ``episodes`` (:class:`~wm_eval.types.Trajectory`).
 
-    A seeded tenth of the episodes (at least one, none if there is only one) is held out as the probe
-    that measures ``scale`` and ``uncertainty_ref``: whole episodes, so that a probe pair's
+    The probe episodes measure ``scale`` and ``uncertainty_ref``; they should be episodes the model did
+    not train on: ``probe`` (some of ``episodes``, by identity: the held-out ones of its training) or, by
+    default, a seeded tenth of the episodes (at least one, none if there is only one), which is the held-out
+    set of ``split=permutation`` with ``val_fraction=0.1``. Whole episodes, so that a probe pair's
     neighbouring time steps are not in the sample. ``size`` pairs of the other episodes form the sample."""
-    order = np.random.default_rng(seed).permutation(len(episodes))
-    n_probe = min(len(episodes) - 1, max(1, round(0.1 * len(episodes))))
-    probe_eps, sample_eps = [episodes[i] for i in order[:n_probe]], [episodes[i] for i in order[n_probe:]]
+    if probe is None:
+        order = np.random.default_rng(seed).permutation(len(episodes))
+        n_probe = min(len(episodes) - 1, max(1, round(0.1 * len(episodes))))
+        probe_eps, sample_eps = [episodes[i] for i in order[:n_probe]], [episodes[i] for i in order[n_probe:]]
+    else:
+        held = {id(e) for e in probe}
+        probe_eps, sample_eps = list(probe), [e for e in episodes if id(e) not in held]
+        if len(sample_eps) != len(episodes) - len(held) or not sample_eps:
+            raise ValueError("probe must be some (not all) of the episodes themselves, each once")
 
     def pairs(eps: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         return (np.concatenate([e.observations[:-1] for e in eps]).astype(np.float64),
