@@ -85,8 +85,8 @@ def fit(
 ) -> tuple[GaussianMLPEnsemble, dict[str, Any]]:
     """Train a probabilistic ensemble on ``episodes`` and return it with its held-out metrics.
 
-    A seeded ``val_fraction`` of the episodes is held out (:meth:`EnsembleHParams.held_out`). Each member trains with Adam on
-    its own bootstrap of the training transitions (PETS) to minimise the Gaussian NLL of
+    A seeded ``val_fraction`` of the episodes is held out (:meth:`EnsembleHParams.held_out`). Each
+    member trains with Adam on its own bootstrap of the training transitions (PETS) to minimise the Gaussian NLL of
     the normalised ``(next_obs - obs, reward)`` plus the log-variance bound penalty, plus
     the termination BCE weighted by ``#non-terminal / #terminal``. Training stops when no
     member has improved its validation loss for ``patience`` epochs; each member keeps its
@@ -98,8 +98,8 @@ def fit(
 
     Returns:
         ``(model, metrics)``; ``metrics`` is :func:`evaluate_model` on the held-out episodes
-        plus ``train_transitions``, ``val_transitions``, ``split`` (:meth:`EnsembleHParams.split_record`), ``epochs_run``, ``train_seconds``,
-        ``elites`` (indices of the kept members) and ``val_loss`` (theirs).
+        plus ``train_transitions``, ``val_transitions``, ``split`` (:meth:`EnsembleHParams.split_record`),
+        ``epochs_run``, ``train_seconds``, ``elites`` (indices of the kept members) and ``val_loss`` (theirs).
     """
     if len(episodes) < 2:
         raise DatasetError(f"training needs at least 2 episodes (one is held out), got {len(episodes)}; collect more data")
