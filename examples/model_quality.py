@@ -2,7 +2,7 @@
 
 For each task it loads the dataset the embedded model was trained on (the one its spec names; regenerate
 it with the task's recipe in ``configs/collect``, see ``datasets/<task>.md``), takes the same held-out episodes as
-training did (same seed and fraction), and reports reward R^2, termination F1 (learned head, and the
+training did (the split its spec records), and reports reward R^2, termination F1 (learned head, and the
 task's rule applied to predicted next states) and the open-loop k-step normalised state error::
 
     python examples/model_quality.py
@@ -10,8 +10,8 @@ task's rule applied to predicted next states) and the open-loop k-step normalise
     python examples/model_quality.py --tasks Hopper-v5 --model Hopper-v5=runs/models/Hopper-v5-multistep
 
 ``--model TASK=PATH`` measures another checkpoint (another family, or one trained on other data) on the
-held-out episodes its own seed and validation fraction select from ``--dataset``: two models with the same
-seed and fraction, given the same dataset, are scored on the same episodes.
+held-out episodes its own recorded split (rule, seed and validation fraction) selects from ``--dataset``: two
+models with the same split, given the same dataset, are scored on the same episodes.
 """
 
 from __future__ import annotations
@@ -20,18 +20,9 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from wm_eval.data import load_dataset
 from wm_eval.models.checkpoint import embedded_model_path, load_checkpoint, read_spec
-from wm_eval.training import data_fingerprint, evaluate_model
-
-
-def held_out(episodes: list, *, seed: int, val_fraction: float) -> list:
-    """The held-out episodes of :func:`wm_eval.training.fit` for this seed and fraction."""
-    order = np.random.default_rng(seed).permutation(len(episodes))
-    n_val = min(len(episodes) - 1, max(1, round(val_fraction * len(episodes))))
-    return [episodes[i] for i in sorted(order[:n_val])]
+from wm_eval.training import data_fingerprint, evaluate_model, recorded_split, split_episodes
 
 
 def trained_on(task: str, model: Path) -> Path:
@@ -46,12 +37,12 @@ def trained_on(task: str, model: Path) -> Path:
 def quality(task: str, dataset: Path, path: Path) -> dict:
     """Held-out metrics of the checkpoint at ``path`` on ``dataset``."""
     spec = read_spec(path)
-    config = spec.get("config", {})
     episodes = load_dataset(dataset, sim_states=False).episodes
     if data_fingerprint(episodes) != spec["data_fingerprint"]:
         print(f"note: {dataset} is not the data {path} was trained on: its held-out episodes are chosen by the "
-              "model's seed from this dataset, and may overlap the model's training data")
-    val = held_out(episodes, seed=int(spec.get("seed", 0)), val_fraction=float(config.get("val_fraction", 0.1)))
+              "model's split from this dataset, and may overlap the model's training data")
+    rule, seed, fraction = recorded_split(spec)
+    val = split_episodes(episodes, fraction, seed, rule)[1]
     metrics = evaluate_model(load_checkpoint(path, task=task), val)
     # a multi-step model records its fine-tuning time (its one-step start is another checkpoint's training)
     seconds, finetune = spec["metrics"].get("train_seconds"), spec["metrics"].get("finetune_seconds")

@@ -48,7 +48,7 @@ from wm_eval.evaluation.trust_signal import FEATURES, RISK_FLAG, policy_features
 from wm_eval.fileio import atomic_write_text
 from wm_eval.models.checkpoint import attach_coverage, embedded_model_path, load_checkpoint, read_spec, resolve_model
 from wm_eval.models.coverage import build_coverage
-from wm_eval.training import data_fingerprint, split_episodes
+from wm_eval.training import data_fingerprint, recorded_split, split_episodes
 
 ROOT = Path(__file__).resolve().parent.parent
 L2 = 0.1  # ridge penalty of the logistic fit: few policies per task
@@ -65,9 +65,8 @@ def attach(args: argparse.Namespace) -> None:
     model = load_checkpoint(path)
     donor = resolve_model(args.risk_from, task=None) if args.risk_from else model  # a folder or an embedded task
     risk = donor.coverage.risk if donor.coverage else None
-    split = (spec.get("metrics") or {}).get("split")  # probe: its held-out episodes, as wm-eval train does
-    probe = (split_episodes(episodes, split["val_fraction"], split["seed"], split["rule"])[1]
-             if isinstance(split, dict) and split["rule"] != "permutation" else None)
+    rule, seed, fraction = recorded_split(spec)  # probe: its held-out episodes, as wm-eval train does
+    probe = split_episodes(episodes, fraction, seed, rule)[1] if rule != "permutation" else None
     attach_coverage(path, build_coverage(model, episodes, seed=spec["seed"], risk=risk, probe=probe))
     print(f"stored the coverage of {len(episodes)} episodes in {path}")
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -95,6 +96,17 @@ def test_model_quality_example(tmp_path: Path, hopper_dataset: Path) -> None:
     _run("model_quality.py", "--tasks", "Hopper-v5", "--dataset", f"Hopper-v5={hopper_dataset}",
          "--model", f"Hopper-v5={path}", "--json", "q2.json", cwd=tmp_path)
     assert json.loads((tmp_path / "q2.json").read_text())[0] == dict(row, model=str(path))
+    # a model trained here (split=episode_hash): scored on the episodes its training held out, so the same numbers
+    trained = subprocess.run([str(Path(sys.executable).parent / "wm-eval"), "train", "--preset", "debug",
+                              f"dataset={hopper_dataset}", "out=m", "threads=1"], capture_output=True, text=True,
+                             cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    _run("model_quality.py", "--tasks", "Hopper-v5", "--dataset", f"Hopper-v5={hopper_dataset}",
+         "--model", "Hopper-v5=m", "--json", "q3.json", cwd=tmp_path)
+    mine, logged = json.loads((tmp_path / "q3.json").read_text())[0], json.loads((tmp_path / "m" / "spec.json").read_text())
+    assert logged["metrics"]["split"]["rule"] == "episode_hash"
+    for key in ("reward_r2", "termination_f1", "open_loop_error"):
+        assert mine[key] == pytest.approx(logged["metrics"][key]), key
 
 
 def test_memory_example(tmp_path: Path) -> None:
@@ -249,3 +261,30 @@ def test_trust_calibration_example(tmp_path: Path, tiny_model: Path, hopper_data
     bad = subprocess.run([sys.executable, str(EXAMPLES / "trust_calibration.py"), "attach", "--task", "Hopper-v5",
                           "--dataset", str(hopper_dataset)], capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode != 0 and "is not the data" in bad.stderr  # the embedded model was trained on other data
+
+
+def test_seed_spread_example(tmp_path: Path, hopper_dataset: Path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"dataset: [{hopper_dataset}]\nepochs: 2\nensemble_size: 2\nelites: 1\nhidden: 16\n"
+                      "layers: 1\nbatch_size: 64\nthreads: 1\n")
+    args = ("--config", str(recipe), "--seeds", "0", "1", "--episodes", "2", "--horizon", "10", "--out", "sp")
+    out = _run("seed_spread.py", *args, "--", "patience=2", cwd=tmp_path)
+    assert f"Hopper-v5, zoo: {HOPPER_ZOO} policies × 2 episodes, 2 seeds" in out
+    assert re.search(r"^\| 0 \| -?[\d.]+ \[", out, re.M) and re.search(r"^\| 1 \| ", out, re.M)
+    assert "| mean ± sd |" in out and "| range |" in out
+    spread = json.loads((tmp_path / "sp" / "spread.json").read_text())
+    specs = [json.loads((tmp_path / "sp" / f"seed{s}" / "model" / "spec.json").read_text()) for s in (0, 1)]
+    assert specs[0]["weights_sha256"] != specs[1]["weights_sha256"]  # two training runs
+    assert [s["metrics"]["split"]["seed"] for s in specs] == [0, 0] and [s["seed"] for s in specs] == [0, 1]
+    values = [r["metrics"]["spearman"]["value"] for r in spread["runs"]]
+    assert spread["summary"]["spearman"]["mean"] == pytest.approx(np.mean(values))
+    assert spread["summary"]["spearman"]["sd"] == pytest.approx(np.std(values, ddof=1))
+    assert spread["overrides"] == ["patience=2"] and spread["versions"]["torch"] and spread["machine"]
+    again = _run("seed_spread.py", *args, "--", "patience=2", cwd=tmp_path)  # resumes: nothing trained or evaluated
+    assert again.count("not trained again") == 2 and again.count("not evaluated again") == 2
+    assert again.splitlines()[-4:] == out.splitlines()[-4:]
+    for bad, message in ((["--seeds", "0", "0"], "repeats a seed"), (["--", "seed=3"], "not seed, split_seed or out"),
+                         (["--config", "nope.yaml"], "no such file")):
+        done = subprocess.run([sys.executable, str(EXAMPLES / "seed_spread.py"), *args, *bad], capture_output=True,
+                              text=True, cwd=tmp_path)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr

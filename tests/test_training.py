@@ -12,7 +12,7 @@ from gymnasium import spaces
 
 from wm_eval.errors import ConfigError, DatasetError
 from wm_eval.models import load_checkpoint, save_checkpoint
-from wm_eval.training import EnsembleHParams, data_fingerprint, evaluate_model, fit, split_episodes
+from wm_eval.training import EnsembleHParams, data_fingerprint, evaluate_model, fit, recorded_split, split_episodes
 from wm_eval.types import Trajectory
 
 # s' = A s + B a, reward = c . s, terminated when s'[0] > THRESHOLD
@@ -223,3 +223,10 @@ def test_split_seed_fixes_the_held_out_episodes_whatever_the_training_seed(episo
     fixed = EnsembleHParams(split_seed=7)
     assert fixed.held_out(episodes, 0)[1] == fixed.held_out(episodes, 3)[1] == split_episodes(episodes, 0.1, 7)[1]
     assert EnsembleHParams().held_out(episodes, 3)[1] == split_episodes(episodes, 0.1, 3)[1]
+
+
+def test_recorded_split_reads_the_record_or_falls_back_to_the_rule_before_it():
+    record = {"rule": "episode_hash", "seed": 4, "val_fraction": 0.2, "held_out_episodes": 9}
+    assert recorded_split({"metrics": {"split": record}, "seed": 0}) == ("episode_hash", 4, 0.2)
+    assert recorded_split({"metrics": {}, "config": {"seed": 3, "val_fraction": 0.15}, "seed": 3}) == ("permutation", 3, 0.15)
+    assert recorded_split({"metrics": {}, "config": {}, "seed": 5}) == ("permutation", 5, 0.1)

@@ -126,18 +126,15 @@ def _warn_if_split_differs(cfg: Any, task: str) -> None:
     import warnings
 
     from wm_eval.models.checkpoint import SPEC_FILE, embedded_model_path, read_spec
+    from wm_eval.training import recorded_split
 
     folder = Path(cfg.init)
     if not folder.is_dir():
         folder = embedded_model_path(task if cfg.init == "default" else cfg.init)
     if not (folder / SPEC_FILE).is_file():  # a module:factory model: fit_multistep says what it needs
         return
-    spec = read_spec(folder)
-    recorded = (spec.get("metrics") or {}).get("split")  # what its training did; before that record: permutation
-    config = spec.get("config") or {}
-    start = ((recorded["rule"], recorded["seed"], recorded["val_fraction"]) if isinstance(recorded, dict) else
-             ("permutation", config.get("seed", spec.get("seed", 0)), config.get("val_fraction", 0.1)))
-    mine = (cfg.split, cfg.seed if cfg.split_seed is None else cfg.split_seed, cfg.val_fraction)
+    start = recorded_split(read_spec(folder))
+    mine = (cfg.split, cfg.seed if cfg.split_seed is None else cfg.split_seed, float(cfg.val_fraction))
     if mine != start or mine[0] == "permutation":
         warnings.warn(f"init={cfg.init} held out (split, split seed, val_fraction) = {start}, this run {mine}: "
                       "its validation episodes may include ones the start trained on, which makes early stopping "

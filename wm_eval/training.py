@@ -18,7 +18,8 @@ from wm_eval.models import GaussianMLPEnsemble, WorldModel
 from wm_eval.tasks import TASKS
 from wm_eval.types import Trajectory
 
-__all__ = ["HORIZONS", "SPLITS", "EnsembleHParams", "data_fingerprint", "evaluate_model", "fit", "split_episodes"]
+__all__ = ["HORIZONS", "SPLITS", "EnsembleHParams", "data_fingerprint", "evaluate_model", "fit", "recorded_split",
+           "split_episodes"]
 
 HORIZONS = (1, 10, 50, 100)
 SPLITS = ("episode_hash", "permutation")
@@ -258,6 +259,17 @@ def split_episodes(episodes: list[Trajectory], val_fraction: float, seed: int,
     if held.all():
         held[np.argmax(keys)] = False
     return [e for e, h in zip(episodes, held) if not h], [e for e, h in zip(episodes, held) if h]
+
+
+def recorded_split(spec: dict[str, Any]) -> tuple[str, int, float]:
+    """``(rule, seed, val_fraction)`` that a checkpoint's training held episodes out by, from its ``spec.json``
+    (:func:`~wm_eval.models.checkpoint.read_spec`): its ``metrics.split``, or for checkpoints trained before
+    that record, ``permutation`` with the spec's seed and configured ``val_fraction``."""
+    record = (spec.get("metrics") or {}).get("split")
+    if isinstance(record, dict):
+        return str(record["rule"]), int(record["seed"]), float(record["val_fraction"])
+    config = spec.get("config") or {}
+    return "permutation", int(config.get("seed", spec.get("seed", 0))), float(config.get("val_fraction", 0.1))
 
 
 def data_fingerprint(episodes: Sequence[Trajectory]) -> str:
