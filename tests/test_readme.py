@@ -200,6 +200,10 @@ PLAN: dict[str, Step] = {
     "python examples/seed_spread.py --config configs/train/Walker2d-v5-sac-4td3-ppo2-multistep-k10-from-k5-more.yaml "
     "--seeds 0 1 2 --set unseen --episodes 20":
         Step(None, why="tests/test_examples.py::test_seed_spread_example runs it with a tiny budget"),
+    "python examples/seed_spread.py --config configs/train/HalfCheetah-v5-sac-td3-multistep-k10.yaml --seeds 0 1 2":
+        Step(None, why="tests/test_examples.py::test_seed_spread_example runs it with a tiny budget"),
+    "python examples/seed_spread.py --config configs/train/HalfCheetah-v5-sac-td3-multistep-k10.yaml --seeds 0 1 2 "
+    "--set unseen --episodes 20": Step(None, why="tests/test_examples.py::test_seed_spread_example runs it with a tiny budget"),
     'pip install "wm_eval[ray]"': Step(None, why=".ci/setup installs the ray extra (pip install -e .[test,ray])"),
     "wm-eval evaluate executor=ray ray_address=local episodes=4 horizon=100":
         Step(None, why="tests/test_ray.py::test_cli_ray_local_equals_local runs it against executor=local"),
