@@ -2,8 +2,9 @@
 
 A model choice that rests on one training run can be the seed's doing: on Hopper, three seeds of one recipe
 rank its zoo with MMRV 0.024 to 0.054 (README, "Unseen policies"). This trains ``--config`` once per
-``--seeds`` entry, all on one held-out split (``split_seed=--split-seed``, so every run validates on the
-same episodes and none validates on episodes its ``init`` trained on), ranks the task's zoo (or ``--set
+``--seeds`` entry, all on one held-out split (``split_seed``: ``--split-seed``, by default the recipe's own, so
+every run validates on the episodes the recipe's run does, and on none its ``init`` trained on when the
+init was trained on that split), ranks the task's zoo (or ``--set
 unseen``/``all``) in each model against MuJoCo with ``examples/fidelity.py``, and prints per seed and over
 the seeds (mean, sample standard deviation, range) Spearman, normalised MMRV, regret@1 and normalised
 absolute error::
@@ -29,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from wm_eval.cli import main as wm_eval_main
+from wm_eval.config import load_config
+from wm_eval.errors import WmEvalError
 from wm_eval.fileio import atomic_write_text
 from wm_eval.machine import library_versions, machine
 from wm_eval.models.checkpoint import SPEC_FILE, read_spec
@@ -82,7 +85,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="a wm-eval train recipe (configs/train/*.yaml)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds, one run each")
-    parser.add_argument("--split-seed", type=int, default=0, help="seed of the held-out split every run shares")
+    parser.add_argument("--split-seed", type=int, default=None,
+                        help="seed of the held-out split every run shares (default: the recipe's split_seed, else seed)")
     parser.add_argument("--set", dest="policy_set", choices=("zoo", "unseen", "all"), default="zoo")
     parser.add_argument("--episodes", type=int, default=50, help="paired episodes per policy")
     parser.add_argument("--horizon", type=int, default=None, help="steps per episode (default: the task's limit)")
@@ -97,6 +101,12 @@ def main() -> None:
     bad = [item for item in args.overrides if "=" not in item or item.split("=", 1)[0] in ("seed", "split_seed", "out")]
     if bad:
         parser.error(f"overrides must be key=value and not seed, split_seed or out (this script sets them): {bad}")
+    try:
+        recipe = load_config("train", files=[args.config], overrides=args.overrides)
+    except WmEvalError as exc:
+        parser.error(f"--config {args.config}: {exc}")
+    if args.split_seed is None:
+        args.split_seed = recipe.seed if recipe.split_seed is None else recipe.split_seed
     out = args.out or Path("runs") / f"spread-{Path(args.config).stem}"
     settings = {"set": args.policy_set, "episodes": args.episodes, "horizon": args.horizon, "eval_seed": args.eval_seed}
     runs = []

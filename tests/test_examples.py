@@ -284,7 +284,7 @@ def test_seed_spread_example(tmp_path: Path, hopper_dataset: Path) -> None:
     assert again.count("not trained again") == 2 and again.count("not evaluated again") == 2
     assert again.splitlines()[-4:] == out.splitlines()[-4:]
     for bad, message in ((["--seeds", "0", "0"], "repeats a seed"), (["--", "seed=3"], "not seed, split_seed or out"),
-                         (["--config", "nope.yaml"], "no such file")):
+                         (["--config", "nope.yaml"], "no such file"), (["--", "no_such_key=1"], "no_such_key")):
         done = subprocess.run([sys.executable, str(EXAMPLES / "seed_spread.py"), *args, *bad], capture_output=True,
                               text=True, cwd=tmp_path)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
